@@ -1,0 +1,62 @@
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>
+/// The durable Paxos log of every group of one node, with PhxPaxos's <c>LogStorage</c> operations.
+/// Records are serialized <see cref="Protocol.AcceptorStateData"/> keyed by instance id; several
+/// records may be written for one instance (a promise, then an accept) and the last one wins.
+/// </summary>
+/// <remarks>
+/// Implementations are thread-safe. <see cref="PutAsync"/> may be called from many threads at
+/// once and completes on a storage thread; callers that own single-threaded state must hop back to
+/// their own thread.
+/// </remarks>
+public interface ILogStorage : IDisposable
+{
+    /// <summary>Number of groups this storage holds (indices <c>0 .. GroupCount-1</c>).</summary>
+    int GroupCount { get; }
+
+    /// <summary>The folder of a group (<c>g&lt;N&gt;</c> under the root); checkpoint files may be kept beneath it.</summary>
+    string GetGroupDirectory(int groupIndex);
+
+    /// <summary>
+    /// Appends a record for <paramref name="instanceId"/>. The task completes once the record is on
+    /// disk when <paramref name="sync"/> is true (it shares one fsync with every record waiting at the
+    /// same time), or once it is written to the operating system otherwise.
+    /// </summary>
+    /// <exception cref="LogStorageException">The write failed; the record is not durable.</exception>
+    Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync);
+
+    /// <summary>Reads the last record of an instance, or null when the log holds none.</summary>
+    /// <exception cref="LogStorageException">The record exists but is damaged (names file and offset).</exception>
+    byte[]? Get(int groupIndex, ulong instanceId);
+
+    /// <summary>The highest instance id with a record, or null when the group's log is empty.</summary>
+    ulong? GetMaxInstanceId(int groupIndex);
+
+    /// <summary>
+    /// Forgets every instance below <paramref name="instanceId"/>; whole data files are deleted once no
+    /// record in them is needed. Used by the cleaner.
+    /// </summary>
+    void DeleteBefore(int groupIndex, ulong instanceId);
+
+    /// <summary>The smallest instance still kept (0 when never set).</summary>
+    ulong GetMinChosenInstanceId(int groupIndex);
+
+    /// <summary>Durably records the smallest instance still kept.</summary>
+    void SetMinChosenInstanceId(int groupIndex, ulong instanceId);
+
+    /// <summary>The serialized <see cref="Protocol.SystemVariables"/>, or null when never set.</summary>
+    byte[]? GetSystemVariables(int groupIndex);
+
+    /// <summary>Durably stores the serialized <see cref="Protocol.SystemVariables"/>.</summary>
+    void SetSystemVariables(int groupIndex, ReadOnlySpan<byte> value);
+
+    /// <summary>The serialized <see cref="Protocol.MasterVariables"/>, or null when never set.</summary>
+    byte[]? GetMasterVariables(int groupIndex);
+
+    /// <summary>Durably stores the serialized <see cref="Protocol.MasterVariables"/>.</summary>
+    void SetMasterVariables(int groupIndex, ReadOnlySpan<byte> value);
+
+    /// <summary>Removes every log record and the min-chosen mark of a group, keeping its system and master variables.</summary>
+    void ClearAllLog(int groupIndex);
+}
