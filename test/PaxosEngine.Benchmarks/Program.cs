@@ -1,0 +1,29 @@
+namespace Orleans.Paxos.Engine.Benchmarks;
+
+/// <summary>
+/// Console benchmarks of the engine. Each prints its configuration beside its figures so that runs on
+/// the same machine can be compared. Usage: <c>dotnet run -c Release --project test/PaxosEngine.Benchmarks -- &lt;suite&gt; [options]</c>.
+/// </summary>
+internal static class Program
+{
+    private static readonly Dictionary<string, (string Summary, Func<string[], Task<int>> Run)> Suites = new(StringComparer.OrdinalIgnoreCase)
+    {
+        // Each suite registers one line here.
+    };
+
+    public static async Task<int> Main(string[] args)
+    {
+        if (args.Length == 0 || !Suites.TryGetValue(args[0], out var suite))
+        {
+            Console.Error.WriteLine("usage: <suite> [options]; suites:");
+            foreach (var (name, (summary, _)) in Suites)
+            {
+                Console.Error.WriteLine($"  {name,-10} {summary}");
+            }
+
+            return args.Length == 0 ? 0 : 2;
+        }
+
+        return await suite.Run(args[1..]).ConfigureAwait(false);
+    }
+}
