@@ -1,0 +1,276 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Google.Protobuf;
+using Microsoft.Win32.SafeHandles;
+using Orleans.Paxos.Engine.Hashing;
+using Orleans.Paxos.Engine.Protocol;
+
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>Recovery on open: the data files are the truth, the index is repaired from them.</summary>
+public sealed partial class FileLogStorage
+{
+    private const int IndexChunk = 4096;
+
+    /// <summary>
+    /// Brings a group's index in line with its data files and opens the current file for appending.
+    /// Scans from the last indexed record (from the first data file when there is no index, e.g. a
+    /// PhxPaxos <c>vfile</c> folder) to the end, re-indexing every record found, which repairs rows a
+    /// crash lost because index writes are not fsynced. A torn tail of the last file is cut off.
+    /// </summary>
+    private static void Recover(GroupLog group)
+    {
+        lock (group.WriteLock)
+        {
+            if (group.Index.IsClearPending())
+            {
+                // A ClearAllLog was interrupted between deleting files and clearing the index: finish it.
+                ClearFiles(group);
+            }
+
+            var metaFileId = group.ReadMeta();
+            var files = group.ListDataFiles();
+            if (files.Count > 0 && files[^1] > metaFileId)
+            {
+                var path = group.DataFilePath(files[^1]);
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: data file {path} is beyond the current file id {metaFileId} recorded in {group.MetaPath}; meta or the folder is damaged.",
+                    group.GroupIndex,
+                    path,
+                    0);
+            }
+
+            group.LowestFileId = files.Count > 0 ? files[0] : metaFileId;
+            var last = group.Index.GetLast();
+            if (last is { } entry && entry.FileId > metaFileId)
+            {
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: the index places instance {entry.InstanceId} in data file {entry.FileId}, beyond the current file id {metaFileId} recorded in {group.MetaPath}.",
+                    group.GroupIndex,
+                    group.MetaPath,
+                    0);
+            }
+
+            var floor = group.Index.GetFloor();
+            var (startFile, startOffset) = last is { } l ? (l.FileId, l.Offset) : (group.LowestFileId, 0);
+            var writeOffset = Scan(group, startFile, startOffset, metaFileId, floor, last, out var startRecordCut);
+            if (startRecordCut && startOffset > 0)
+            {
+                // The last indexed record itself was torn; earlier records of its instance (a promise
+                // before the accept) may sit before it in the same file, so index that file from the start.
+                writeOffset = Scan(group, startFile, 0, metaFileId, floor, null, out _);
+            }
+
+            OpenCurrentFile(group, metaFileId, writeOffset);
+        }
+    }
+
+    /// <summary>Scans data files <paramref name="fromFile"/>..<paramref name="metaFileId"/>, indexing records; returns the write offset in the last one.</summary>
+    private static long Scan(GroupLog group, int fromFile, int fromOffset, int metaFileId, ulong floor, IndexEntry? startRecord, out bool startRecordCut)
+    {
+        startRecordCut = false;
+        var pending = new List<IndexEntry>(IndexChunk);
+        ulong? previousId = null;
+        var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+        Span<byte> header = stackalloc byte[4];
+        try
+        {
+            for (var fileId = fromFile; fileId <= metaFileId; fileId++)
+            {
+                var path = group.DataFilePath(fileId);
+                if (!File.Exists(path))
+                {
+                    if (fileId == metaFileId)
+                    {
+                        // Crash between rewriting meta and creating its file: it is created empty on open.
+                        break;
+                    }
+
+                    throw new LogStorageException(
+                        $"Group {group.GroupIndex}: data file {path} is missing although {group.MetaPath} names file {metaFileId}.", group.GroupIndex, path, 0);
+                }
+
+                var isLastFile = fileId == metaFileId;
+                using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                var fileLength = RandomAccess.GetLength(handle);
+                long offset = fileId == fromFile ? fromOffset : 0;
+                while (true)
+                {
+                    var read = RandomAccess.Read(handle, header, offset);
+                    if (read == 0)
+                    {
+                        break;
+                    }
+
+                    if (read < 4)
+                    {
+                        ThrowUnlessTail(group, isLastFile, path, offset, "the length field is cut short");
+                        CutTail(group, handle, fileId, offset, fileLength, pending);
+                        startRecordCut |= startRecord is { } s0 && s0.FileId == fileId && s0.Offset == offset;
+                        break;
+                    }
+
+                    var length = BinaryPrimitives.ReadInt32LittleEndian(header);
+                    if (length == 0)
+                    {
+                        break;
+                    }
+
+                    var room = Math.Max(fileLength, group.DataFileSize) - offset - 4;
+                    if (length < 8 || length > room)
+                    {
+                        throw new LogStorageException(
+                            $"Group {group.GroupIndex}: data file {path} is damaged at offset {offset}: record length {length} is out of range (1..{room} allowed). Records after it cannot be located; restore the file or cut it there with a tool.",
+                            group.GroupIndex,
+                            path,
+                            offset);
+                    }
+
+                    if (buffer.Length < length)
+                    {
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = ArrayPool<byte>.Shared.Rent(length);
+                    }
+
+                    var record = buffer.AsSpan(0, length);
+                    var got = RandomAccess.Read(handle, record, offset + 4);
+                    var reason = got < length ? "the record is cut short" : Validate(record);
+                    var instanceId = BinaryPrimitives.ReadUInt64LittleEndian(record);
+                    var crc = SkipCrc32.Compute(0, record, SkipCrc32.ValueSkip);
+                    if (reason is null && startRecord is { } s1 && s1.FileId == fileId && s1.Offset == offset
+                        && (s1.InstanceId != instanceId || s1.Crc != crc))
+                    {
+                        reason = $"it differs from its index row (instance {s1.InstanceId}, crc 0x{s1.Crc:x8})";
+                    }
+
+                    if (reason is not null)
+                    {
+                        ThrowUnlessTail(group, isLastFile, path, offset, reason);
+                        CutTail(group, handle, fileId, offset, fileLength, pending);
+                        startRecordCut |= startRecord is { } s2 && s2.FileId == fileId && s2.Offset == offset;
+                        break;
+                    }
+
+                    if (instanceId < previousId)
+                    {
+                        throw new LogStorageException(
+                            $"Group {group.GroupIndex}: data file {path} is damaged at offset {offset}: instance {instanceId} follows instance {previousId}, but instance ids never decrease along the log.",
+                            group.GroupIndex,
+                            path,
+                            offset);
+                    }
+
+                    previousId = instanceId;
+                    if (instanceId >= floor)
+                    {
+                        pending.Add(new IndexEntry(instanceId, fileId, checked((int)offset), crc));
+                        if (pending.Count == IndexChunk)
+                        {
+                            group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending));
+                            pending.Clear();
+                        }
+                    }
+
+                    offset += 4L + length;
+                }
+
+                group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending));
+                pending.Clear();
+                if (isLastFile)
+                {
+                    return offset;
+                }
+            }
+
+            return 0;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// Checks that a record (instance id + body) is a complete <see cref="AcceptorStateData"/> of its
+    /// instance; returns why not, or null. The size check catches a body whose trailing bytes were
+    /// zeroed inside a varint: protobuf writers emit minimal varints, so the re-encoded size then differs.
+    /// </summary>
+    private static string? Validate(ReadOnlySpan<byte> record)
+    {
+        var instanceId = BinaryPrimitives.ReadUInt64LittleEndian(record);
+        var body = record[8..];
+        AcceptorStateData state;
+        try
+        {
+            state = AcceptorStateData.Parser.ParseFrom(body);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            return "the body is not a valid AcceptorStateData (" + e.Message + ")";
+        }
+
+        if (!state.IsInitialized())
+        {
+            return "the body lacks required AcceptorStateData fields";
+        }
+
+        if (state.InstanceID != instanceId)
+        {
+            return $"the body is for instance {state.InstanceID}, the header for {instanceId}";
+        }
+
+        return state.CalculateSize() != body.Length ? "the body has trailing or non-minimal bytes" : null;
+    }
+
+    /// <summary>Damage may be a torn write only at the end of the last file; anywhere else it is reported.</summary>
+    private static void ThrowUnlessTail(GroupLog group, bool isLastFile, string path, long offset, string reason)
+    {
+        if (!isLastFile)
+        {
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: data file {path} is damaged at offset {offset}: {reason}. It is not the last data file, so this is not a torn write; restore the file.",
+                group.GroupIndex,
+                path,
+                offset);
+        }
+    }
+
+    /// <summary>
+    /// Cuts a torn tail: zeroes the file from <paramref name="offset"/> (keeping the invariant that unused
+    /// space reads as zeros, so len == 0 ends the data), drops index rows at or after it, and logs it.
+    /// Records after a torn one were never covered by a completed fsync, so none of them was acknowledged
+    /// as durable.
+    /// </summary>
+    private static void CutTail(GroupLog group, SafeFileHandle handle, int fileId, long offset, long fileLength, List<IndexEntry> pending)
+    {
+        group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending));
+        pending.Clear();
+
+        const int Chunk = 64 * 1024;
+        var chunk = ArrayPool<byte>.Shared.Rent(Chunk);
+        var zeros = new byte[Chunk];
+        try
+        {
+            for (var position = offset; position < fileLength; position += Chunk)
+            {
+                var count = (int)Math.Min(Chunk, fileLength - position);
+                var read = RandomAccess.Read(handle, chunk.AsSpan(0, count), position);
+
+                // Only chunks holding data are rewritten, so a sparse preallocated file stays sparse.
+                if (chunk.AsSpan(0, read).ContainsAnyExcept((byte)0))
+                {
+                    RandomAccess.Write(handle, zeros.AsSpan(0, count), position);
+                }
+            }
+
+            RandomAccess.FlushToDisk(handle);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+
+        group.Index.DeleteFrom(fileId, checked((int)offset));
+        group.EventLog.Write($"truncate fileid {fileId} offset {offset} filesize {fileLength}");
+    }
+}

@@ -1,0 +1,327 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Orleans.Paxos.Engine.Hashing;
+using Orleans.Paxos.Engine.Telemetry;
+
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>The writer thread and its group commit.</summary>
+public sealed partial class FileLogStorage
+{
+    private static readonly Histogram<double> FsyncDuration = PaxosMetrics.Meter.CreateHistogram<double>(
+        "paxos.storage.fsync.duration", "ms", "Duration of one data-file fsync.");
+
+    private static readonly Histogram<int> CommitBatchSize = PaxosMetrics.Meter.CreateHistogram<int>(
+        "paxos.storage.commit.batch_size", "{record}", "Records written by one group commit of the log writer.");
+
+    private readonly Thread _writer;
+    private readonly object _queueLock = new();
+    private readonly List<GroupLog> _batchGroups = [];
+    private List<PendingPut> _incoming = [];
+    private List<PendingPut> _draining = [];
+    private bool _stopping;
+    private volatile LogStorageException? _failure;
+    private long _fsyncCount;
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The value is copied before the call returns, so the caller may reuse its buffer at once. The task
+    /// completes on the thread pool, never inline on the writer thread.
+    /// </remarks>
+    public Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync)
+    {
+        GetGroup(groupIndex);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(instanceId, (ulong)long.MaxValue);
+        if (acceptorStateData.Length > _options.DataFileSize - 12)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(acceptorStateData),
+                acceptorStateData.Length,
+                $"A record of {acceptorStateData.Length + 12} bytes does not fit in a data file of {_options.DataFileSize} bytes.");
+        }
+
+        var failure = _failure;
+        if (failure is not null)
+        {
+            return Task.FromException(Stopped(failure));
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent(acceptorStateData.Length);
+        acceptorStateData.Span.CopyTo(buffer);
+        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_queueLock)
+        {
+            if (_stopping)
+            {
+                ReturnBuffer(buffer);
+                throw new ObjectDisposedException(nameof(FileLogStorage));
+            }
+
+            _incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion));
+            if (_incoming.Count == 1)
+            {
+                // The writer only waits when the queue is empty, so only the first put needs to wake it.
+                Monitor.Pulse(_queueLock);
+            }
+        }
+
+        return completion.Task;
+    }
+
+    private static LogStorageException Stopped(LogStorageException failure) =>
+        new($"The log storage is stopped after an earlier write failure and accepts no more writes: {failure.Message}", failure);
+
+    private void WriterLoop()
+    {
+        while (true)
+        {
+            List<PendingPut> batch;
+            lock (_queueLock)
+            {
+                while (_incoming.Count == 0 && !_stopping)
+                {
+                    Monitor.Wait(_queueLock);
+                }
+
+                if (_incoming.Count == 0)
+                {
+                    return;
+                }
+
+                batch = _incoming;
+                _incoming = _draining;
+                _draining = batch;
+            }
+
+            CommitBatch(batch);
+            batch.Clear();
+        }
+    }
+
+    /// <summary>Writes, fsyncs and indexes one batch, then completes its tasks. Never throws.</summary>
+    private void CommitBatch(List<PendingPut> batch)
+    {
+        var failure = _failure;
+        if (failure is null)
+        {
+            CommitBatchSize.Record(batch.Count);
+            try
+            {
+                foreach (var put in batch)
+                {
+                    var group = _groups[put.GroupIndex];
+                    if (!group.InBatch)
+                    {
+                        // Held until the batch is indexed so that ClearAllLog never sees half a batch.
+                        Monitor.Enter(group.WriteLock);
+                        group.InBatch = true;
+                        _batchGroups.Add(group);
+                    }
+
+                    Append(group, put);
+                }
+
+                foreach (var group in _batchGroups)
+                {
+                    WriteBuffer(group);
+                }
+
+                foreach (var group in _batchGroups)
+                {
+                    if (group.NeedsSync)
+                    {
+                        Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                    }
+                }
+
+                foreach (var group in _batchGroups)
+                {
+                    IndexBatch(group);
+                }
+            }
+            catch (Exception e)
+            {
+                failure = e as LogStorageException
+                    ?? new LogStorageException("The log writer failed unexpectedly; the storage is stopped.", e);
+                _failure = failure;
+            }
+            finally
+            {
+                foreach (var group in _batchGroups)
+                {
+                    group.InBatch = false;
+                    group.NeedsSync = false;
+                    group.BufferLength = 0;
+                    group.PendingIndex.Clear();
+                    Monitor.Exit(group.WriteLock);
+                }
+
+                _batchGroups.Clear();
+            }
+        }
+        else
+        {
+            failure = Stopped(failure);
+        }
+
+        foreach (var put in batch)
+        {
+            ReturnBuffer(put.Buffer);
+            if (failure is null)
+            {
+                put.Completion.TrySetResult();
+            }
+            else
+            {
+                put.Completion.TrySetException(failure);
+            }
+        }
+    }
+
+    /// <summary>Appends one record to the group's batch buffer, rolling over to a new file when it does not fit.</summary>
+    private void Append(GroupLog group, PendingPut put)
+    {
+        var recordLength = 12 + put.Length;
+        if (group.WriteOffset + recordLength > group.CurrentFileSize)
+        {
+            WriteBuffer(group);
+            Rollover(group);
+        }
+        else if (group.BufferLength + recordLength > GroupLog.MaxBufferedBytes)
+        {
+            WriteBuffer(group);
+        }
+
+        if (group.BufferLength == 0)
+        {
+            group.BufferFileOffset = group.WriteOffset;
+        }
+
+        group.EnsureBufferCapacity(recordLength);
+        var record = group.Buffer.AsSpan(group.BufferLength, recordLength);
+        BinaryPrimitives.WriteInt32LittleEndian(record, 8 + put.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(record[4..], put.InstanceId);
+        put.Buffer.AsSpan(0, put.Length).CopyTo(record[12..]);
+
+        // PhxPaxos's index crc: instance id (8 bytes) then the body, every 8th byte.
+        var crc = SkipCrc32.Compute(0, record[4..], SkipCrc32.ValueSkip);
+        group.PendingIndex.Add(new IndexEntry(put.InstanceId, group.CurrentFileId, checked((int)group.WriteOffset), crc));
+        group.BufferLength += recordLength;
+        group.WriteOffset += recordLength;
+        group.NeedsSync |= put.Sync;
+    }
+
+    /// <summary>Writes the buffered records of a group to its current file with one call.</summary>
+    private static void WriteBuffer(GroupLog group)
+    {
+        if (group.BufferLength == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            RandomAccess.Write(group.WriteHandle!, group.Buffer.AsSpan(0, group.BufferLength), group.BufferFileOffset);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            var path = group.DataFilePath(group.CurrentFileId);
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: writing {group.BufferLength} bytes to data file {path} at offset {group.BufferFileOffset} failed; the storage is stopped and accepts no more writes.",
+                group.GroupIndex,
+                path,
+                group.BufferFileOffset,
+                e);
+        }
+
+        group.BufferLength = 0;
+    }
+
+    private void Fsync(GroupLog group, Microsoft.Win32.SafeHandles.SafeFileHandle handle, int fileId)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            RandomAccess.FlushToDisk(handle);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            var path = group.DataFilePath(fileId);
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: fsync of data file {path} failed (written up to offset {group.WriteOffset}); the storage is stopped and accepts no more writes.",
+                group.GroupIndex,
+                path,
+                group.WriteOffset,
+                e);
+        }
+
+        Interlocked.Increment(ref _fsyncCount);
+        FsyncDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+    }
+
+    /// <summary>
+    /// Starts the next data file: fsync the old one, rewrite and fsync <c>meta</c>, then create and
+    /// preallocate the new file. The old file is fsynced even for non-sync records so that damage in
+    /// any file but the last can only be media damage, which recovery then reports instead of cutting.
+    /// </summary>
+    private void Rollover(GroupLog group)
+    {
+        var oldFileId = group.CurrentFileId;
+        Fsync(group, group.WriteHandle!, oldFileId);
+        var newFileId = oldFileId + 1;
+        var path = group.DataFilePath(newFileId);
+        try
+        {
+            if (File.Exists(path) && new FileInfo(path).Length != 0)
+            {
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: cannot roll over to data file {path}: it already exists and is not empty.", group.GroupIndex, path, 0);
+            }
+
+            group.WriteMeta(newFileId);
+
+            // The new file's directory entry is not fsynced separately (.NET cannot open a directory
+            // handle); on ext4/xfs the first fsync of the file commits the journal that created it, and
+            // recovery recreates a missing meta+1 file as empty.
+            var handle = group.OpenForAppend(newFileId, out var fileSize);
+            group.WriteHandle!.Dispose();
+            group.WriteHandle = handle;
+            group.CurrentFileId = newFileId;
+            group.WriteOffset = 0;
+            group.CurrentFileSize = fileSize;
+        }
+        catch (Exception e) when (e is IOException and not LogStorageException or UnauthorizedAccessException)
+        {
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: rolling over from data file {oldFileId}.f to {path} failed; the storage is stopped and accepts no more writes.",
+                group.GroupIndex,
+                path,
+                0,
+                e);
+        }
+
+        group.EventLog.Write($"new file expand ok, fileid {newFileId} filesize {group.CurrentFileSize}");
+    }
+
+    private static void IndexBatch(GroupLog group)
+    {
+        try
+        {
+            group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(group.PendingIndex));
+        }
+        catch (Microsoft.Data.Sqlite.SqliteException e)
+        {
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: indexing {group.PendingIndex.Count} records in {Path.Combine(group.Directory, IndexDatabase.FileName)} failed; the storage is stopped and accepts no more writes.",
+                group.GroupIndex,
+                Path.Combine(group.Directory, IndexDatabase.FileName),
+                -1,
+                e);
+        }
+    }
+
+    /// <summary>One queued put. The value lives in a pooled buffer until the writer has copied it.</summary>
+    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, byte[] Buffer, int Length, bool Sync, TaskCompletionSource Completion);
+}

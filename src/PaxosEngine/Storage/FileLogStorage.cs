@@ -1,0 +1,312 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Globalization;
+using Orleans.Paxos.Engine.Hashing;
+
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>
+/// PhxPaxos-compatible log storage on local disk. Per group <c>&lt;root&gt;/g&lt;N&gt;/</c> holds
+/// <c>vfile/&lt;n&gt;.f</c> data files (records <c>[int32 len][uint64 instance id][AcceptorStateData]</c>,
+/// preallocated), <c>vfile/meta</c>, <c>vfile/LOG</c>, and an SQLite <c>index.db</c> with the
+/// instance index and the group's variables. The data files are the truth: on open the index is
+/// repaired (or rebuilt, e.g. for a PhxPaxos <c>vfile</c> folder) from them and a torn tail is cut.
+/// </summary>
+/// <remarks>
+/// <para>Thread-safety: every member may be called from any thread. All appends of all groups are
+/// written by one dedicated writer thread that commits in groups: it takes everything queued, writes
+/// each group's records with one write call, fsyncs each file that received a synchronous record once,
+/// indexes the batch in one SQLite transaction per group, and only then completes the tasks (on the
+/// thread pool). Reads run concurrently on the caller's thread.</para>
+/// <para>Failure: when a write or fsync fails the storage stops (fail-stop): the affected tasks fail
+/// with <see cref="LogStorageException"/> and every later put fails at once, because after a failed
+/// fsync the kernel may have dropped the dirty pages and nothing written since can be trusted.</para>
+/// </remarks>
+public sealed partial class FileLogStorage : ILogStorage
+{
+    private readonly LogStorageOptions _options;
+    private readonly GroupLog[] _groups;
+    private int _disposed;
+
+    /// <summary>Opens (creating when missing) the storage of every group and recovers it from its data files.</summary>
+    /// <param name="options">Root folder, group count and data file size.</param>
+    /// <exception cref="LogStorageException">A data file or <c>meta</c> is damaged beyond a torn tail (names file and offset).</exception>
+    public FileLogStorage(LogStorageOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(options.RootPath);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.GroupCount, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.DataFileSize, 4096);
+        _options = options;
+        Directory.CreateDirectory(options.RootPath);
+
+        _groups = new GroupLog[options.GroupCount];
+        try
+        {
+            for (var i = 0; i < _groups.Length; i++)
+            {
+                _groups[i] = new GroupLog(i, Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture)), options.DataFileSize);
+                Recover(_groups[i]);
+            }
+        }
+        catch
+        {
+            foreach (var group in _groups)
+            {
+                group?.Dispose();
+            }
+
+            throw;
+        }
+
+        _writer = new Thread(WriterLoop) { IsBackground = true, Name = "Paxos log writer" };
+        _writer.Start();
+    }
+
+    /// <inheritdoc/>
+    public int GroupCount => _groups.Length;
+
+    /// <summary>Number of data-file fsyncs done so far (group commits and rollovers); for benchmarks and metrics.</summary>
+    public long FsyncCount => Interlocked.Read(ref _fsyncCount);
+
+    /// <summary>The error that stopped the storage, or null while it accepts writes.</summary>
+    public LogStorageException? Failure => _failure;
+
+    /// <inheritdoc/>
+    public string GetGroupDirectory(int groupIndex) => GetGroup(groupIndex).Directory;
+
+    /// <inheritdoc/>
+    public byte[]? Get(int groupIndex, ulong instanceId)
+    {
+        var group = GetGroup(groupIndex);
+        if (instanceId > long.MaxValue)
+        {
+            return null;
+        }
+
+        group.FilesLock.EnterReadLock();
+        try
+        {
+            return group.Index.TryGet(instanceId, out var entry) ? ReadRecord(group, entry) : null;
+        }
+        finally
+        {
+            group.FilesLock.ExitReadLock();
+        }
+    }
+
+    /// <inheritdoc/>
+    public ulong? GetMaxInstanceId(int groupIndex) => GetGroup(groupIndex).Index.GetMaxInstanceId();
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Index rows below the bound go at once (with a durable floor, so that recovery does not
+    /// re-index them). Data files are deleted when every record in them is below the bound, i.e. when
+    /// they precede the file of the lowest kept instance; the current file is never deleted.
+    /// </remarks>
+    public void DeleteBefore(int groupIndex, ulong instanceId)
+    {
+        var group = GetGroup(groupIndex);
+        lock (group.MaintenanceLock)
+        {
+            group.Index.DeleteBelow(instanceId);
+
+            int currentFileId;
+            lock (group.WriteLock)
+            {
+                currentFileId = group.CurrentFileId;
+            }
+
+            // Instance ids grow along the log, so the lowest kept instance lies in the earliest file still needed.
+            var limit = Math.Min(group.Index.GetFirstFileAtOrAbove(instanceId) ?? currentFileId, currentFileId);
+            if (limit <= group.LowestFileId)
+            {
+                return;
+            }
+
+            group.FilesLock.EnterWriteLock();
+            try
+            {
+                for (var fileId = group.LowestFileId; fileId < limit; fileId++)
+                {
+                    group.CloseReadHandle(fileId);
+                    var path = group.DataFilePath(fileId);
+                    if (File.Exists(path))
+                    {
+                        File.Delete(path);
+                        group.EventLog.Write($"delete fileid {fileId}");
+                    }
+
+                    group.LowestFileId = fileId + 1;
+                }
+            }
+            finally
+            {
+                group.FilesLock.ExitWriteLock();
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public ulong GetMinChosenInstanceId(int groupIndex) => GetGroup(groupIndex).Index.GetMinChosen();
+
+    /// <inheritdoc/>
+    public void SetMinChosenInstanceId(int groupIndex, ulong instanceId) => GetGroup(groupIndex).Index.SetMinChosen(instanceId);
+
+    /// <inheritdoc/>
+    public byte[]? GetSystemVariables(int groupIndex) => GetGroup(groupIndex).Index.GetVariable("system");
+
+    /// <inheritdoc/>
+    public void SetSystemVariables(int groupIndex, ReadOnlySpan<byte> value) => GetGroup(groupIndex).Index.SetVariable("system", value);
+
+    /// <inheritdoc/>
+    public byte[]? GetMasterVariables(int groupIndex) => GetGroup(groupIndex).Index.GetVariable("master");
+
+    /// <inheritdoc/>
+    public void SetMasterVariables(int groupIndex, ReadOnlySpan<byte> value) => GetGroup(groupIndex).Index.SetVariable("master", value);
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Deletes every data file and starts again at an empty <c>0.f</c> with an empty <c>meta</c>.
+    /// Puts of the group queued before the call may land after it; callers (checkpoint install) stop
+    /// proposing first. Crash-safe: a durable mark makes the next open finish an interrupted clear.
+    /// </remarks>
+    public void ClearAllLog(int groupIndex)
+    {
+        var group = GetGroup(groupIndex);
+        lock (group.MaintenanceLock)
+        {
+            lock (group.WriteLock)
+            {
+                ClearFiles(group);
+                OpenCurrentFile(group, 0, 0);
+            }
+        }
+    }
+
+    /// <summary>Stops the writer thread after it has written everything queued, then closes every file and database.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        lock (_queueLock)
+        {
+            _stopping = true;
+            Monitor.Pulse(_queueLock);
+        }
+
+        _writer.Join();
+        foreach (var group in _groups)
+        {
+            group.Dispose();
+        }
+    }
+
+    /// <summary>Deletes the data files, empties meta and the index. The caller holds the group's write lock.</summary>
+    private static void ClearFiles(GroupLog group)
+    {
+        group.Index.MarkClearPending();
+        group.FilesLock.EnterWriteLock();
+        try
+        {
+            group.CloseReadHandles();
+            group.WriteHandle?.Dispose();
+            group.WriteHandle = null;
+            foreach (var fileId in group.ListDataFiles())
+            {
+                File.Delete(group.DataFilePath(fileId));
+                group.EventLog.Write($"delete fileid {fileId}");
+            }
+
+            group.ResetMeta();
+            group.Index.ClearLog();
+            group.LowestFileId = 0;
+        }
+        finally
+        {
+            group.FilesLock.ExitWriteLock();
+        }
+    }
+
+    /// <summary>Opens a data file for appending at an offset and logs it. The caller holds the group's write lock.</summary>
+    private static void OpenCurrentFile(GroupLog group, int fileId, long offset)
+    {
+        group.WriteHandle?.Dispose();
+        group.WriteHandle = group.OpenForAppend(fileId, out var fileSize);
+        group.CurrentFileId = fileId;
+        group.WriteOffset = offset;
+        group.CurrentFileSize = fileSize;
+        group.EventLog.Write($"init write fileid {fileId} now_w_offset {offset} filesize {fileSize}");
+    }
+
+    /// <summary>Reads and verifies the record an index row points to. The caller holds FilesLock shared.</summary>
+    private static byte[] ReadRecord(GroupLog group, IndexEntry entry)
+    {
+        var path = group.DataFilePath(entry.FileId);
+        Microsoft.Win32.SafeHandles.SafeFileHandle handle;
+        try
+        {
+            handle = group.GetReadHandle(entry.FileId);
+        }
+        catch (FileNotFoundException e)
+        {
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: instance {entry.InstanceId} is indexed in data file {path}, which does not exist.",
+                group.GroupIndex,
+                path,
+                entry.Offset,
+                e);
+        }
+
+        Span<byte> header = stackalloc byte[12];
+        var read = RandomAccess.Read(handle, header, entry.Offset);
+        var length = read == 12 ? BinaryPrimitives.ReadInt32LittleEndian(header) : 0;
+        var fileLength = RandomAccess.GetLength(handle);
+        if (read != 12 || length < 8 || entry.Offset + 4L + length > fileLength)
+        {
+            throw Damaged(group, entry, path, $"record length {length} is out of range (file length {fileLength})");
+        }
+
+        var storedId = BinaryPrimitives.ReadUInt64LittleEndian(header[4..]);
+        if (storedId != entry.InstanceId)
+        {
+            throw Damaged(group, entry, path, $"the record holds instance {storedId}");
+        }
+
+        var body = new byte[length - 8];
+        if (RandomAccess.Read(handle, body, entry.Offset + 12L) != body.Length)
+        {
+            throw Damaged(group, entry, path, "the record is cut short");
+        }
+
+        var crc = SkipCrc32.Compute(SkipCrc32.Compute(0, header[4..], SkipCrc32.ValueSkip), body, SkipCrc32.ValueSkip);
+        if (crc != entry.Crc)
+        {
+            throw Damaged(group, entry, path, $"crc 0x{crc:x8} differs from the indexed 0x{entry.Crc:x8}");
+        }
+
+        return body;
+    }
+
+    private static LogStorageException Damaged(GroupLog group, IndexEntry entry, string path, string reason) =>
+        new($"Group {group.GroupIndex}: the record of instance {entry.InstanceId} in data file {path} at offset {entry.Offset} is damaged: {reason}.",
+            group.GroupIndex,
+            path,
+            entry.Offset);
+
+    private GroupLog GetGroup(int groupIndex)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if ((uint)groupIndex >= (uint)_groups.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(groupIndex), groupIndex, $"The storage holds groups 0 to {_groups.Length - 1}.");
+        }
+
+        return _groups[groupIndex];
+    }
+
+    private static void ReturnBuffer(byte[] buffer) => ArrayPool<byte>.Shared.Return(buffer);
+}

@@ -1,0 +1,244 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Globalization;
+using Microsoft.Win32.SafeHandles;
+using Orleans.Paxos.Engine.Hashing;
+
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>
+/// The files of one group: <c>g&lt;N&gt;/index.db</c> and <c>g&lt;N&gt;/vfile/{meta,LOG,&lt;n&gt;.f}</c>.
+/// </summary>
+/// <remarks>
+/// Locking: the append state (<see cref="CurrentFileId"/>, <see cref="WriteOffset"/>, the write handle
+/// and the batch scratch) belongs to the storage's writer thread while it holds <see cref="WriteLock"/>;
+/// <c>ClearAllLog</c> and recovery take the same lock to replace it. <see cref="FilesLock"/> is held
+/// shared by readers and exclusively by whoever deletes or closes data files, so a read never races
+/// with the deletion of its file. <see cref="MaintenanceLock"/> serializes DeleteBefore and ClearAllLog.
+/// </remarks>
+internal sealed class GroupLog : IDisposable
+{
+    /// <summary>A batch buffer above this size is written out before more records are appended.</summary>
+    internal const int MaxBufferedBytes = 1 << 20;
+
+    private readonly ConcurrentDictionary<int, SafeFileHandle> _readHandles = new();
+    private readonly object _readHandlesLock = new();
+
+    public GroupLog(int groupIndex, string directory, int dataFileSize)
+    {
+        GroupIndex = groupIndex;
+        Directory = directory;
+        DataDirectory = System.IO.Path.Combine(directory, "vfile");
+        MetaPath = System.IO.Path.Combine(DataDirectory, "meta");
+        DataFileSize = dataFileSize;
+        System.IO.Directory.CreateDirectory(DataDirectory);
+        EventLog = new DataFileEventLog(System.IO.Path.Combine(DataDirectory, "LOG"));
+        Index = new IndexDatabase(System.IO.Path.Combine(directory, IndexDatabase.FileName));
+    }
+
+    public int GroupIndex { get; }
+
+    public string Directory { get; }
+
+    public string DataDirectory { get; }
+
+    public string MetaPath { get; }
+
+    public int DataFileSize { get; }
+
+    public IndexDatabase Index { get; }
+
+    public DataFileEventLog EventLog { get; }
+
+    public object WriteLock { get; } = new();
+
+    public object MaintenanceLock { get; } = new();
+
+    public ReaderWriterLockSlim FilesLock { get; } = new(LockRecursionPolicy.NoRecursion);
+
+    /// <summary>The file appended to (the id in <c>meta</c>).</summary>
+    public int CurrentFileId { get; set; }
+
+    /// <summary>Where the next record of the current file goes.</summary>
+    public long WriteOffset { get; set; }
+
+    /// <summary>Preallocated size of the current file.</summary>
+    public long CurrentFileSize { get; set; }
+
+    public SafeFileHandle? WriteHandle { get; set; }
+
+    /// <summary>The lowest data file id that may still exist (files below it were deleted).</summary>
+    public int LowestFileId { get; set; }
+
+    // ---- batch scratch, owned by the writer thread while it holds WriteLock ----
+
+    public byte[] Buffer { get; set; } = new byte[64 * 1024];
+
+    public int BufferLength { get; set; }
+
+    public long BufferFileOffset { get; set; }
+
+    public bool NeedsSync { get; set; }
+
+    public bool InBatch { get; set; }
+
+    public List<IndexEntry> PendingIndex { get; } = [];
+
+    public string DataFilePath(int fileId) => System.IO.Path.Combine(DataDirectory, fileId.ToString(CultureInfo.InvariantCulture) + ".f");
+
+    /// <summary>The ids of the data files present, ascending.</summary>
+    public List<int> ListDataFiles()
+    {
+        var ids = new List<int>();
+        foreach (var path in System.IO.Directory.EnumerateFiles(DataDirectory, "*.f"))
+        {
+            var name = System.IO.Path.GetFileNameWithoutExtension(path);
+            if (int.TryParse(name, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+            {
+                ids.Add(id);
+            }
+        }
+
+        ids.Sort();
+        return ids;
+    }
+
+    /// <summary>Reads <c>meta</c>: empty or absent means file 0, as in PhxPaxos.</summary>
+    public int ReadMeta()
+    {
+        if (!File.Exists(MetaPath))
+        {
+            return 0;
+        }
+
+        var bytes = File.ReadAllBytes(MetaPath);
+        if (bytes.Length == 0)
+        {
+            return 0;
+        }
+
+        if (bytes.Length != 8)
+        {
+            throw new LogStorageException(
+                $"Group {GroupIndex}: meta damaged: {MetaPath} holds {bytes.Length} bytes, expected 0 or 8.", GroupIndex, MetaPath, 0);
+        }
+
+        var fileId = BinaryPrimitives.ReadInt32LittleEndian(bytes);
+        var stored = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(4));
+        var computed = SkipCrc32.Compute(0, bytes.AsSpan(0, 4), SkipCrc32.MetaSkip);
+        if (stored != computed || fileId < 0)
+        {
+            throw new LogStorageException(
+                $"Group {GroupIndex}: meta damaged: {MetaPath} says file id {fileId} with crc 0x{stored:x8}, but the crc of those bytes is 0x{computed:x8}.",
+                GroupIndex,
+                MetaPath,
+                0);
+        }
+
+        return fileId;
+    }
+
+    /// <summary>Rewrites <c>meta</c> in place with a file id and its crc, then fsyncs it.</summary>
+    public void WriteMeta(int fileId)
+    {
+        Span<byte> bytes = stackalloc byte[8];
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, fileId);
+        BinaryPrimitives.WriteUInt32LittleEndian(bytes[4..], SkipCrc32.Compute(0, bytes[..4], SkipCrc32.MetaSkip));
+        using var handle = File.OpenHandle(MetaPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
+        RandomAccess.Write(handle, bytes, 0);
+        RandomAccess.FlushToDisk(handle);
+    }
+
+    /// <summary>Empties <c>meta</c> (file 0) durably.</summary>
+    public void ResetMeta()
+    {
+        using var handle = File.OpenHandle(MetaPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
+        RandomAccess.SetLength(handle, 0);
+        RandomAccess.FlushToDisk(handle);
+    }
+
+    /// <summary>
+    /// Opens a data file for appending, preallocating it (sparse) to at least <see cref="DataFileSize"/>
+    /// the way PhxPaxos does: one zero byte written at size − 1, so unused space reads as zeros.
+    /// </summary>
+    public SafeFileHandle OpenForAppend(int fileId, out long fileSize)
+    {
+        var path = DataFilePath(fileId);
+        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+        try
+        {
+            fileSize = RandomAccess.GetLength(handle);
+            if (fileSize < DataFileSize)
+            {
+                RandomAccess.Write(handle, [0], DataFileSize - 1);
+                fileSize = DataFileSize;
+            }
+
+            return handle;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A cached read-only handle of a data file. The caller holds <see cref="FilesLock"/> shared.</summary>
+    public SafeFileHandle GetReadHandle(int fileId)
+    {
+        if (_readHandles.TryGetValue(fileId, out var handle))
+        {
+            return handle;
+        }
+
+        lock (_readHandlesLock)
+        {
+            if (!_readHandles.TryGetValue(fileId, out handle))
+            {
+                handle = File.OpenHandle(DataFilePath(fileId), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                _readHandles[fileId] = handle;
+            }
+
+            return handle;
+        }
+    }
+
+    /// <summary>Closes the cached read handle of a file. The caller holds <see cref="FilesLock"/> exclusively.</summary>
+    public void CloseReadHandle(int fileId)
+    {
+        if (_readHandles.TryRemove(fileId, out var handle))
+        {
+            handle.Dispose();
+        }
+    }
+
+    /// <summary>Closes every cached read handle. The caller holds <see cref="FilesLock"/> exclusively.</summary>
+    public void CloseReadHandles()
+    {
+        foreach (var fileId in _readHandles.Keys)
+        {
+            CloseReadHandle(fileId);
+        }
+    }
+
+    /// <summary>Makes sure the batch buffer can take <paramref name="additional"/> more bytes.</summary>
+    public void EnsureBufferCapacity(int additional)
+    {
+        var needed = BufferLength + additional;
+        if (needed > Buffer.Length)
+        {
+            var grown = new byte[Math.Max(needed, Buffer.Length * 2)];
+            Buffer.AsSpan(0, BufferLength).CopyTo(grown);
+            Buffer = grown;
+        }
+    }
+
+    public void Dispose()
+    {
+        CloseReadHandles();
+        WriteHandle?.Dispose();
+        WriteHandle = null;
+        Index.Dispose();
+        FilesLock.Dispose();
+    }
+}

@@ -1,0 +1,326 @@
+using System.Buffers.Binary;
+using Microsoft.Data.Sqlite;
+
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>Where the last record of an instance lies: data file id, offset of its length field, and its crc.</summary>
+internal readonly record struct IndexEntry(ulong InstanceId, int FileId, int Offset, uint Crc);
+
+/// <summary>
+/// The SQLite database of one group (<c>g&lt;N&gt;/index.db</c>): the instance index and the group's
+/// variables. Thread-safe: writes are serialized by one lock, lookups by another, and SQLite's WAL mode
+/// lets the lookups read while a write transaction is open.
+/// </summary>
+/// <remarks>
+/// Two writing connections exist on purpose. Index rows go through one with <c>synchronous=NORMAL</c>:
+/// the data files are the truth and recovery re-indexes anything a crash lost, so paying an fsync per
+/// group commit for the index would only halve throughput. The variables (min chosen, system and master
+/// variables, and the delete floor) go through one with <c>synchronous=FULL</c> because nothing can
+/// rebuild them; its commit fsyncs the shared WAL, which also hardens earlier index commits. Both share
+/// <see cref="_writeLock"/>, so they never contend for SQLite's write lock.
+/// </remarks>
+internal sealed class IndexDatabase : IDisposable
+{
+    internal const string FileName = "index.db";
+
+    private const string MinChosenKey = "min_chosen";
+    private const string FloorKey = "delete_floor";
+    private const string ClearPendingKey = "clear_pending";
+
+    private readonly object _writeLock = new();
+    private readonly object _readLock = new();
+    private readonly SqliteConnection _indexWriter;
+    private readonly SqliteConnection _durableWriter;
+    private readonly SqliteConnection _reader;
+    private readonly SqliteCommand _upsert;
+    private readonly SqliteParameter _upsertInstance;
+    private readonly SqliteParameter _upsertFile;
+    private readonly SqliteParameter _upsertOffset;
+    private readonly SqliteParameter _upsertCrc;
+    private readonly SqliteCommand _lookup;
+    private readonly SqliteParameter _lookupInstance;
+
+    public IndexDatabase(string path)
+    {
+        // Pooling is off: the connections live as long as the storage, and a pooled handle would keep
+        // the file open after Dispose (tests and ClearAllLog delete the folder).
+        var connectionString = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = false,
+        }.ToString();
+
+        _indexWriter = Open(connectionString, "NORMAL");
+        try
+        {
+            _durableWriter = Open(connectionString, "FULL");
+            _reader = Open(connectionString, "NORMAL");
+            Execute(_durableWriter, """
+                CREATE TABLE IF NOT EXISTS log_index (
+                    instance_id INTEGER PRIMARY KEY,
+                    file_id INTEGER NOT NULL,
+                    offset INTEGER NOT NULL,
+                    crc INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS variables (
+                    name TEXT PRIMARY KEY,
+                    value BLOB NOT NULL);
+                """);
+
+            _upsert = _indexWriter.CreateCommand();
+            _upsert.CommandText = "INSERT OR REPLACE INTO log_index (instance_id, file_id, offset, crc) VALUES ($i, $f, $o, $c)";
+            _upsertInstance = _upsert.Parameters.Add("$i", SqliteType.Integer);
+            _upsertFile = _upsert.Parameters.Add("$f", SqliteType.Integer);
+            _upsertOffset = _upsert.Parameters.Add("$o", SqliteType.Integer);
+            _upsertCrc = _upsert.Parameters.Add("$c", SqliteType.Integer);
+
+            _lookup = _reader.CreateCommand();
+            _lookup.CommandText = "SELECT file_id, offset, crc FROM log_index WHERE instance_id = $i";
+            _lookupInstance = _lookup.Parameters.Add("$i", SqliteType.Integer);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public bool TryGet(ulong instanceId, out IndexEntry entry)
+    {
+        lock (_readLock)
+        {
+            _lookupInstance.Value = checked((long)instanceId);
+            using var reader = _lookup.ExecuteReader();
+            if (!reader.Read())
+            {
+                entry = default;
+                return false;
+            }
+
+            entry = new IndexEntry(instanceId, reader.GetInt32(0), reader.GetInt32(1), (uint)reader.GetInt64(2));
+            return true;
+        }
+    }
+
+    /// <summary>The row of the highest instance, or null when the index is empty.</summary>
+    public IndexEntry? GetLast()
+    {
+        lock (_readLock)
+        {
+            using var command = _reader.CreateCommand();
+            command.CommandText = "SELECT instance_id, file_id, offset, crc FROM log_index ORDER BY instance_id DESC LIMIT 1";
+            using var reader = command.ExecuteReader();
+            return reader.Read()
+                ? new IndexEntry((ulong)reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2), (uint)reader.GetInt64(3))
+                : null;
+        }
+    }
+
+    public ulong? GetMaxInstanceId()
+    {
+        lock (_readLock)
+        {
+            using var command = _reader.CreateCommand();
+            command.CommandText = "SELECT MAX(instance_id) FROM log_index";
+            var value = command.ExecuteScalar();
+            return value is long id ? (ulong)id : null;
+        }
+    }
+
+    /// <summary>The data file of the lowest instance at or above <paramref name="bound"/>, or null when none.</summary>
+    public int? GetFirstFileAtOrAbove(ulong bound)
+    {
+        lock (_readLock)
+        {
+            using var command = _reader.CreateCommand();
+            command.CommandText = "SELECT file_id FROM log_index WHERE instance_id >= $b ORDER BY instance_id LIMIT 1";
+            command.Parameters.AddWithValue("$b", ToKey(bound));
+            var value = command.ExecuteScalar();
+            return value is long fileId ? (int)fileId : null;
+        }
+    }
+
+    /// <summary>Writes a batch of index rows in one transaction (not fsynced; see the class remarks).</summary>
+    public void Upsert(ReadOnlySpan<IndexEntry> entries)
+    {
+        if (entries.IsEmpty)
+        {
+            return;
+        }
+
+        lock (_writeLock)
+        {
+            using var transaction = _indexWriter.BeginTransaction();
+            _upsert.Transaction = transaction;
+            foreach (var entry in entries)
+            {
+                _upsertInstance.Value = checked((long)entry.InstanceId);
+                _upsertFile.Value = entry.FileId;
+                _upsertOffset.Value = entry.Offset;
+                _upsertCrc.Value = (long)entry.Crc;
+                _upsert.ExecuteNonQuery();
+            }
+
+            transaction.Commit();
+            _upsert.Transaction = null;
+        }
+    }
+
+    /// <summary>Removes the rows of instances below <paramref name="bound"/> and durably raises the delete floor.</summary>
+    public void DeleteBelow(ulong bound)
+    {
+        lock (_writeLock)
+        {
+            using var transaction = _durableWriter.BeginTransaction();
+            using (var command = _durableWriter.CreateCommand())
+            {
+                command.Transaction = transaction;
+                command.CommandText = "DELETE FROM log_index WHERE instance_id < $b";
+                command.Parameters.AddWithValue("$b", ToKey(bound));
+                command.ExecuteNonQuery();
+            }
+
+            // The floor keeps recovery from re-indexing deleted records that still sit in a kept file.
+            if (bound > ReadFloor(_durableWriter, transaction))
+            {
+                SetVariable(_durableWriter, transaction, FloorKey, EncodeUInt64(bound));
+            }
+
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>Removes the rows of records at or after a position of the log (used when cutting a torn tail).</summary>
+    public void DeleteFrom(int fileId, int offset)
+    {
+        lock (_writeLock)
+        {
+            using var command = _durableWriter.CreateCommand();
+            command.CommandText = "DELETE FROM log_index WHERE file_id > $f OR (file_id = $f AND offset >= $o)";
+            command.Parameters.AddWithValue("$f", fileId);
+            command.Parameters.AddWithValue("$o", offset);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>
+    /// Removes every row, the delete floor, the min-chosen mark and the clear-pending mark in one
+    /// durable transaction; keeps system and master variables.
+    /// </summary>
+    public void ClearLog()
+    {
+        lock (_writeLock)
+        {
+            using var command = _durableWriter.CreateCommand();
+            command.CommandText = $"BEGIN; DELETE FROM log_index; DELETE FROM variables WHERE name IN ('{MinChosenKey}', '{FloorKey}', '{ClearPendingKey}'); COMMIT;";
+            command.ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>
+    /// Durably marks that a clear of the log has begun, so that a crash between deleting the data files
+    /// and clearing the index is finished on the next open instead of being mistaken for lost files.
+    /// </summary>
+    public void MarkClearPending() => SetVariable(ClearPendingKey, [1]);
+
+    public bool IsClearPending() => GetVariable(ClearPendingKey) is not null;
+
+    public ulong GetFloor()
+    {
+        lock (_readLock)
+        {
+            return ReadFloor(_reader, null);
+        }
+    }
+
+    public ulong GetMinChosen()
+    {
+        var value = GetVariable(MinChosenKey);
+        return value is null ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(value);
+    }
+
+    public void SetMinChosen(ulong instanceId) => SetVariable(MinChosenKey, EncodeUInt64(instanceId));
+
+    public byte[]? GetVariable(string name)
+    {
+        lock (_readLock)
+        {
+            return ReadVariable(_reader, null, name);
+        }
+    }
+
+    /// <summary>Stores a variable durably (the commit fsyncs the WAL).</summary>
+    public void SetVariable(string name, ReadOnlySpan<byte> value)
+    {
+        lock (_writeLock)
+        {
+            SetVariable(_durableWriter, null, name, value.ToArray());
+        }
+    }
+
+    public void Dispose()
+    {
+        _upsert?.Dispose();
+        _lookup?.Dispose();
+        _indexWriter.Dispose();
+        _durableWriter?.Dispose();
+        _reader?.Dispose();
+    }
+
+    private static long ToKey(ulong bound) => bound > long.MaxValue ? long.MaxValue : (long)bound;
+
+    private static byte[] EncodeUInt64(ulong value)
+    {
+        var bytes = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, value);
+        return bytes;
+    }
+
+    private static ulong ReadFloor(SqliteConnection connection, SqliteTransaction? transaction)
+    {
+        var value = ReadVariable(connection, transaction, FloorKey);
+        return value is null ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(value);
+    }
+
+    private static byte[]? ReadVariable(SqliteConnection connection, SqliteTransaction? transaction, string name)
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "SELECT value FROM variables WHERE name = $n";
+        command.Parameters.AddWithValue("$n", name);
+        return command.ExecuteScalar() as byte[];
+    }
+
+    private static void SetVariable(SqliteConnection connection, SqliteTransaction? transaction, string name, byte[] value)
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "INSERT OR REPLACE INTO variables (name, value) VALUES ($n, $v)";
+        command.Parameters.AddWithValue("$n", name);
+        command.Parameters.Add("$v", SqliteType.Blob).Value = value;
+        command.ExecuteNonQuery();
+    }
+
+    private static SqliteConnection Open(string connectionString, string synchronous)
+    {
+        var connection = new SqliteConnection(connectionString);
+        try
+        {
+            connection.Open();
+            Execute(connection, $"PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous};");
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+}

@@ -1,0 +1,21 @@
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>Options of <see cref="FileLogStorage"/>.</summary>
+public sealed record LogStorageOptions
+{
+    /// <summary>PhxPaxos's default data file size (<c>LOG_FILE_MAX_SIZE</c>), 100 MiB.</summary>
+    public const int DefaultDataFileSize = 104857600;
+
+    /// <summary>The folder holding <c>g0 .. g&lt;GroupCount-1&gt;</c>; created when missing.</summary>
+    public required string RootPath { get; init; }
+
+    /// <summary>Number of Paxos groups; at least 1.</summary>
+    public required int GroupCount { get; init; }
+
+    /// <summary>
+    /// Size in bytes every data file (<c>vfile/&lt;n&gt;.f</c>) is preallocated to; a record that does not fit
+    /// in the rest of the current file starts the next one. Default 104857600 (100 MiB) as in PhxPaxos.
+    /// Must leave room for the largest record (value size + 12 bytes).
+    /// </summary>
+    public int DataFileSize { get; init; } = DefaultDataFileSize;
+}
