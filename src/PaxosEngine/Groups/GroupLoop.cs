@@ -1,0 +1,186 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+
+namespace Orleans.Paxos.Engine.Groups;
+
+/// <summary>Work run on a loop thread.</summary>
+internal interface ILoopWork
+{
+    /// <summary>Runs on the loop thread.</summary>
+    void Run();
+}
+
+/// <summary>Something that owns timers on a loop.</summary>
+internal interface ITimerTarget
+{
+    /// <summary>A timer fired (on the loop thread).</summary>
+    void OnTimer(int kind, long timerId);
+}
+
+/// <summary>
+/// A dedicated thread that runs the Paxos logic of one or more groups (PhxPaxos <c>IOLoop</c>): it
+/// drains a work queue and a timer queue. Everything a group owns is touched only here, so the
+/// consensus state needs no locks. <see cref="Post"/> and <see cref="Stop"/> are thread-safe; the
+/// timer methods must be called on the loop thread.
+/// </summary>
+internal sealed partial class GroupLoop : IDisposable
+{
+    private readonly ConcurrentQueue<ILoopWork> _queue = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private readonly PriorityQueue<TimerEntry, (long Due, long Id)> _timers = new();
+    private readonly HashSet<long> _liveTimers = [];
+    private readonly Thread _thread;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private long _nextTimerId;
+    private int _sleeping;
+    private volatile bool _stopping;
+
+    public GroupLoop(string name, TimeProvider time, ILogger logger)
+    {
+        _time = time;
+        _logger = logger;
+        _thread = new Thread(Run) { IsBackground = true, Name = name };
+    }
+
+    /// <summary>Whether the caller runs on this loop's thread.</summary>
+    public bool IsOnLoopThread => Thread.CurrentThread == _thread;
+
+    /// <summary>Milliseconds on the loop's monotonic clock.</summary>
+    public long NowMs => (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
+
+    public void Start() => _thread.Start();
+
+    /// <summary>Queues work for the loop thread. Thread-safe.</summary>
+    public void Post(ILoopWork work)
+    {
+        _queue.Enqueue(work);
+        if (Interlocked.Exchange(ref _sleeping, 0) == 1)
+        {
+            _wake.Set();
+        }
+    }
+
+    /// <summary>Arms a timer; returns its id (never 0). Loop thread only.</summary>
+    public long AddTimer(int delayMs, ITimerTarget target, int kind)
+    {
+        Debug.Assert(IsOnLoopThread || !_thread.IsAlive, "Timers belong to the loop thread.");
+        var id = ++_nextTimerId;
+        _timers.Enqueue(new TimerEntry(target, kind, id), (NowMs + Math.Max(0, delayMs), id));
+        _liveTimers.Add(id);
+        return id;
+    }
+
+    /// <summary>Cancels a timer; 0 and unknown ids are ignored. Loop thread only.</summary>
+    public void RemoveTimer(long timerId)
+    {
+        if (timerId != 0)
+        {
+            _liveTimers.Remove(timerId);
+        }
+    }
+
+    /// <summary>Stops the thread after the work already queued; waits for it.</summary>
+    public void Stop()
+    {
+        _stopping = true;
+        _wake.Set();
+        if (_thread.IsAlive && !IsOnLoopThread)
+        {
+            _thread.Join();
+        }
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        _wake.Dispose();
+    }
+
+    private void Run()
+    {
+        while (!_stopping)
+        {
+            RunDueTimers();
+            var worked = false;
+            while (!_stopping && _queue.TryDequeue(out var work))
+            {
+                worked = true;
+                Execute(work);
+            }
+
+            if (worked || _stopping)
+            {
+                continue;
+            }
+
+            // Announce the sleep, then look once more so that a Post racing with us is not missed.
+            Volatile.Write(ref _sleeping, 1);
+            if (!_queue.IsEmpty)
+            {
+                Volatile.Write(ref _sleeping, 0);
+                continue;
+            }
+
+            _wake.WaitOne(NextTimerDelayMs());
+            Volatile.Write(ref _sleeping, 0);
+        }
+    }
+
+    private void Execute(ILoopWork work)
+    {
+        try
+        {
+            work.Run();
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A bug in one group's handling must not take down the loop, and with it other groups.
+            LogWorkFailed(_thread.Name, ex);
+        }
+    }
+
+    private void RunDueTimers()
+    {
+        var now = NowMs;
+        while (_timers.TryPeek(out var entry, out var key) && key.Due <= now)
+        {
+            _timers.Dequeue();
+            if (!_liveTimers.Remove(entry.Id))
+            {
+                continue;
+            }
+
+            try
+            {
+                entry.Target.OnTimer(entry.Kind, entry.Id);
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                LogWorkFailed(_thread.Name, ex);
+            }
+        }
+    }
+
+    private int NextTimerDelayMs()
+    {
+        while (_timers.TryPeek(out var entry, out var key))
+        {
+            if (!_liveTimers.Contains(entry.Id))
+            {
+                _timers.Dequeue();
+                continue;
+            }
+
+            return (int)Math.Clamp(key.Due - NowMs, 0, 1000);
+        }
+
+        return 1000;
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Loop {Loop}: unexpected error while handling work; the loop continues.")]
+    private partial void LogWorkFailed(string? loop, Exception ex);
+
+    private readonly record struct TimerEntry(ITimerTarget Target, int Kind, long Id);
+}

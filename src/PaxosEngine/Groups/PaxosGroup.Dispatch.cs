@@ -1,0 +1,203 @@
+using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Protocol;
+
+namespace Orleans.Paxos.Engine.Groups;
+
+/// <summary>Message dispatch: gid and membership checks, the checksum chain, the retry queue.</summary>
+internal sealed partial class PaxosGroup
+{
+    /// <summary>Messages for future instances are kept at most this far ahead (PhxPaxos <c>RETRY_QUEUE_MAX_LEN</c>).</summary>
+    private const int RetryQueueMaxLength = 300;
+
+    private void OnPaxosMessage(PaxosMsg message, ulong headerGid)
+    {
+        if (_stoppedReason is not null)
+        {
+            return;
+        }
+
+        // Frames from another cluster (both gids known and different) are refused.
+        if (Gid != 0 && headerGid != 0 && headerGid != Gid)
+        {
+            LogGidMismatch(Index, headerGid, Gid, message.NodeID);
+            return;
+        }
+
+        switch ((PaxosMsgType)message.MsgType)
+        {
+            case PaxosMsgType.Prepare:
+            case PaxosMsgType.Accept:
+                if (!IsValidSender(message.NodeID))
+                {
+                    return;
+                }
+
+                if (!ChecksumMatches(message))
+                {
+                    return;
+                }
+
+                OnAcceptorMessage(message, isRetry: false);
+                break;
+            case PaxosMsgType.PrepareReply:
+            case PaxosMsgType.AcceptReply:
+                if (!IsValidSender(message.NodeID))
+                {
+                    return;
+                }
+
+                OnProposerMessage(message);
+                break;
+            case PaxosMsgType.AskForLearn:
+            case PaxosMsgType.SendLearnValue:
+            case PaxosMsgType.ProposerSendSuccess:
+            case PaxosMsgType.SendNowInstanceId:
+            case PaxosMsgType.ConfirmAskForLearn:
+            case PaxosMsgType.SendLearnValueAck:
+            case PaxosMsgType.AskForCheckpoint:
+                if (!ChecksumMatches(message))
+                {
+                    return;
+                }
+
+                OnLearnerMessage(message);
+                break;
+            default:
+                LogInvalidType(Index, message.MsgType, message.NodeID);
+                return;
+        }
+
+        AfterWork();
+    }
+
+    private void OnProposerMessage(PaxosMsg reply)
+    {
+        if (reply.InstanceID != Now)
+        {
+            if (reply.InstanceID + 1 == Now)
+            {
+                _proposer.OnExpiredReply(reply);
+            }
+
+            return;
+        }
+
+        if (reply.MsgType == (int)PaxosMsgType.PrepareReply)
+        {
+            _proposer.OnPrepareReply(reply);
+        }
+        else
+        {
+            _proposer.OnAcceptReply(reply);
+        }
+    }
+
+    private void OnAcceptorMessage(PaxosMsg message, bool isRetry)
+    {
+        if (message.InstanceID == Now + 1)
+        {
+            // A message for the next instance implies the current one was chosen with its ballot
+            // (implicit commit): learn it first if this acceptor accepted exactly that ballot.
+            var implied = message.Clone();
+            implied.InstanceID = Now;
+            implied.MsgType = (int)PaxosMsgType.ProposerSendSuccess;
+            OnLearnerMessage(implied);
+        }
+
+        if (message.InstanceID == Now)
+        {
+            var isPrepare = message.MsgType == (int)PaxosMsgType.Prepare;
+            var reply = isPrepare
+                ? _acceptor.OnPrepare(message, _lastChecksum, out var record)
+                : _acceptor.OnAccept(message, _lastChecksum, out record);
+            if (record is null)
+            {
+                Send(message.NodeID, reply, Transport.TransportKind.Udp);
+            }
+            else
+            {
+                PersistThenReply(record, reply, message.NodeID);
+            }
+        }
+        else if (!isRetry && message.InstanceID > Now && message.InstanceID >= _highestSeenInstanceId)
+        {
+            if (message.InstanceID < Now + RetryQueueMaxLength)
+            {
+                if (_retryQueue.Count >= RetryQueueMaxLength)
+                {
+                    _retryQueue.Dequeue();
+                }
+
+                _retryQueue.Enqueue(message);
+            }
+            else
+            {
+                _retryQueue.Clear();
+            }
+        }
+    }
+
+    private void DealWithRetryQueue()
+    {
+        var handledCurrent = false;
+        while (_retryQueue.TryPeek(out var message))
+        {
+            if (message.InstanceID > Now + 1)
+            {
+                break;
+            }
+
+            if (message.InstanceID == Now + 1)
+            {
+                // The next instance is only retried once a message for the current one was.
+                if (!handledCurrent)
+                {
+                    break;
+                }
+
+                _retryQueue.Dequeue();
+                OnAcceptorMessage(message, isRetry: true);
+                continue;
+            }
+
+            _retryQueue.Dequeue();
+            if (message.InstanceID == Now)
+            {
+                handledCurrent = true;
+                OnAcceptorMessage(message, isRetry: true);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The rolling checksum check (PhxPaxos <c>ChecksumLogic</c>). A mismatch means this node's history
+    /// differs from the sender's: the group stops loudly instead of diverging.
+    /// </summary>
+    private bool ChecksumMatches(PaxosMsg message)
+    {
+        if (message.LastChecksum == 0 || message.InstanceID != Now)
+        {
+            return true;
+        }
+
+        if (Now > 0 && _lastChecksum == 0)
+        {
+            _lastChecksum = message.LastChecksum;
+            return true;
+        }
+
+        if (message.LastChecksum == _lastChecksum)
+        {
+            return true;
+        }
+
+        Stop($"checksum mismatch at instance {Now}: node {new NodeId(message.NodeID)} has {message.LastChecksum} for instance {Now - 1}, this node has {_lastChecksum}");
+        return false;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a frame from node {Node} with gid {HeaderGid}; this cluster's gid is {Gid}.")]
+    private partial void LogGidMismatch(int group, ulong headerGid, ulong gid, ulong node);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a message of unknown type {Type} from node {Node}.")]
+    private partial void LogInvalidType(int group, int type, ulong node);
+}

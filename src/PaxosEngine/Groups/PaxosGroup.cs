@@ -1,0 +1,403 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Transport;
+
+namespace Orleans.Paxos.Engine.Groups;
+
+/// <summary>
+/// One Paxos group on one node (PhxPaxos <c>Group</c> + <c>Instance</c>): its acceptor, proposer,
+/// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
+/// method except the ones documented as thread-safe runs there, and none takes a lock.
+/// </summary>
+internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
+{
+    private readonly GroupSettings _settings;
+    private readonly ILogStorage _storage;
+    private readonly ITransport _transport;
+    private readonly GroupLoop _loop;
+    private readonly ILogger _logger;
+    private readonly Acceptor _acceptor;
+    private readonly Proposer _proposer;
+    private readonly Random _random;
+    private readonly Queue<PaxosMsg> _retryQueue = new();
+    private readonly List<ulong> _members;
+    private uint _lastChecksum;
+    private int _writesSinceSync;
+    private int _inboundCount;
+    private long _nowPublished;
+    private long _minChosenPublished;
+    private volatile string? _stoppedReason;
+
+    public PaxosGroup(GroupSettings settings, ILogStorage storage, ITransport transport, GroupLoop loop, ILogger logger)
+    {
+        _settings = settings;
+        _storage = storage;
+        _transport = transport;
+        _loop = loop;
+        _logger = logger;
+        _members = [.. settings.Members];
+        _acceptor = new Acceptor(settings.MyNodeId);
+        _proposer = new Proposer(this, settings.Timeouts);
+        _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)Environment.TickCount64)));
+        StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
+    }
+
+    /// <summary>The group's index.</summary>
+    public int Index => _settings.GroupIndex;
+
+    /// <summary>The state machines of this group.</summary>
+    public StateMachineRegistry StateMachines { get; }
+
+    /// <summary>The cluster id this group stamps on its frames (0 until membership is managed).</summary>
+    public ulong Gid { get; set; }
+
+    /// <summary>The instance being decided; every lower one is chosen and executed here. Thread-safe.</summary>
+    public ulong NowInstanceId => (ulong)Volatile.Read(ref _nowPublished);
+
+    /// <summary>The lowest instance still in the log. Thread-safe.</summary>
+    public ulong MinChosenInstanceId => (ulong)Volatile.Read(ref _minChosenPublished);
+
+    /// <summary>Why the group stopped, or null while it runs. Thread-safe.</summary>
+    public string? StoppedReason => _stoppedReason;
+
+    /// <summary>Raised on the loop thread after each instance is executed: (instance, packed value).</summary>
+    public event Action<ulong, ByteString>? Chosen;
+
+    /// <summary>Whether the log is written with fsync (PhxPaxos <c>SetLogSync</c>). Thread-safe.</summary>
+    public bool Sync
+    {
+        get => _settings.Sync;
+        set => _settings.Sync = value;
+    }
+
+    ulong IProposerHost.MyNodeId => _settings.MyNodeId;
+
+    /// <inheritdoc />
+    public int Quorum => (_members.Count / 2) + 1;
+
+    /// <inheritdoc />
+    public int MemberCount => _members.Count;
+
+    /// <inheritdoc />
+    public uint LastChecksum => _lastChecksum;
+
+    private ulong Now => _acceptor.InstanceId;
+
+    /// <summary>
+    /// Restores the group from its log and replays chosen values into the state machines after their
+    /// checkpoint. Runs before the loop starts, on the starting thread.
+    /// </summary>
+    public void Initialize()
+    {
+        var minChosen = _storage.GetMinChosenInstanceId(Index);
+        var max = _storage.GetMaxInstanceId(Index);
+        if (max is { } maxInstance)
+        {
+            var record = ReadRecord(maxInstance)
+                ?? throw new LogStorageException($"Group {Index}: the log reports instance {maxInstance} as its last but cannot read it.");
+            _acceptor.Restore(record);
+        }
+        else
+        {
+            _acceptor.InstanceId = minChosen;
+        }
+
+        var checkpoint = StateMachines.GetCheckpointInstanceId();
+        var replayFrom = checkpoint == StateMachineCheckpoint.None ? 0 : checkpoint + 1;
+        if (replayFrom < Now)
+        {
+            if (replayFrom < minChosen)
+            {
+                throw new LogStorageException(
+                    $"Group {Index}: the state machines need instances from {replayFrom} but the log starts at {minChosen}; " +
+                    "their checkpoint is older than the cleaned log. Restore a newer checkpoint or clear this group's folder to fetch one from a peer.");
+            }
+
+            for (var i = replayFrom; i < Now; i++)
+            {
+                var record = ReadRecord(i)
+                    ?? throw new LogStorageException($"Group {Index}: instance {i} is missing from the log; it is needed to replay the state machines up to {Now}.");
+                if (!StateMachines.Execute(i, record.AcceptedValue, null))
+                {
+                    throw new InvalidOperationException($"Group {Index}: a state machine failed to execute instance {i} during start-up replay.");
+                }
+            }
+        }
+        else if (replayFrom > Now)
+        {
+            if (max is not null)
+            {
+                throw new LogStorageException(
+                    $"Group {Index}: the state machines' checkpoint ({checkpoint}) is ahead of the log ({max}); delete this group's log so that it restarts from the checkpoint.");
+            }
+
+            _acceptor.InstanceId = replayFrom;
+            _storage.SetMinChosenInstanceId(Index, replayFrom);
+            minChosen = replayFrom;
+        }
+
+        _proposer.InstanceId = Now;
+        _proposer.ProposalId = _acceptor.Promised.ProposalId + 1;
+        _lastChecksum = Now == 0 || Now <= minChosen ? 0 : ReadRecord(Now - 1)?.Checksum ?? 0;
+        PublishProgress(minChosen);
+        LogStarted(Index, Now, minChosen, checkpoint == StateMachineCheckpoint.None ? -1 : (long)checkpoint);
+    }
+
+    /// <summary>Arms the group's timers; runs on the loop thread once the loop started.</summary>
+    public void OnLoopStarted() => ArmAskForLearnTimer();
+
+    /// <summary>Accepts an inbound message for the loop; drops it when the group's queue is full. Thread-safe.</summary>
+    public bool TryEnqueue(PaxosMsg message, ulong headerGid)
+    {
+        if (Interlocked.Increment(ref _inboundCount) > _settings.MaxInboundQueue)
+        {
+            Interlocked.Decrement(ref _inboundCount);
+            return false;
+        }
+
+        _loop.Post(new InboundMessage(this, message, headerGid, counted: true));
+        return true;
+    }
+
+    /// <inheritdoc />
+    public void OnTimer(int kind, long timerId)
+    {
+        if (_stoppedReason is not null)
+        {
+            return;
+        }
+
+        switch ((TimerKind)kind)
+        {
+            case TimerKind.PrepareTimeout:
+            case TimerKind.AcceptTimeout:
+                _proposer.OnTimeout((TimerKind)kind, timerId);
+                break;
+            case TimerKind.AskForLearn:
+                OnAskForLearnTimer(timerId);
+                break;
+            case TimerKind.LearnerSender:
+                OnLearnerSenderTimer(timerId);
+                break;
+            case TimerKind.BatchDelay:
+                OnBatchDelayTimer(timerId);
+                break;
+        }
+
+        AfterWork();
+    }
+
+    /// <inheritdoc />
+    public long AddTimer(int delayMs, TimerKind kind) => _loop.AddTimer(delayMs, this, (int)kind);
+
+    /// <inheritdoc />
+    public void RemoveTimer(long timerId) => _loop.RemoveTimer(timerId);
+
+    /// <inheritdoc />
+    public int RetryDelayMs() => _random.Next(10, 40);
+
+    /// <inheritdoc />
+    public void BroadcastPrepare(PaxosMsg prepare)
+    {
+        OnAcceptorMessage(prepare, isRetry: false);
+        SendToOthers(prepare, TransportKind.Udp);
+    }
+
+    /// <inheritdoc />
+    public void BroadcastAccept(PaxosMsg accept)
+    {
+        SendToOthers(accept, TransportKind.Udp);
+        OnAcceptorMessage(accept, isRetry: false);
+    }
+
+    /// <inheritdoc />
+    public void OnChosen(ulong instanceId, ulong proposalId)
+    {
+        var success = new PaxosMsg
+        {
+            MsgType = (int)PaxosMsgType.ProposerSendSuccess,
+            InstanceID = instanceId,
+            NodeID = _settings.MyNodeId,
+            ProposalID = proposalId,
+            LastChecksum = _lastChecksum,
+        };
+
+        // Learn and execute here first; tell the others only if that worked (as PhxPaxos).
+        OnLearnerMessage(success);
+        if (Now > instanceId)
+        {
+            SendToOthers(success, TransportKind.Udp);
+        }
+    }
+
+    /// <summary>Stops the group for good: it drops messages, fails proposals and logs why. Loop thread.</summary>
+    public void Stop(string reason, Exception? cause = null)
+    {
+        if (_stoppedReason is not null)
+        {
+            return;
+        }
+
+        _stoppedReason = reason;
+        _proposer.Abandon();
+        FailAllProposals(ProposeResult.GroupStopped);
+        LogGroupStopped(Index, reason, cause);
+    }
+
+    /// <summary>Fails waiting proposals because the node is stopping. Loop thread.</summary>
+    public void Shutdown()
+    {
+        _stoppedReason ??= "the node stopped";
+        _proposer.Abandon();
+        FailAllProposals(ProposeResult.NodeStopped);
+    }
+
+    private AcceptorStateData? ReadRecord(ulong instanceId)
+    {
+        var bytes = _storage.Get(Index, instanceId);
+        return bytes is null ? null : AcceptorStateData.Parser.ParseFrom(bytes);
+    }
+
+    private void PublishProgress(ulong? minChosen = null)
+    {
+        Volatile.Write(ref _nowPublished, (long)Now);
+        if (minChosen is { } m)
+        {
+            Volatile.Write(ref _minChosenPublished, (long)m);
+        }
+    }
+
+    /// <summary>Called after every message and timer: replays retried messages and starts waiting proposals.</summary>
+    private void AfterWork()
+    {
+        if (_stoppedReason is not null)
+        {
+            return;
+        }
+
+        DealWithRetryQueue();
+        CheckNewValue();
+    }
+
+    private void NewInstance()
+    {
+        _acceptor.NewInstance();
+        _proposer.NewInstance();
+        ResetLearnedValue();
+        PublishProgress();
+    }
+
+    private bool IsValidSender(ulong nodeId) => Gid == 0 || _members.Contains(nodeId);
+
+    private void Send(ulong to, PaxosMsg message, TransportKind kind)
+    {
+        if (to == _settings.MyNodeId)
+        {
+            _loop.Post(new InboundMessage(this, message, Gid, counted: false));
+            return;
+        }
+
+        var frame = FrameCodec.Encode(Index, Gid, message);
+        _transport.Send(new NodeId(to), frame, kind);
+    }
+
+    private void SendToOthers(PaxosMsg message, TransportKind kind)
+    {
+        byte[]? frame = null;
+        foreach (var member in _members)
+        {
+            if (member == _settings.MyNodeId)
+            {
+                continue;
+            }
+
+            frame ??= FrameCodec.Encode(Index, Gid, message);
+            _transport.Send(new NodeId(member), frame, kind);
+        }
+    }
+
+    /// <summary>Writes the acceptor's record and sends <paramref name="reply"/> only once it is durable.</summary>
+    private void PersistThenReply(AcceptorStateData record, PaxosMsg reply, ulong replyTo)
+    {
+        var sync = _settings.Sync;
+        if (sync && _settings.SyncInterval > 0)
+        {
+            sync = ++_writesSinceSync > _settings.SyncInterval;
+            if (sync)
+            {
+                _writesSinceSync = 0;
+            }
+        }
+
+        Task write;
+        try
+        {
+            write = _storage.PutAsync(Index, record.InstanceID, record.ToByteArray(), sync);
+        }
+        catch (LogStorageException ex)
+        {
+            Stop($"the acceptor could not write instance {record.InstanceID}", ex);
+            return;
+        }
+
+        if (write.IsCompletedSuccessfully)
+        {
+            Send(replyTo, reply, TransportKind.Udp);
+            return;
+        }
+
+        _ = write.ContinueWith(
+            static (t, state) => ((PendingReply)state!).Complete(t),
+            new PendingReply(this, reply, replyTo, record.InstanceID),
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+    }
+
+    /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId)
+    {
+        public void Complete(Task write)
+        {
+            if (write.IsCompletedSuccessfully)
+            {
+                // Sending is thread-safe; only a reply to this node needs the loop.
+                group.Send(replyTo, reply, TransportKind.Udp);
+                return;
+            }
+
+            var error = write.Exception?.GetBaseException();
+            group._loop.Post(new LoopAction(() => group.Stop($"the acceptor could not write instance {instanceId}", error)));
+        }
+    }
+
+    /// <summary>An inbound or local message for a group.</summary>
+    private sealed class InboundMessage(PaxosGroup group, PaxosMsg message, ulong headerGid, bool counted) : ILoopWork
+    {
+        public void Run()
+        {
+            if (counted)
+            {
+                Interlocked.Decrement(ref group._inboundCount);
+            }
+
+            group.OnPaxosMessage(message, headerGid);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group} started at instance {Now}, min chosen {MinChosen}, checkpoint {Checkpoint}.")]
+    private partial void LogStarted(int group, ulong now, ulong minChosen, long checkpoint);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Group {Group} STOPPED: {Reason}. It no longer takes part in consensus; other groups are unaffected. Fix the cause and restart the node.")]
+    private partial void LogGroupStopped(int group, string reason, Exception? cause);
+}
+
+/// <summary>A delegate run on a loop thread.</summary>
+internal sealed class LoopAction(Action action) : ILoopWork
+{
+    public void Run() => action();
+}

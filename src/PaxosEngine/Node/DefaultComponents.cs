@@ -1,0 +1,21 @@
+using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Transport;
+
+namespace Orleans.Paxos.Engine.Node;
+
+/// <summary>Builds the built-in transport and storage from node options.</summary>
+internal static class DefaultComponents
+{
+    public static ILogStorage CreateStorage(PaxosNodeOptions options, ILoggerFactory loggerFactory) =>
+        new FileLogStorage(new LogStorageOptions
+        {
+            RootPath = options.StoragePath,
+            GroupCount = options.GroupCount,
+            DataFileSize = checked((int)options.DataFileSize),
+        });
+
+    public static ITransport CreateTransport(PaxosNodeOptions options, NodeId me, ILoggerFactory loggerFactory) =>
+        throw new NotSupportedException("The built-in transport is wired in when the transport layer lands; pass an ITransport.");
+}

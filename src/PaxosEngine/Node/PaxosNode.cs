@@ -1,0 +1,389 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Groups;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Transport;
+
+namespace Orleans.Paxos.Engine.Node;
+
+/// <summary>
+/// A Paxos node (PhxPaxos <c>Node</c>): one network address, one storage root and 1..N independent
+/// groups, each a replicated log with its own state machines. All public members are thread-safe.
+/// </summary>
+/// <remarks>
+/// Lifecycle: construct, mount state machines with <see cref="AddStateMachine(int, IStateMachine)"/>,
+/// <see cref="Start"/>, propose, then <see cref="Dispose"/>. The group logic runs on dedicated loop
+/// threads; callers of <see cref="ProposeAsync(int, ReadOnlyMemory{byte}, StateMachineContext?, CancellationToken)"/>
+/// wait without blocking a thread.
+/// </remarks>
+public sealed partial class PaxosNode : IFrameSink, IDisposable
+{
+    private readonly PaxosNodeOptions _options;
+    private readonly ILogger _logger;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly TimeProvider _time;
+    private readonly ITransport _transport;
+    private readonly ILogStorage _storage;
+    private readonly bool _ownsTransport;
+    private readonly bool _ownsStorage;
+    private readonly GroupLoop[] _loops;
+    private readonly PaxosGroup[] _groups;
+    private readonly int _maxFrameLength;
+    private int _state; // 0 created, 1 started, 2 disposed
+
+    /// <summary>Creates a node over the given transport and storage (or the built-in UDP/TCP transport and file storage when null).</summary>
+    /// <param name="options">The node's options; validated here.</param>
+    /// <param name="loggerFactory">Where logs go; none when null.</param>
+    /// <param name="transport">A transport to use instead of the built-in one; the node does not dispose it.</param>
+    /// <param name="storage">A log storage to use instead of the built-in one; the node does not dispose it.</param>
+    /// <param name="timeProvider">The clock for timers; the system clock when null.</param>
+    /// <exception cref="ArgumentException">The options are invalid.</exception>
+    public PaxosNode(
+        PaxosNodeOptions options,
+        ILoggerFactory? loggerFactory = null,
+        ITransport? transport = null,
+        ILogStorage? storage = null,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options;
+        var (me, members) = options.Validate();
+        MyNodeId = me;
+        _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger<PaxosNode>();
+        _time = timeProvider ?? TimeProvider.System;
+        _maxFrameLength = options.MaxValueSize + 4096;
+
+        _ownsStorage = storage is null;
+        _storage = storage ?? DefaultComponents.CreateStorage(options, _loggerFactory);
+        if (_storage.GroupCount < options.GroupCount)
+        {
+            throw new ArgumentException($"The log storage holds {_storage.GroupCount} groups; the node needs {options.GroupCount}.", nameof(storage));
+        }
+
+        _ownsTransport = transport is null;
+        try
+        {
+            _transport = transport ?? DefaultComponents.CreateTransport(options, me, _loggerFactory);
+        }
+        catch
+        {
+            if (_ownsStorage)
+            {
+                _storage.Dispose();
+            }
+
+            throw;
+        }
+
+        var loopCount = options.LoopThreadCount > 0
+            ? Math.Min(options.LoopThreadCount, options.GroupCount)
+            : Math.Min(options.GroupCount, Environment.ProcessorCount);
+        _loops = new GroupLoop[loopCount];
+        for (var i = 0; i < loopCount; i++)
+        {
+            _loops[i] = new GroupLoop($"paxos-loop-{me.Port}-{i}", _time, _loggerFactory.CreateLogger<GroupLoop>());
+        }
+
+        var memberIds = new List<ulong>(members.Count);
+        foreach (var m in members)
+        {
+            memberIds.Add(m.Value);
+        }
+
+        _groups = new PaxosGroup[options.GroupCount];
+        var groupLogger = _loggerFactory.CreateLogger("Orleans.Paxos.Engine.Groups.PaxosGroup");
+        for (var g = 0; g < options.GroupCount; g++)
+        {
+            var settings = new GroupSettings
+            {
+                GroupIndex = g,
+                GroupCount = options.GroupCount,
+                MyNodeId = me.Value,
+                Members = memberIds,
+                Sync = options.Sync,
+                SyncInterval = options.SyncInterval,
+                MaxValueSize = options.MaxValueSize,
+                MaxWaitingProposals = options.MaxWaitingProposals,
+                AutoBatch = options.AutoBatch,
+                MaxBatchCount = options.MaxBatchCount,
+                MaxBatchBytes = options.MaxBatchBytes,
+                BatchCount = options.BatchCount,
+                BatchDelayMs = (int)options.BatchDelay.TotalMilliseconds,
+                MaxInboundQueue = (10_240 / options.GroupCount) + 1000,
+                LearnerSendQps = options.LearnerSendQps,
+                AskForLearnBaseMs = (int)options.AskForLearnInterval.TotalMilliseconds,
+                AskForLearnJitterMs = Math.Max(1, (int)options.AskForLearnInterval.TotalMilliseconds / 5),
+            };
+            _groups[g] = new PaxosGroup(settings, _storage, _transport, _loops[g % loopCount], groupLogger);
+        }
+    }
+
+    /// <summary>This node's id.</summary>
+    public NodeId MyNodeId { get; }
+
+    /// <summary>Number of groups.</summary>
+    public int GroupCount => _groups.Length;
+
+    /// <summary>Raised on a loop thread after each instance is executed locally: (group, instance, packed value). Handlers must be quick and must not block.</summary>
+    public event Action<int, ulong, ReadOnlyMemory<byte>>? InstanceExecuted;
+
+    /// <summary>Mounts a state machine on one group. Call before <see cref="Start"/>. A second machine with the same id is ignored.</summary>
+    public void AddStateMachine(int groupIndex, IStateMachine stateMachine)
+    {
+        EnsureNotStarted();
+        GetGroup(groupIndex).StateMachines.Add(stateMachine);
+    }
+
+    /// <summary>Mounts a state machine on every group. Call before <see cref="Start"/>.</summary>
+    public void AddStateMachine(IStateMachine stateMachine)
+    {
+        EnsureNotStarted();
+        foreach (var g in _groups)
+        {
+            g.StateMachines.Add(stateMachine);
+        }
+    }
+
+    /// <summary>
+    /// Restores every group from its log (replaying state machines after their checkpoints), then
+    /// starts the loops and the network.
+    /// </summary>
+    /// <exception cref="LogStorageException">A group's log cannot be restored; the message says what to do.</exception>
+    public void Start()
+    {
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+        {
+            throw new InvalidOperationException("The node was already started or disposed.");
+        }
+
+        foreach (var g in _groups)
+        {
+            g.Initialize();
+            var group = g;
+            g.Chosen += (instance, value) => InstanceExecuted?.Invoke(group.Index, instance, value.Memory);
+        }
+
+        foreach (var loop in _loops)
+        {
+            loop.Start();
+        }
+
+        foreach (var g in _groups)
+        {
+            var group = g;
+            _loops[g.Index % _loops.Length].Post(new LoopAction(group.OnLoopStarted));
+        }
+
+        _transport.Start(this);
+        LogNodeStarted(MyNodeId, _groups.Length, _loops.Length);
+    }
+
+    /// <summary>
+    /// Proposes a value and waits until it is chosen and executed here, or fails. The value is packed
+    /// with the context's state machine id (0 — no state machine — without a context, as PhxPaxos).
+    /// </summary>
+    /// <param name="groupIndex">The group.</param>
+    /// <param name="value">The value; copied before this method returns.</param>
+    /// <param name="context">Which state machine executes it, with input for it and room for its output.</param>
+    /// <param name="cancellationToken">Stops waiting (the result is then <see cref="ProposeStatus.Timeout"/>).</param>
+    /// <returns>The instance, the status and the local state machine's output.</returns>
+    public Task<ProposeResult> ProposeAsync(int groupIndex, ReadOnlyMemory<byte> value, StateMachineContext? context = null, CancellationToken cancellationToken = default) =>
+        Enqueue(groupIndex, context?.SmId ?? ReservedSmIds.None, value, context, explicitBatch: false, cancellationToken);
+
+    /// <summary>Proposes a value for the state machine <paramref name="smId"/> without a context.</summary>
+    public Task<ProposeResult> ProposeAsync(int groupIndex, int smId, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default) =>
+        Enqueue(groupIndex, smId, value, null, explicitBatch: false, cancellationToken);
+
+    /// <summary>
+    /// Proposes a value to be merged with other callers' values into one instance, as PhxPaxos
+    /// BatchPropose: the batch goes when <see cref="PaxosNodeOptions.BatchCount"/> values wait, their
+    /// bytes reach <see cref="PaxosNodeOptions.MaxBatchBytes"/>, or the oldest waited
+    /// <see cref="PaxosNodeOptions.BatchDelay"/>. The result's <see cref="ProposeResult.BatchIndex"/> is
+    /// the value's execution order within the instance.
+    /// </summary>
+    public Task<ProposeResult> BatchProposeAsync(int groupIndex, ReadOnlyMemory<byte> value, StateMachineContext? context = null, CancellationToken cancellationToken = default) =>
+        Enqueue(groupIndex, context?.SmId ?? ReservedSmIds.None, value, context, explicitBatch: true, cancellationToken);
+
+    /// <summary>The instance being decided in a group; every lower one is chosen and executed here.</summary>
+    public ulong GetNowInstanceId(int groupIndex) => GetGroup(groupIndex).NowInstanceId;
+
+    /// <summary>The lowest instance still kept in a group's log.</summary>
+    public ulong GetMinChosenInstanceId(int groupIndex) => GetGroup(groupIndex).MinChosenInstanceId;
+
+    /// <summary>Why a group stopped (storage failure, checksum mismatch), or null while it runs.</summary>
+    public string? GetGroupStoppedReason(int groupIndex) => GetGroup(groupIndex).StoppedReason;
+
+    /// <summary>Turns fsync of a group's acceptor writes on or off at run time (PhxPaxos <c>SetLogSync</c>).</summary>
+    public void SetLogSync(int groupIndex, bool sync) => GetGroup(groupIndex).Sync = sync;
+
+    /// <summary>
+    /// Reads the chosen value(s) of an instance: one entry, or a batch's entries, each with its state
+    /// machine id (PhxPaxos <c>GetInstanceValue</c>).
+    /// </summary>
+    public InstanceValueResult GetInstanceValue(int groupIndex, ulong instanceId)
+    {
+        var group = GetGroup(groupIndex);
+        if (instanceId >= group.NowInstanceId)
+        {
+            return new InstanceValueResult(InstanceValueStatus.NotChosenYet, []);
+        }
+
+        var bytes = _storage.Get(groupIndex, instanceId);
+        if (bytes is null)
+        {
+            return new InstanceValueResult(InstanceValueStatus.NotExist, []);
+        }
+
+        var record = AcceptorStateData.Parser.ParseFrom(bytes);
+        return new InstanceValueResult(InstanceValueStatus.Ok, ValueCodec.Expand(record.AcceptedValue.Span));
+    }
+
+    /// <inheritdoc />
+    void IFrameSink.OnFrame(ReadOnlySpan<byte> frame, TransportKind via)
+    {
+        var error = FrameCodec.TryDecode(frame, _maxFrameLength, out var decoded);
+        if (error != FrameError.None)
+        {
+            LogBadFrame(MyNodeId, via, error, frame.Length);
+            return;
+        }
+
+        if ((uint)decoded!.GroupIndex >= (uint)_groups.Length)
+        {
+            LogUnknownGroup(MyNodeId, decoded.GroupIndex);
+            return;
+        }
+
+        if (decoded.Paxos is { } paxos && !_groups[decoded.GroupIndex].TryEnqueue(paxos, decoded.Header.Gid))
+        {
+            LogQueueFull(decoded.GroupIndex);
+        }
+    }
+
+    /// <summary>Stops the network and the loops; waiting proposals complete with <see cref="ProposeStatus.NodeStopped"/>.</summary>
+    public void Dispose()
+    {
+        var previous = Interlocked.Exchange(ref _state, 2);
+        if (previous == 2)
+        {
+            return;
+        }
+
+        if (_ownsTransport || previous == 1)
+        {
+            // The transport must stop delivering before the groups go away.
+            _transport.Dispose();
+        }
+
+        if (previous == 1)
+        {
+            foreach (var g in _groups)
+            {
+                var group = g;
+                _loops[g.Index % _loops.Length].Post(new LoopAction(group.Shutdown));
+            }
+        }
+
+        foreach (var loop in _loops)
+        {
+            loop.Dispose();
+        }
+
+        if (_ownsStorage)
+        {
+            _storage.Dispose();
+        }
+
+        LogNodeStopped(MyNodeId);
+    }
+
+    private async Task<ProposeResult> Enqueue(int groupIndex, int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, CancellationToken cancellationToken)
+    {
+        if ((uint)groupIndex >= (uint)_groups.Length)
+        {
+            return ProposeResult.InvalidGroup;
+        }
+
+        if (Volatile.Read(ref _state) != 1)
+        {
+            return ProposeResult.NodeStopped;
+        }
+
+        var group = _groups[groupIndex];
+        var loopNow = (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
+        var proposal = new PendingProposal(smId, value.ToArray(), context, explicitBatch, loopNow);
+        if (!group.TryEnqueueProposal(proposal))
+        {
+            return await proposal.Completion.Task.ConfigureAwait(false);
+        }
+
+        using var timeout = _options.ProposeTimeout == Timeout.InfiniteTimeSpan
+            ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken)
+            : CreateTimeoutSource(cancellationToken);
+        await using var registration = timeout.Token.UnsafeRegister(
+            static state => ((PendingProposal)state!).TryComplete(ProposeResult.Timeout), proposal).ConfigureAwait(false);
+        return await proposal.Completion.Task.ConfigureAwait(false);
+    }
+
+    private CancellationTokenSource CreateTimeoutSource(CancellationToken cancellationToken)
+    {
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        cts.CancelAfter(_options.ProposeTimeout);
+        return cts;
+    }
+
+    private PaxosGroup GetGroup(int groupIndex)
+    {
+        if ((uint)groupIndex >= (uint)_groups.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(groupIndex), groupIndex, $"This node has groups 0..{_groups.Length - 1}.");
+        }
+
+        return _groups[groupIndex];
+    }
+
+    private void EnsureNotStarted()
+    {
+        if (Volatile.Read(ref _state) != 0)
+        {
+            throw new InvalidOperationException("State machines must be mounted before the node starts.");
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Paxos node {Node} started: {Groups} groups on {Loops} loop threads.")]
+    private partial void LogNodeStarted(NodeId node, int groups, int loops);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Paxos node {Node} stopped.")]
+    private partial void LogNodeStopped(NodeId node);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Node {Node}: dropped a bad {Via} frame of {Length} bytes: {Error}.")]
+    private partial void LogBadFrame(NodeId node, TransportKind via, FrameError error, int length);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Node {Node}: dropped a frame for unknown group {Group}.")]
+    private partial void LogUnknownGroup(NodeId node, int group);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: inbound queue full; message dropped.")]
+    private partial void LogQueueFull(int group);
+}
+
+/// <summary>Outcome of <see cref="PaxosNode.GetInstanceValue"/>.</summary>
+public enum InstanceValueStatus
+{
+    /// <summary>The value(s) are returned.</summary>
+    Ok = 0,
+
+    /// <summary>The instance is not chosen yet on this node (PhxPaxos 1006).</summary>
+    NotChosenYet = 1006,
+
+    /// <summary>The instance was cleaned from the log (PhxPaxos 1005).</summary>
+    NotExist = 1005,
+}
+
+/// <summary>The chosen value(s) of one instance.</summary>
+/// <param name="Status">Whether values are returned.</param>
+/// <param name="Values">Each value with its state machine id; a batch gives several.</param>
+public sealed record InstanceValueResult(InstanceValueStatus Status, IReadOnlyList<(int SmId, byte[] Value)> Values);

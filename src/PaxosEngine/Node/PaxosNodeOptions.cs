@@ -1,0 +1,121 @@
+using Orleans.Paxos.Engine.Protocol;
+
+namespace Orleans.Paxos.Engine.Node;
+
+/// <summary>
+/// Options of a <see cref="PaxosNode"/>, with PhxPaxos's defaults. Bindable from .NET configuration
+/// (section <c>Paxos</c> by convention).
+/// </summary>
+public sealed class PaxosNodeOptions
+{
+    /// <summary>This node's address, <c>ip:port</c> (IPv4). UDP and TCP both use this port. Required.</summary>
+    public string MyNode { get; set; } = string.Empty;
+
+    /// <summary>Every member's address (this node included), <c>ip:port</c>. Required.</summary>
+    public List<string> Members { get; set; } = [];
+
+    /// <summary>Number of independent groups, 1–200 as PhxPaxos. Default 1.</summary>
+    public int GroupCount { get; set; } = 1;
+
+    /// <summary>Folder holding <c>g&lt;N&gt;/</c> per group; created if missing. Required.</summary>
+    public string StoragePath { get; set; } = string.Empty;
+
+    /// <summary>fsync acceptor writes before answering (PhxPaxos <c>bSync</c>). Default true; turning it off can lose chosen values on power loss.</summary>
+    public bool Sync { get; set; } = true;
+
+    /// <summary>Skip fsync on all but every (N+1)-th acceptor write (PhxPaxos <c>iSyncInterval</c>). Default 0.</summary>
+    public int SyncInterval { get; set; }
+
+    /// <summary>Messages larger than this many bytes go over TCP. Default 4096, at most 65536.</summary>
+    public int UdpMaxSize { get; set; } = 4096;
+
+    /// <summary>TCP read threads and write threads (each). Default 1.</summary>
+    public int IoThreadCount { get; set; } = 1;
+
+    /// <summary>Loop threads shared by the groups; 0 = one per group up to the processor count. Default 0.</summary>
+    public int LoopThreadCount { get; set; }
+
+    /// <summary>Largest packed value (state machine id + value), bytes. Default 10 MiB (PhxPaxos <c>MAX_VALUE_SIZE</c>).</summary>
+    public int MaxValueSize { get; set; } = 10 * 1024 * 1024;
+
+    /// <summary>Size data files are preallocated to and cut at, bytes. Default 100 MiB.</summary>
+    public long DataFileSize { get; set; } = 104_857_600;
+
+    /// <summary>How long a proposal waits for its result; infinite = only the caller's token. Default 30 s.</summary>
+    public TimeSpan ProposeTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Proposals that may wait per group before new ones get <c>TooManyWaiting</c>. Default 10000.</summary>
+    public int MaxWaitingProposals { get; set; } = 10_000;
+
+    /// <summary>
+    /// Batch values that wait while an instance is in flight into the next instance (never waits for a
+    /// timer when the group is idle). Default true; false = one value per instance, as PhxPaxos Propose.
+    /// </summary>
+    public bool AutoBatch { get; set; } = true;
+
+    /// <summary>Most values in one instance when batching automatically. Default 1000.</summary>
+    public int MaxBatchCount { get; set; } = 1000;
+
+    /// <summary>Byte cap of one batch (PhxPaxos: 512000).</summary>
+    public int MaxBatchBytes { get; set; } = 512_000;
+
+    /// <summary>BatchProposeAsync: flush when this many values wait (PhxPaxos default 5).</summary>
+    public int BatchCount { get; set; } = 5;
+
+    /// <summary>BatchProposeAsync: flush when the oldest value waited this long (PhxPaxos default 20 ms).</summary>
+    public TimeSpan BatchDelay { get; set; } = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>Catch-up values sent per second, shared by all groups (PhxPaxos: 100000).</summary>
+    public int LearnerSendQps { get; set; } = 100_000;
+
+    /// <summary>How often a learner asks its peers how far they are (plus up to 20% jitter). Default 2500 ms as PhxPaxos.</summary>
+    public TimeSpan AskForLearnInterval { get; set; } = TimeSpan.FromMilliseconds(2500);
+
+    /// <summary>Validates the options and resolves the addresses.</summary>
+    /// <exception cref="ArgumentException">An option is missing or out of range; the message names it.</exception>
+    public (NodeId Me, IReadOnlyList<NodeId> Members) Validate()
+    {
+        if (string.IsNullOrWhiteSpace(MyNode))
+        {
+            throw new ArgumentException("Paxos option MyNode (this node's ip:port) is required.");
+        }
+
+        if (string.IsNullOrWhiteSpace(StoragePath))
+        {
+            throw new ArgumentException("Paxos option StoragePath is required.");
+        }
+
+        if (GroupCount is < 1 or > 200)
+        {
+            throw new ArgumentException($"Paxos option GroupCount must be 1..200; it is {GroupCount}.");
+        }
+
+        if (UdpMaxSize is < 64 or > 65536)
+        {
+            throw new ArgumentException($"Paxos option UdpMaxSize must be 64..65536; it is {UdpMaxSize}.");
+        }
+
+        if (MaxValueSize < 1024)
+        {
+            throw new ArgumentException($"Paxos option MaxValueSize must be at least 1024; it is {MaxValueSize}.");
+        }
+
+        var me = NodeId.Parse(MyNode);
+        var members = new List<NodeId>();
+        foreach (var m in Members)
+        {
+            var id = NodeId.Parse(m);
+            if (!members.Contains(id))
+            {
+                members.Add(id);
+            }
+        }
+
+        if (members.Count == 0)
+        {
+            throw new ArgumentException("Paxos option Members must list every member's ip:port.");
+        }
+
+        return (me, members);
+    }
+}

@@ -1,0 +1,141 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Protocol;
+
+namespace Orleans.Paxos.Engine.StateMachines;
+
+/// <summary>
+/// The state machines mounted on one group (PhxPaxos <c>SMFac</c>). Dispatches chosen values by
+/// state machine id, expanding batches. Used on the group's loop thread.
+/// </summary>
+internal sealed partial class StateMachineRegistry
+{
+    private readonly int _groupIndex;
+    private readonly ILogger _logger;
+    private readonly List<IStateMachine> _machines = [];
+
+    public StateMachineRegistry(int groupIndex, ILogger logger)
+    {
+        _groupIndex = groupIndex;
+        _logger = logger;
+    }
+
+    public IReadOnlyList<IStateMachine> Machines => _machines;
+
+    /// <summary>Mounts a state machine; a second one with the same id is ignored (the first wins, as PhxPaxos).</summary>
+    public bool Add(IStateMachine machine)
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        foreach (var m in _machines)
+        {
+            if (m.SmId == machine.SmId)
+            {
+                return false;
+            }
+        }
+
+        _machines.Add(machine);
+        return true;
+    }
+
+    public IStateMachine? Find(int smId)
+    {
+        foreach (var m in _machines)
+        {
+            if (m.SmId == smId)
+            {
+                return m;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Executes a chosen packed value. <paramref name="contexts"/> holds the proposer's contexts (one per
+    /// value, or one per batch entry) on the proposing node, null elsewhere.
+    /// </summary>
+    /// <returns>False on a system failure: the instance must not advance.</returns>
+    public bool Execute(ulong instanceId, ByteString packed, IReadOnlyList<StateMachineContext?>? contexts)
+    {
+        if (!ValueCodec.TryUnpack(packed.Span, out var smId, out var body))
+        {
+            return true;
+        }
+
+        if (smId != ReservedSmIds.Batch)
+        {
+            return ExecuteOne(instanceId, smId, body, contexts is { Count: > 0 } ? contexts[0] : null);
+        }
+
+        BatchPaxosValues batch;
+        try
+        {
+            batch = BatchPaxosValues.Parser.ParseFrom(body);
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            LogBadBatch(_groupIndex, instanceId, ex);
+            return false;
+        }
+
+        if (contexts is not null && contexts.Count != batch.Values.Count)
+        {
+            LogBatchContextMismatch(_groupIndex, instanceId, batch.Values.Count, contexts.Count);
+            return false;
+        }
+
+        for (var i = 0; i < batch.Values.Count; i++)
+        {
+            var entry = batch.Values[i];
+            if (!ExecuteOne(instanceId, entry.SMID, entry.Value.Span, contexts?[i]))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The group's checkpoint: the largest checkpoint any user state machine reports (as PhxPaxos), or None.</summary>
+    public ulong GetCheckpointInstanceId()
+    {
+        var result = StateMachineCheckpoint.None;
+        foreach (var m in _machines)
+        {
+            var cp = m.GetCheckpointInstanceId(_groupIndex);
+            if (cp != StateMachineCheckpoint.None && (result == StateMachineCheckpoint.None || cp > result))
+            {
+                result = cp;
+            }
+        }
+
+        return result;
+    }
+
+    private bool ExecuteOne(ulong instanceId, int smId, ReadOnlySpan<byte> body, StateMachineContext? context)
+    {
+        if (smId == ReservedSmIds.None)
+        {
+            return true;
+        }
+
+        var machine = Find(smId);
+        if (machine is null)
+        {
+            LogUnknownStateMachine(_groupIndex, instanceId, smId);
+            return false;
+        }
+
+        return machine.Execute(_groupIndex, instanceId, body, context is not null && context.SmId == smId ? context : null);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group} instance {Instance}: no state machine with id {SmId} is mounted; the group waits here until one is.")]
+    private partial void LogUnknownStateMachine(int group, ulong instance, int smId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group} instance {Instance}: the batch value does not parse.")]
+    private partial void LogBadBatch(int group, ulong instance, Exception ex);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group} instance {Instance}: batch holds {Values} values but {Contexts} contexts were proposed.")]
+    private partial void LogBatchContextMismatch(int group, ulong instance, int values, int contexts);
+}
