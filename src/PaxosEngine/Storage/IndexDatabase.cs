@@ -7,6 +7,16 @@ namespace Orleans.Paxos.Engine.Storage;
 internal readonly record struct IndexEntry(ulong InstanceId, int FileId, int Offset, uint Crc);
 
 /// <summary>
+/// What DeleteBefore removed: instances below <see cref="Bound"/> among the records before position
+/// (<see cref="FileId"/>, <see cref="Offset"/>) of the log.
+/// </summary>
+internal readonly record struct DeleteFloor(ulong Bound, int FileId, long Offset)
+{
+    public bool Covers(ulong instanceId, int fileId, long offset) =>
+        instanceId < Bound && (fileId < FileId || (fileId == FileId && offset < Offset));
+}
+
+/// <summary>
 /// The SQLite database of one group (<c>g&lt;N&gt;/index.db</c>): the instance index and the group's
 /// variables. Thread-safe: writes are serialized by one lock, lookups by another, and SQLite's WAL mode
 /// lets the lookups read while a write transaction is open.
@@ -166,8 +176,13 @@ internal sealed class IndexDatabase : IDisposable
         }
     }
 
-    /// <summary>Removes the rows of instances below <paramref name="bound"/> and durably raises the delete floor.</summary>
-    public void DeleteBelow(ulong bound)
+    /// <summary>
+    /// Removes the rows of instances below <paramref name="bound"/> and durably records the delete
+    /// floor: the bound and the log position (<paramref name="fileId"/>, <paramref name="offset"/>) up
+    /// to which records existed when the rows were removed. Recovery does not re-index records below the
+    /// bound that lie before that position, but does re-index later ones.
+    /// </summary>
+    public void DeleteBelow(ulong bound, int fileId, long offset)
     {
         lock (_writeLock)
         {
@@ -180,10 +195,13 @@ internal sealed class IndexDatabase : IDisposable
                 command.ExecuteNonQuery();
             }
 
-            // The floor keeps recovery from re-indexing deleted records that still sit in a kept file.
-            if (bound > ReadFloor(_durableWriter, transaction))
+            if (bound >= ReadFloor(_durableWriter, transaction).Bound)
             {
-                SetVariable(_durableWriter, transaction, FloorKey, EncodeUInt64(bound));
+                var floor = new byte[20];
+                BinaryPrimitives.WriteUInt64LittleEndian(floor, bound);
+                BinaryPrimitives.WriteInt32LittleEndian(floor.AsSpan(8), fileId);
+                BinaryPrimitives.WriteInt64LittleEndian(floor.AsSpan(12), offset);
+                SetVariable(_durableWriter, transaction, FloorKey, floor);
             }
 
             transaction.Commit();
@@ -225,7 +243,7 @@ internal sealed class IndexDatabase : IDisposable
 
     public bool IsClearPending() => GetVariable(ClearPendingKey) is not null;
 
-    public ulong GetFloor()
+    public DeleteFloor GetFloor()
     {
         lock (_readLock)
         {
@@ -276,10 +294,15 @@ internal sealed class IndexDatabase : IDisposable
         return bytes;
     }
 
-    private static ulong ReadFloor(SqliteConnection connection, SqliteTransaction? transaction)
+    private static DeleteFloor ReadFloor(SqliteConnection connection, SqliteTransaction? transaction)
     {
         var value = ReadVariable(connection, transaction, FloorKey);
-        return value is null ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(value);
+        return value is { Length: 20 }
+            ? new DeleteFloor(
+                BinaryPrimitives.ReadUInt64LittleEndian(value),
+                BinaryPrimitives.ReadInt32LittleEndian(value.AsSpan(8)),
+                BinaryPrimitives.ReadInt64LittleEndian(value.AsSpan(12)))
+            : default;
     }
 
     private static byte[]? ReadVariable(SqliteConnection connection, SqliteTransaction? transaction, string name)
