@@ -65,6 +65,10 @@ public sealed partial class FileLogStorage
                 // The last indexed record itself was torn; earlier records of its instance (a promise
                 // before the accept) may sit before it in the same file, so index that file from the start.
                 writeOffset = Scan(group, startFile, 0, metaFileId, floor, null, out _, out lastScanned);
+
+                // Rows of records that never reached the disk (non-sync puts indexed before a power loss)
+                // may point anywhere past the end of the data; drop them all.
+                group.Index.DeleteFrom(metaFileId, checked((int)writeOffset));
             }
 
             OpenCurrentFile(group, metaFileId, writeOffset);

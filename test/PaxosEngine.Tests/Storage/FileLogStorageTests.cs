@@ -199,6 +199,59 @@ public sealed class FileLogStorageTests : IDisposable
         Assert.Equal((0L, 0L, 34L, 0xfb6cb67cL), ReadIndexRowsWhileOpen(0)[0]);
     }
 
+    [Fact]
+    public async Task ReopenRestoresIndexRowsLostInACrash()
+    {
+        var storage = Open(dataFileSize: 4096);
+        for (ulong i = 0; i < 10; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, 600, (int)i), sync: false);
+        }
+
+        storage.Dispose();
+        ExecuteOnIndex(0, "DELETE FROM log_index WHERE instance_id >= 5");
+
+        storage = Open(dataFileSize: 4096);
+        for (ulong i = 0; i < 10; i++)
+        {
+            Assert.Equal(StorageTestData.Sized(i, 600, (int)i), storage.Get(0, i));
+        }
+    }
+
+    [Fact]
+    public async Task ReopenDropsIndexRowsOfDataThatNeverReachedTheDisk()
+    {
+        // Non-sync puts: the index rows survived a power loss but the data pages did not.
+        var storage = Open(dataFileSize: 8192);
+        long lostFrom = 0;
+        for (ulong i = 0; i < 10; i++)
+        {
+            var body = StorageTestData.Sized(i, 100, (int)i);
+            await storage.PutAsync(0, i, body, sync: false);
+            if (i < 6)
+            {
+                lostFrom += 12 + body.Length;
+            }
+        }
+
+        storage.Dispose();
+        using (var file = new FileStream(DataFile(0, 0), FileMode.Open, FileAccess.Write))
+        {
+            file.Position = lostFrom;
+            file.Write(new byte[8192 - lostFrom]);
+        }
+
+        storage = Open(dataFileSize: 8192);
+        for (ulong i = 0; i < 10; i++)
+        {
+            Assert.Equal(i < 6 ? StorageTestData.Sized(i, 100, (int)i) : null, storage.Get(0, i));
+        }
+
+        Assert.Equal(5UL, storage.GetMaxInstanceId(0));
+        await storage.PutAsync(0, 6, StorageTestData.Promise(6), sync: true);
+        Assert.Equal(StorageTestData.Promise(6), storage.Get(0, 6));
+    }
+
     public static TheoryData<bool, bool> TornWriteCases => new()
     {
         { false, false },
@@ -471,6 +524,16 @@ public sealed class FileLogStorageTests : IDisposable
         {
             File.Delete(file);
         }
+    }
+
+    private void ExecuteOnIndex(int group, string sql)
+    {
+        var path = Path.Combine(_root.Path, $"g{group}", IndexDatabase.FileName);
+        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
     }
 
     private List<string> ReadLog(int group) =>
