@@ -238,16 +238,20 @@ public sealed partial class NetworkTransport : ITransport
             }
         }
 
-        /// <summary>Consumes pending wake-ups; call before looking for work so that none is missed.</summary>
+        /// <summary>Consumes pending wake-ups; the owner looks for work after this call, so none is missed.</summary>
+        /// <remarks>
+        /// The bytes are read before the flag is cleared: cleared first, a concurrent <see cref="Wake"/> could set it
+        /// and have its byte swallowed here, leaving the flag set with nothing to read, and every later wake-up lost.
+        /// </remarks>
         public void Drain()
         {
-            Volatile.Write(ref _pending, 0);
             SocketError error;
             do
             {
                 Socket.Receive(_scratch, 0, _scratch.Length, SocketFlags.None, out error);
             }
             while (error == SocketError.Success);
+            Volatile.Write(ref _pending, 0);
         }
 
         public void Dispose() => Socket.Dispose();

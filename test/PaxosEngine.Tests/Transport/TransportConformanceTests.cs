@@ -194,6 +194,56 @@ public abstract class TransportConformanceTests : IDisposable
     }
 
     [Fact]
+    public void After_bursts_from_concurrent_senders_single_frames_still_move_at_once()
+    {
+        // Bursts from many threads race the transport threads' sleep/wake hand-off; a wake-up lost there used to
+        // leave a loop asleep until its one-second safety timeout, for every later frame. Single frames after the
+        // bursts show it: none may need that timeout to move.
+        const int Rounds = 5;
+        const int Threads = 8;
+        const int PerThread = 300;
+        var (receiver, sink) = StartNode();
+        var (sender, _) = StartNode();
+        var expected = 0;
+        for (var round = 0; round < Rounds; round++)
+        {
+            var threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+            {
+                for (var i = 0; i < PerThread; i++)
+                {
+                    sender.Send(receiver.LocalNode, Frame(sender.LocalNode, 1_000_000, 32), TransportKind.Tcp);
+                }
+            })).ToArray();
+            foreach (var thread in threads)
+            {
+                thread.Start();
+            }
+
+            foreach (var thread in threads)
+            {
+                thread.Join();
+            }
+
+            expected += Threads * PerThread;
+            WaitUntil(() => sink.Count >= expected, "the burst");
+        }
+
+        var slow = 0;
+        for (var i = 0; i < 40; i++)
+        {
+            var instance = (ulong)i;
+            var kind = i % 2 == 0 ? TransportKind.Tcp : TransportKind.Udp;
+            if (!sender.Send(receiver.LocalNode, Frame(sender.LocalNode, instance), kind)
+                || !SpinWait.SpinUntil(() => sink.HasSeen(instance), TimeSpan.FromMilliseconds(900)))
+            {
+                slow++;
+            }
+        }
+
+        Assert.Equal(0, slow);
+    }
+
+    [Fact]
     public void A_restarted_peer_receives_again_by_both_kinds()
     {
         var (a, _) = StartNode();
@@ -269,6 +319,7 @@ public abstract class TransportConformanceTests : IDisposable
     public sealed class FrameCollector : IFrameSink
     {
         private readonly ConcurrentQueue<ReceivedFrame> _received = new();
+        private readonly ConcurrentDictionary<ulong, bool> _seen = new();
         private int _count;
         private int _invalid;
         private int _udp;
@@ -279,6 +330,8 @@ public abstract class TransportConformanceTests : IDisposable
         public int Count => Volatile.Read(ref _count);
 
         public int Invalid => Volatile.Read(ref _invalid);
+
+        public bool HasSeen(ulong instance) => _seen.ContainsKey(instance);
 
         public int CountVia(TransportKind kind) => kind == TransportKind.Udp ? Volatile.Read(ref _udp) : Volatile.Read(ref _tcp);
 
@@ -292,6 +345,7 @@ public abstract class TransportConformanceTests : IDisposable
 
             var msg = decoded.Paxos;
             _received.Enqueue(new ReceivedFrame(msg.NodeID, msg.InstanceID, msg.Value.Length, via));
+            _seen[msg.InstanceID] = true;
             Interlocked.Increment(ref via == TransportKind.Udp ? ref _udp : ref _tcp);
             Interlocked.Increment(ref _count);
         }
