@@ -9,6 +9,7 @@ internal static class Program
     private static readonly Dictionary<string, (string Summary, Func<string[], Task<int>> Run)> Suites = new(StringComparer.OrdinalIgnoreCase)
     {
         // Each suite registers one line here.
+        ["transport"] = (TransportBenchmark.Summary, TransportBenchmark.RunAsync),
     };
 
     public static async Task<int> Main(string[] args)
