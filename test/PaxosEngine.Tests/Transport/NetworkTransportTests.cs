@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using Orleans.Paxos.Engine.Protocol;
@@ -181,6 +182,41 @@ public sealed class NetworkTransportTests : TransportConformanceTests
         Assert.Throws<SocketException>(() => second.Start(new FrameCollector()));
         Assert.True(peer.Send(first.LocalNode, Frame(peer.LocalNode, 1), TransportKind.Tcp));
         WaitUntil(() => sink.Count == 1, "the first transport still receives");
+    }
+
+    [Fact]
+    public void Drops_are_published_on_the_orleans_paxos_meter_with_kind_and_reason()
+    {
+        var seen = 0;
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "Orleans.Paxos" && instrument.Name == "paxos.transport.frames.dropped")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            string? kind = null;
+            string? reason = null;
+            foreach (var tag in tags)
+            {
+                kind = tag.Key == "kind" ? tag.Value as string : kind;
+                reason = tag.Key == "reason" ? tag.Value as string : reason;
+            }
+
+            if (kind == "udp" && reason == "bad_length")
+            {
+                Interlocked.Add(ref seen, (int)value);
+            }
+        });
+        listener.Start();
+
+        var (node, _) = StartReal();
+        using var raw = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        raw.SendTo(new byte[2], node.LocalNode.EndPoint);
+        WaitUntil(() => Volatile.Read(ref seen) >= 1, "a udp/bad_length measurement");
     }
 
     [Fact]
