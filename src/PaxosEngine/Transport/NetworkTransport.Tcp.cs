@@ -81,26 +81,27 @@ public sealed partial class NetworkTransport
     {
         foreach (var loop in _readLoops)
         {
-            loop.Wake();
+            loop?.Wake();
         }
 
         foreach (var loop in _writeLoops)
         {
-            loop.Wake();
+            loop?.Wake();
         }
     }
 
     private void CloseTcpSockets()
     {
         _listener?.Dispose();
+        // Entries are null when Start failed part-way through creating the loops.
         foreach (var loop in _readLoops)
         {
-            loop.Dispose();
+            loop?.Dispose();
         }
 
         foreach (var loop in _writeLoops)
         {
-            loop.Dispose();
+            loop?.Dispose();
         }
     }
 

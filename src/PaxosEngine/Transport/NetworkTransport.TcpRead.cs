@@ -170,8 +170,20 @@ public sealed partial class NetworkTransport
                 return;
             }
 
-            socket.Blocking = false;
-            socket.NoDelay = true;
+            try
+            {
+                socket.Blocking = false;
+                socket.NoDelay = true;
+            }
+            catch (SocketException ex)
+            {
+                // The peer reset the connection before we could set it up.
+                Interlocked.Decrement(ref _owner._incomingCount);
+                NetworkTransportLog.AcceptFailed(_owner._logger, _owner.LocalNode, ex.SocketErrorCode);
+                socket.Dispose();
+                return;
+            }
+
             _owner.Statistics.OnConnectionAccepted();
             _owner.LeastLoadedReadLoop().Hand(socket);
         }

@@ -323,7 +323,18 @@ public sealed partial class NetworkTransport
 
         private void StartConnect(long now)
         {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
+            Socket socket;
+            try
+            {
+                socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
+            }
+            catch (SocketException ex)
+            {
+                // Out of descriptors or buffers: treat like a failed connect and back off.
+                Fail(now, ex.SocketErrorCode, connecting: true);
+                return;
+            }
+
             try
             {
                 socket.Connect(_destination.EndPoint);
@@ -348,22 +359,35 @@ public sealed partial class NetworkTransport
         private WriteWait CheckConnect(long now)
         {
             var socket = Socket!;
-            if (!socket.Poll(0, SelectMode.SelectWrite) && !socket.Poll(0, SelectMode.SelectError))
+            SocketError error;
+            try
             {
-                if (now - _connectStartedAt > _owner._connectTimeoutTicks)
+                if (!socket.Poll(0, SelectMode.SelectWrite) && !socket.Poll(0, SelectMode.SelectError))
                 {
-                    Fail(now, SocketError.TimedOut, connecting: true);
-                    return WriteWait.Timer;
+                    if (now - _connectStartedAt > _owner._connectTimeoutTicks)
+                    {
+                        Fail(now, SocketError.TimedOut, connecting: true);
+                        return WriteWait.Timer;
+                    }
+
+                    return WriteWait.Writable | WriteWait.Timer;
                 }
 
-                return WriteWait.Writable | WriteWait.Timer;
+                // Readiness says the connect finished, not that it succeeded: SO_ERROR tells.
+                error = (SocketError)(int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+                if (error == SocketError.Success && !socket.Connected)
+                {
+                    error = SocketError.NotConnected;
+                }
+            }
+            catch (SocketException ex)
+            {
+                error = ex.SocketErrorCode;
             }
 
-            // Readiness says the connect finished, not that it succeeded: SO_ERROR tells.
-            var error = (SocketError)(int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
-            if (error != SocketError.Success || !socket.Connected)
+            if (error != SocketError.Success)
             {
-                Fail(now, error == SocketError.Success ? SocketError.NotConnected : error, connecting: true);
+                Fail(now, error, connecting: true);
                 return WriteWait.Timer;
             }
 
