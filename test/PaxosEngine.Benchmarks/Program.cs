@@ -11,6 +11,7 @@ internal static class Program
         // Each suite registers one line here.
         ["storage"] = ("durable log puts/s with 1, 8, 64 writers (group commit)", StorageBenchmark.RunAsync),
         ["transport"] = (TransportBenchmark.Summary, TransportBenchmark.RunAsync),
+        ["consensus"] = (ConsensusBenchmark.Summary, ConsensusBenchmark.RunAsync),
     };
 
     public static async Task<int> Main(string[] args)

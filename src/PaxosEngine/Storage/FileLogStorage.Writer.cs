@@ -16,12 +16,7 @@ public sealed partial class FileLogStorage
     private static readonly Histogram<int> CommitBatchSize = PaxosMetrics.Meter.CreateHistogram<int>(
         "paxos.storage.commit.batch_size", "{record}", "Records written by one group commit of the log writer.");
 
-    private readonly Thread _writer;
-    private readonly object _queueLock = new();
-    private readonly List<GroupLog> _batchGroups = [];
-    private List<PendingPut> _incoming = [];
-    private List<PendingPut> _draining = [];
-    private bool _stopping;
+    private readonly WriterLane[] _lanes;
     private volatile LogStorageException? _failure;
     private long _fsyncCount;
 
@@ -52,15 +47,16 @@ public sealed partial class FileLogStorage
         }
 
         var group = _groups[groupIndex];
+        var lane = LaneOf(group);
         var buffer = ArrayPool<byte>.Shared.Rent(acceptorStateData.Length);
         acceptorStateData.Span.CopyTo(buffer);
         var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        lock (_queueLock)
+        lock (lane.QueueLock)
         {
-            if (_stopping || instanceId < group.LastInstanceId)
+            if (lane.Stopping || instanceId < group.LastInstanceId)
             {
                 ReturnBuffer(buffer);
-                ObjectDisposedException.ThrowIf(_stopping, this);
+                ObjectDisposedException.ThrowIf(lane.Stopping, this);
                 throw new ArgumentException(
                     $"Group {groupIndex}: instance {instanceId} is below instance {group.LastInstanceId}, which was already put; instance ids of a group must not decrease.",
                     nameof(instanceId));
@@ -69,11 +65,11 @@ public sealed partial class FileLogStorage
             group.LastInstanceId = instanceId;
             var snapshot = acceptorStateData.ToArray();
             group.Unindexed[instanceId] = snapshot;
-            _incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion, snapshot));
-            if (_incoming.Count == 1)
+            lane.Incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion, snapshot));
+            if (lane.Incoming.Count == 1)
             {
                 // The writer only waits when the queue is empty, so only the first put needs to wake it.
-                Monitor.Pulse(_queueLock);
+                Monitor.Pulse(lane.QueueLock);
             }
         }
 
@@ -83,36 +79,39 @@ public sealed partial class FileLogStorage
     private static LogStorageException Stopped(LogStorageException failure) =>
         new($"The log storage is stopped after an earlier write failure and accepts no more writes: {failure.Message}", failure);
 
-    private void WriterLoop()
+    private WriterLane LaneOf(GroupLog group) => _lanes[group.GroupIndex % _lanes.Length];
+
+    private void WriterLoop(WriterLane lane)
     {
         while (true)
         {
             List<PendingPut> batch;
-            lock (_queueLock)
+            lock (lane.QueueLock)
             {
-                while (_incoming.Count == 0 && !_stopping)
+                while (lane.Incoming.Count == 0 && !lane.Stopping)
                 {
-                    Monitor.Wait(_queueLock);
+                    Monitor.Wait(lane.QueueLock);
                 }
 
-                if (_incoming.Count == 0)
+                if (lane.Incoming.Count == 0)
                 {
                     return;
                 }
 
-                batch = _incoming;
-                _incoming = _draining;
-                _draining = batch;
+                batch = lane.Incoming;
+                lane.Incoming = lane.Draining;
+                lane.Draining = batch;
             }
 
-            CommitBatch(batch);
+            CommitBatch(lane, batch);
             batch.Clear();
         }
     }
 
     /// <summary>Writes, fsyncs and indexes one batch, then completes its tasks. Never throws.</summary>
-    private void CommitBatch(List<PendingPut> batch)
+    private void CommitBatch(WriterLane lane, List<PendingPut> batch)
     {
+        var batchGroups = lane.BatchGroups;
         var failure = _failure;
         if (failure is null)
         {
@@ -127,18 +126,18 @@ public sealed partial class FileLogStorage
                         // Held until the batch is indexed so that ClearAllLog never sees half a batch.
                         Monitor.Enter(group.WriteLock);
                         group.InBatch = true;
-                        _batchGroups.Add(group);
+                        batchGroups.Add(group);
                     }
 
                     Append(group, put);
                 }
 
-                foreach (var group in _batchGroups)
+                foreach (var group in batchGroups)
                 {
                     WriteBuffer(group);
                 }
 
-                foreach (var group in _batchGroups)
+                foreach (var group in batchGroups)
                 {
                     if (group.NeedsSync)
                     {
@@ -146,7 +145,7 @@ public sealed partial class FileLogStorage
                     }
                 }
 
-                foreach (var group in _batchGroups)
+                foreach (var group in batchGroups)
                 {
                     IndexBatch(group);
                 }
@@ -159,7 +158,7 @@ public sealed partial class FileLogStorage
             }
             finally
             {
-                foreach (var group in _batchGroups)
+                foreach (var group in batchGroups)
                 {
                     group.InBatch = false;
                     group.NeedsSync = false;
@@ -168,7 +167,7 @@ public sealed partial class FileLogStorage
                     Monitor.Exit(group.WriteLock);
                 }
 
-                _batchGroups.Clear();
+                batchGroups.Clear();
             }
         }
         else
@@ -333,6 +332,26 @@ public sealed partial class FileLogStorage
                 -1,
                 e);
         }
+    }
+
+    /// <summary>
+    /// One writer thread and its queue. Groups are spread over the lanes so that the fsyncs of
+    /// different groups' files run at the same time (the disk merges them into one journal commit),
+    /// while each group's records stay in order on one thread.
+    /// </summary>
+    private sealed class WriterLane
+    {
+        public object QueueLock { get; } = new();
+
+        public List<GroupLog> BatchGroups { get; } = [];
+
+        public List<PendingPut> Incoming { get; set; } = [];
+
+        public List<PendingPut> Draining { get; set; } = [];
+
+        public bool Stopping { get; set; }
+
+        public Thread? Thread { get; set; }
     }
 
     /// <summary>One queued put. The value lives in a pooled buffer until the writer has copied it.</summary>

@@ -59,8 +59,14 @@ public sealed partial class FileLogStorage : ILogStorage
             throw;
         }
 
-        _writer = new Thread(WriterLoop) { IsBackground = true, Name = "Paxos log writer" };
-        _writer.Start();
+        _lanes = new WriterLane[Math.Clamp(options.WriterThreads, 1, _groups.Length)];
+        for (var i = 0; i < _lanes.Length; i++)
+        {
+            var lane = new WriterLane();
+            lane.Thread = new Thread(() => WriterLoop(lane)) { IsBackground = true, Name = $"Paxos log writer {i}" };
+            _lanes[i] = lane;
+            lane.Thread.Start();
+        }
     }
 
     /// <inheritdoc/>
@@ -199,7 +205,7 @@ public sealed partial class FileLogStorage : ILogStorage
                 OpenCurrentFile(group, 0, 0);
             }
 
-            lock (_queueLock)
+            lock (LaneOf(group).QueueLock)
             {
                 group.LastInstanceId = null;
                 group.Unindexed.Clear();
@@ -215,13 +221,20 @@ public sealed partial class FileLogStorage : ILogStorage
             return;
         }
 
-        lock (_queueLock)
+        foreach (var lane in _lanes)
         {
-            _stopping = true;
-            Monitor.Pulse(_queueLock);
+            lock (lane.QueueLock)
+            {
+                lane.Stopping = true;
+                Monitor.Pulse(lane.QueueLock);
+            }
         }
 
-        _writer.Join();
+        foreach (var lane in _lanes)
+        {
+            lane.Thread!.Join();
+        }
+
         foreach (var group in _groups)
         {
             group.Dispose();

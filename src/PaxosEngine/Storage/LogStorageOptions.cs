@@ -18,4 +18,10 @@ public sealed record LogStorageOptions
     /// Must leave room for the largest record (value size + 12 bytes).
     /// </summary>
     public int DataFileSize { get; init; } = DefaultDataFileSize;
+
+    /// <summary>
+    /// Writer threads; groups are spread over them so that different groups' fsyncs overlap. Each
+    /// group's writes stay on one thread, in order. Default 8 (capped at the group count).
+    /// </summary>
+    public int WriterThreads { get; init; } = 8;
 }

@@ -1,0 +1,382 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Orleans.Paxos.Engine.Node;
+using Orleans.Paxos.Engine.StateMachines;
+
+namespace Orleans.Paxos.Engine.Benchmarks;
+
+/// <summary>
+/// The end-to-end benchmark: three nodes on loopback (one process, or one process per node with
+/// <c>--procs 3</c>), every proposal made on node 0, fsync on unless <c>--sync off</c>, fresh data folder
+/// per configuration. List options run every combination. Prints proposals/s, mean, p50 and p99
+/// latency and CPU; <c>--json</c> prints one JSON object per configuration instead.
+/// </summary>
+internal static class ConsensusBenchmark
+{
+    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --json)";
+
+    private sealed class Options
+    {
+        public int[] Groups { get; set; } = [1, 4, 16];
+
+        public int[] ValueSizes { get; set; } = [100];
+
+        public int[] Proposers { get; set; } = [8, 32];
+
+        public string[] Batch { get; set; } = ["auto"];
+
+        public bool Sync { get; set; } = true;
+
+        public double Seconds { get; set; } = 3;
+
+        public double WarmupSeconds { get; set; } = 1;
+
+        public int Procs { get; set; } = 1;
+
+        public int BatchCount { get; set; } = 5;
+
+        public bool Json { get; set; }
+
+        public string BasePath { get; set; } = Path.GetTempPath();
+    }
+
+    /// <summary>A state machine that only counts; the benchmark measures consensus, not the application.</summary>
+    private sealed class CountingStateMachine : IStateMachine
+    {
+        public long Executed;
+
+        public int SmId => 1;
+
+        public bool Execute(int groupIndex, ulong instanceId, ReadOnlySpan<byte> value, StateMachineContext? context)
+        {
+            Interlocked.Increment(ref Executed);
+            return true;
+        }
+    }
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        if (args.Length > 0 && args[0] == "node")
+        {
+            return RunNodeProcess(args[1..]);
+        }
+
+        Options options;
+        try
+        {
+            options = Parse(args);
+        }
+        catch (FormatException ex)
+        {
+            Console.Error.WriteLine(ex.Message);
+            Console.Error.WriteLine(Summary);
+            return 2;
+        }
+
+        if (!options.Json)
+        {
+            Console.WriteLine($"consensus: 3 nodes on 127.0.0.1, {options.Procs} process(es), proposals from node 0, sync {(options.Sync ? "on" : "off")}, " +
+                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+            Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
+            Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule (count {options.BatchCount}, 20 ms, 512000 B)");
+            Console.WriteLine();
+            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}");
+        }
+
+        foreach (var size in options.ValueSizes)
+        {
+            foreach (var groups in options.Groups)
+            {
+                foreach (var proposers in options.Proposers)
+                {
+                    foreach (var batch in options.Batch)
+                    {
+                        var r = await RunOneAsync(options, groups, size, proposers, batch).ConfigureAwait(false);
+                        if (options.Json)
+                        {
+                            Console.WriteLine(JsonSerializer.Serialize(r));
+                        }
+                        else
+                        {
+                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0}");
+                        }
+                    }
+                }
+            }
+        }
+
+        return 0;
+    }
+
+    private sealed record Result(
+        int Groups, int ValueBytes, int Proposers, string Batch, bool Sync, int Procs, double Seconds,
+        double OpsPerSecond, double InstancesPerSecond, double MeanMs, double P50Ms, double P99Ms, long Failed, double CpuPercent);
+
+    private static async Task<Result> RunOneAsync(Options o, int groups, int valueSize, int proposers, string batch)
+    {
+        var root = Path.Combine(o.BasePath, "paxos-bench-" + Guid.NewGuid().ToString("N"));
+        var ports = Enumerable.Range(0, 3).Select(_ => FreePort()).ToArray();
+        var members = ports.Select(p => $"127.0.0.1:{p}").ToList();
+        var nodes = new List<PaxosNode>();
+        var children = new List<Process>();
+        CountingStateMachine? counter = null;
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                if (i > 0 && o.Procs > 1)
+                {
+                    children.Add(StartChild(members, i, groups, o, root, batch));
+                    continue;
+                }
+
+                var sm = new CountingStateMachine();
+                counter ??= sm;
+                var node = new PaxosNode(NodeOptions(members, i, groups, o, root, batch));
+                node.AddStateMachine(sm);
+                node.Start();
+                nodes.Add(node);
+            }
+
+            var proposer = nodes[0];
+            var value = new byte[valueSize];
+            Random.Shared.NextBytes(value);
+            using var stop = new CancellationTokenSource();
+            var measuring = 0;
+            var latencies = new List<double>[proposers];
+            var failed = new long[proposers];
+            var workers = new Task[proposers];
+            for (var p = 0; p < proposers; p++)
+            {
+                var index = p;
+                latencies[p] = new List<double>(100_000);
+                workers[p] = Task.Run(async () =>
+                {
+                    var group = index % groups;
+                    var context = new StateMachineContext(1);
+                    while (!stop.IsCancellationRequested)
+                    {
+                        var start = Stopwatch.GetTimestamp();
+                        var result = batch == "on"
+                            ? await proposer.BatchProposeAsync(group, value, context).ConfigureAwait(false)
+                            : await proposer.ProposeAsync(group, value, context).ConfigureAwait(false);
+                        if (Volatile.Read(ref measuring) == 1)
+                        {
+                            if (result.IsOk)
+                            {
+                                latencies[index].Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                            }
+                            else
+                            {
+                                failed[index]++;
+                            }
+                        }
+                    }
+                });
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(o.WarmupSeconds)).ConfigureAwait(false);
+            var instancesBefore = SumNow(proposer, groups);
+            var cpuBefore = TotalCpu(children);
+            var wall = Stopwatch.StartNew();
+            Volatile.Write(ref measuring, 1);
+            await Task.Delay(TimeSpan.FromSeconds(o.Seconds)).ConfigureAwait(false);
+            Volatile.Write(ref measuring, 0);
+            var elapsed = wall.Elapsed.TotalSeconds;
+            var cpu = (TotalCpu(children) - cpuBefore).TotalSeconds;
+            var instances = SumNow(proposer, groups) - instancesBefore;
+            await stop.CancelAsync().ConfigureAwait(false);
+            await Task.WhenAll(workers).ConfigureAwait(false);
+
+            var all = latencies.SelectMany(l => l).ToArray();
+            Array.Sort(all);
+            double Pct(double q) => all.Length == 0 ? double.NaN : all[Math.Min(all.Length - 1, (int)(q * all.Length))];
+            return new Result(
+                groups, valueSize, proposers, batch, o.Sync, o.Procs, o.Seconds,
+                all.Length / elapsed, instances / elapsed,
+                all.Length == 0 ? double.NaN : all.Average(), Pct(0.50), Pct(0.99),
+                failed.Sum(), 100 * cpu / elapsed);
+        }
+        finally
+        {
+            foreach (var n in nodes)
+            {
+                n.Dispose();
+            }
+
+            foreach (var c in children)
+            {
+                StopChild(c);
+            }
+
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try
+            {
+                Directory.Delete(root, recursive: true);
+            }
+            catch (IOException)
+            {
+                // A leftover temp folder does not change the figures.
+            }
+        }
+    }
+
+    private static PaxosNodeOptions NodeOptions(List<string> members, int i, int groups, Options o, string root, string batch) => new()
+    {
+        MyNode = members[i],
+        Members = members,
+        GroupCount = groups,
+        StoragePath = Path.Combine(root, $"node{i}"),
+        Sync = o.Sync,
+        AutoBatch = batch != "off",
+        BatchCount = o.BatchCount,
+        MaxWaitingProposals = 100_000,
+    };
+
+    private static double SumNow(PaxosNode node, int groups)
+    {
+        double sum = 0;
+        for (var g = 0; g < groups; g++)
+        {
+            sum += node.GetNowInstanceId(g);
+        }
+
+        return sum;
+    }
+
+    private static TimeSpan TotalCpu(List<Process> children)
+    {
+        var total = Process.GetCurrentProcess().TotalProcessorTime;
+        foreach (var c in children)
+        {
+            c.Refresh();
+            total += c.TotalProcessorTime;
+        }
+
+        return total;
+    }
+
+    private static Process StartChild(List<string> members, int i, int groups, Options o, string root, string batch)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        if (!Environment.ProcessPath!.EndsWith("Orleans.Paxos.Engine.Benchmarks", StringComparison.Ordinal))
+        {
+            psi.ArgumentList.Add(typeof(ConsensusBenchmark).Assembly.Location);
+        }
+
+        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture) })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start a node process");
+        var ready = process.StandardOutput.ReadLine();
+        if (ready != "ready")
+        {
+            throw new InvalidOperationException($"node process {i} failed to start: {ready}");
+        }
+
+        return process;
+    }
+
+    private static void StopChild(Process child)
+    {
+        try
+        {
+            child.StandardInput.Close();
+            if (!child.WaitForExit(10_000))
+            {
+                child.Kill(entireProcessTree: true);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // Already gone.
+        }
+
+        child.Dispose();
+    }
+
+    /// <summary>A child process running one node until its standard input closes.</summary>
+    private static int RunNodeProcess(string[] args)
+    {
+        var members = args[0].Split(',').ToList();
+        var o = new Options
+        {
+            Sync = args[3] == "on",
+            BatchCount = int.Parse(args[6], CultureInfo.InvariantCulture),
+        };
+        using var node = new PaxosNode(NodeOptions(members, int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture), o, args[4], args[5]));
+        node.AddStateMachine(new CountingStateMachine());
+        node.Start();
+        Console.WriteLine("ready");
+        Console.Out.Flush();
+        while (Console.In.ReadLine() is not null)
+        {
+        }
+
+        return 0;
+    }
+
+    private static int FreePort()
+    {
+        for (var attempt = 0; attempt < 100; attempt++)
+        {
+            var port = Random.Shared.Next(20000, 32000);
+            try
+            {
+                using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
+                tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
+                return port;
+            }
+            catch (SocketException)
+            {
+                // Taken: try another.
+            }
+        }
+
+        throw new InvalidOperationException("no free loopback port");
+    }
+
+    private static Options Parse(string[] args)
+    {
+        var o = new Options();
+        for (var i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new FormatException($"{args[i]} needs a value");
+            int[] Ints() => [.. Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))];
+            switch (args[i])
+            {
+                case "--groups": o.Groups = Ints(); break;
+                case "--value-size": o.ValueSizes = Ints(); break;
+                case "--proposers": o.Proposers = Ints(); break;
+                case "--batch": o.Batch = Next().Split(','); break;
+                case "--batch-count": o.BatchCount = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--sync": o.Sync = Next() != "off"; break;
+                case "--seconds": o.Seconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--procs": o.Procs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--path": o.BasePath = Next(); break;
+                case "--json": o.Json = true; break;
+                default: throw new FormatException($"unknown option {args[i]}");
+            }
+        }
+
+        if (o.Batch.Any(b => b is not ("off" or "on" or "auto")))
+        {
+            throw new FormatException("--batch takes off, on or auto");
+        }
+
+        return o;
+    }
+}
