@@ -49,6 +49,8 @@ public interface IPaxosGroupGrain : IGrainWithIntegerKey
     /// <summary>
     /// Committed entries from <paramref name="fromInstance"/> on: history from the hosting node's log,
     /// then new entries as they are executed, until cancelled. Entries cleaned from the log are skipped.
+    /// The feed ends after 10 s without a new entry (a grain call must not outlive the response timeout);
+    /// to keep tailing, call again from the instance after the last one received.
     /// </summary>
     [Alias("Watch")]
     IAsyncEnumerable<CommittedEntry> WatchAsync(ulong fromInstance, CancellationToken cancellationToken = default);

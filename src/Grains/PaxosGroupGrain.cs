@@ -23,6 +23,7 @@ public sealed partial class PaxosGroupGrain(
     ILogger<PaxosGroupGrain> logger) : Grain, IPaxosGroupGrain
 {
     private static readonly TimeSpan MasterCheckPeriod = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan WatchIdleTimeout = TimeSpan.FromSeconds(10);
     private int _group;
     private IGrainTimer? _masterCheck;
     private volatile bool _masterChanged;
@@ -147,17 +148,18 @@ public sealed partial class PaxosGroupGrain(
                 }
             }
 
-            ulong executed;
+            // Wait for the next executed instance, but not longer than a grain call may take: an idle feed
+            // ends and the caller continues with a new call from the next instance.
+            using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            idle.CancelAfter(WatchIdleTimeout);
             try
             {
-                executed = await live.ReadAsync(cancellationToken);
+                await live.ReadAsync(idle.Token);
             }
             catch (Exception ex) when (ex is OperationCanceledException or System.Threading.Channels.ChannelClosedException)
             {
                 yield break;
             }
-
-            _ = executed;
         }
     }
 
