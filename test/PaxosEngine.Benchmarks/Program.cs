@@ -9,6 +9,8 @@ internal static class Program
     private static readonly Dictionary<string, (string Summary, Func<string[], Task<int>> Run)> Suites = new(StringComparer.OrdinalIgnoreCase)
     {
         // Each suite registers one line here.
+        ["storage"] = ("durable log puts/s with 1, 8, 64 writers (group commit)", StorageBenchmark.RunAsync),
+        ["transport"] = (TransportBenchmark.Summary, TransportBenchmark.RunAsync),
     };
 
     public static async Task<int> Main(string[] args)

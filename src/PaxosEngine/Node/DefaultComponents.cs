@@ -17,5 +17,12 @@ internal static class DefaultComponents
         });
 
     public static ITransport CreateTransport(PaxosNodeOptions options, NodeId me, ILoggerFactory loggerFactory) =>
-        throw new NotSupportedException("The built-in transport is wired in when the transport layer lands; pass an ITransport.");
+        new NetworkTransport(new NetworkTransportOptions
+        {
+            LocalNode = me,
+            UdpMaxSize = options.UdpMaxSize,
+            MaxFrameLength = options.MaxValueSize + 4096,
+            TcpIoThreadCount = options.IoThreadCount,
+            Logger = loggerFactory.CreateLogger<NetworkTransport>(),
+        });
 }

@@ -28,6 +28,12 @@ public sealed partial class FileLogStorage
                 ClearFiles(group);
             }
 
+            if (!File.Exists(group.MetaPath))
+            {
+                // PhxPaxos creates meta empty and fills it on the first rollover.
+                File.WriteAllBytes(group.MetaPath, []);
+            }
+
             var metaFileId = group.ReadMeta();
             var files = group.ListDataFiles();
             if (files.Count > 0 && files[^1] > metaFileId)
@@ -53,22 +59,30 @@ public sealed partial class FileLogStorage
 
             var floor = group.Index.GetFloor();
             var (startFile, startOffset) = last is { } l ? (l.FileId, l.Offset) : (group.LowestFileId, 0);
-            var writeOffset = Scan(group, startFile, startOffset, metaFileId, floor, last, out var startRecordCut);
+            var writeOffset = Scan(group, startFile, startOffset, metaFileId, floor, last, out var startRecordCut, out var lastScanned);
             if (startRecordCut && startOffset > 0)
             {
                 // The last indexed record itself was torn; earlier records of its instance (a promise
                 // before the accept) may sit before it in the same file, so index that file from the start.
-                writeOffset = Scan(group, startFile, 0, metaFileId, floor, null, out _);
+                writeOffset = Scan(group, startFile, 0, metaFileId, floor, null, out _, out lastScanned);
+
+                // Rows of records that never reached the disk (non-sync puts indexed before a power loss)
+                // may point anywhere past the end of the data; drop them all.
+                group.Index.DeleteFrom(metaFileId, checked((int)writeOffset));
             }
 
             OpenCurrentFile(group, metaFileId, writeOffset);
+            var maxIndexed = group.Index.GetMaxInstanceId();
+            group.LastInstanceId = maxIndexed > lastScanned || lastScanned is null ? maxIndexed : lastScanned;
         }
     }
 
     /// <summary>Scans data files <paramref name="fromFile"/>..<paramref name="metaFileId"/>, indexing records; returns the write offset in the last one.</summary>
-    private static long Scan(GroupLog group, int fromFile, int fromOffset, int metaFileId, ulong floor, IndexEntry? startRecord, out bool startRecordCut)
+    private static long Scan(
+        GroupLog group, int fromFile, int fromOffset, int metaFileId, DeleteFloor floor, IndexEntry? startRecord, out bool startRecordCut, out ulong? lastInstanceId)
     {
         startRecordCut = false;
+        lastInstanceId = null;
         var pending = new List<IndexEntry>(IndexChunk);
         ulong? previousId = null;
         var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
@@ -83,6 +97,7 @@ public sealed partial class FileLogStorage
                     if (fileId == metaFileId)
                     {
                         // Crash between rewriting meta and creating its file: it is created empty on open.
+                        startRecordCut |= DropStaleStartRow(group, startRecord, fileId, 0);
                         break;
                     }
 
@@ -99,6 +114,7 @@ public sealed partial class FileLogStorage
                     var read = RandomAccess.Read(handle, header, offset);
                     if (read == 0)
                     {
+                        startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
                         break;
                     }
 
@@ -113,6 +129,7 @@ public sealed partial class FileLogStorage
                     var length = BinaryPrimitives.ReadInt32LittleEndian(header);
                     if (length == 0)
                     {
+                        startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
                         break;
                     }
 
@@ -146,6 +163,16 @@ public sealed partial class FileLogStorage
                     if (reason is not null)
                     {
                         ThrowUnlessTail(group, isLastFile, path, offset, reason);
+                        if (got == length && StartsValidRecord(handle, offset + 4 + length, fileLength))
+                        {
+                            // A torn write leaves nothing valid behind it; a bad record followed by a good one is damage.
+                            throw new LogStorageException(
+                                $"Group {group.GroupIndex}: data file {path} is damaged at offset {offset}: {reason}, yet a valid record follows it, so it is not a torn write. Restore the file.",
+                                group.GroupIndex,
+                                path,
+                                offset);
+                        }
+
                         CutTail(group, handle, fileId, offset, fileLength, pending);
                         startRecordCut |= startRecord is { } s2 && s2.FileId == fileId && s2.Offset == offset;
                         break;
@@ -161,7 +188,8 @@ public sealed partial class FileLogStorage
                     }
 
                     previousId = instanceId;
-                    if (instanceId >= floor)
+                    lastInstanceId = instanceId;
+                    if (!floor.Covers(instanceId, fileId, offset))
                     {
                         pending.Add(new IndexEntry(instanceId, fileId, checked((int)offset), crc));
                         if (pending.Count == IndexChunk)
@@ -220,6 +248,47 @@ public sealed partial class FileLogStorage
         }
 
         return state.CalculateSize() != body.Length ? "the body has trailing or non-minimal bytes" : null;
+    }
+
+    /// <summary>
+    /// At the end of the data: when the last indexed record lay here (a tear zeroed it from its first
+    /// byte), its row is stale; drop it and report that the start record is gone.
+    /// </summary>
+    private static bool DropStaleStartRow(GroupLog group, IndexEntry? startRecord, int fileId, long offset)
+    {
+        if (startRecord is not { } start || start.FileId != fileId || start.Offset < offset)
+        {
+            return false;
+        }
+
+        group.Index.DeleteFrom(fileId, checked((int)offset));
+        return true;
+    }
+
+    /// <summary>Whether a complete, valid record starts at <paramref name="offset"/>.</summary>
+    private static bool StartsValidRecord(SafeFileHandle handle, long offset, long fileLength)
+    {
+        Span<byte> header = stackalloc byte[4];
+        if (RandomAccess.Read(handle, header, offset) < 4)
+        {
+            return false;
+        }
+
+        var length = BinaryPrimitives.ReadInt32LittleEndian(header);
+        if (length < 8 || offset + 4 + length > fileLength)
+        {
+            return false;
+        }
+
+        var record = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            return RandomAccess.Read(handle, record.AsSpan(0, length), offset + 4) == length && Validate(record.AsSpan(0, length)) is null;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(record);
+        }
     }
 
     /// <summary>Damage may be a torn write only at the end of the last file; anywhere else it is reported.</summary>

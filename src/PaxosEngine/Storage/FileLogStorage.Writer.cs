@@ -28,8 +28,11 @@ public sealed partial class FileLogStorage
     /// <inheritdoc/>
     /// <remarks>
     /// The value is copied before the call returns, so the caller may reuse its buffer at once. The task
-    /// completes on the thread pool, never inline on the writer thread.
+    /// completes on the thread pool, never inline on the writer thread. Within a group instance ids
+    /// must not decrease from one put to the next (a group's Paxos loop writes them in order); recovery
+    /// relies on that to tell damage from data, as PhxPaxos's does, so a decreasing id is rejected here.
     /// </remarks>
+    /// <exception cref="ArgumentException">The instance id is below one already put to the group.</exception>
     public Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync)
     {
         GetGroup(groupIndex);
@@ -48,17 +51,22 @@ public sealed partial class FileLogStorage
             return Task.FromException(Stopped(failure));
         }
 
+        var group = _groups[groupIndex];
         var buffer = ArrayPool<byte>.Shared.Rent(acceptorStateData.Length);
         acceptorStateData.Span.CopyTo(buffer);
         var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_queueLock)
         {
-            if (_stopping)
+            if (_stopping || instanceId < group.LastInstanceId)
             {
                 ReturnBuffer(buffer);
-                throw new ObjectDisposedException(nameof(FileLogStorage));
+                ObjectDisposedException.ThrowIf(_stopping, this);
+                throw new ArgumentException(
+                    $"Group {groupIndex}: instance {instanceId} is below instance {group.LastInstanceId}, which was already put; instance ids of a group must not decrease.",
+                    nameof(instanceId));
             }
 
+            group.LastInstanceId = instanceId;
             _incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion));
             if (_incoming.Count == 1)
             {

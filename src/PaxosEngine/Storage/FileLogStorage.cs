@@ -109,12 +109,13 @@ public sealed partial class FileLogStorage : ILogStorage
         var group = GetGroup(groupIndex);
         lock (group.MaintenanceLock)
         {
-            group.Index.DeleteBelow(instanceId);
-
             int currentFileId;
             lock (group.WriteLock)
             {
+                // Under the write lock every record written so far is indexed and lies before the
+                // current position, so the floor's position separates deleted records from later ones.
                 currentFileId = group.CurrentFileId;
+                group.Index.DeleteBelow(instanceId, currentFileId, group.WriteOffset);
             }
 
             // Instance ids grow along the log, so the lowest kept instance lies in the earliest file still needed.
@@ -180,6 +181,11 @@ public sealed partial class FileLogStorage : ILogStorage
             {
                 ClearFiles(group);
                 OpenCurrentFile(group, 0, 0);
+            }
+
+            lock (_queueLock)
+            {
+                group.LastInstanceId = null;
             }
         }
     }
@@ -282,6 +288,7 @@ public sealed partial class FileLogStorage : ILogStorage
             throw Damaged(group, entry, path, "the record is cut short");
         }
 
+        // PhxPaxos's record crc hashes every 8th byte only, so it catches many but not all damage.
         var crc = SkipCrc32.Compute(SkipCrc32.Compute(0, header[4..], SkipCrc32.ValueSkip), body, SkipCrc32.ValueSkip);
         if (crc != entry.Crc)
         {

@@ -70,6 +70,9 @@ internal sealed class GroupLog : IDisposable
     /// <summary>The lowest data file id that may still exist (files below it were deleted).</summary>
     public int LowestFileId { get; set; }
 
+    /// <summary>The highest instance id put so far (recovered from the log on open); guarded by the storage's queue lock.</summary>
+    public ulong? LastInstanceId { get; set; }
+
     // ---- batch scratch, owned by the writer thread while it holds WriteLock ----
 
     public byte[] Buffer { get; set; } = new byte[64 * 1024];

@@ -12,5 +12,5 @@ public static class PaxosMetrics
     public const string MeterName = "Orleans.Paxos";
 
     /// <summary>The process-wide meter of the engine.</summary>
-    public static Meter Meter { get; } = new(MeterName);
+    public static Meter Meter { get; } = new(MeterName, "1.0");
 }

@@ -1,0 +1,82 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Orleans.Paxos.Engine.Protocol;
+
+namespace Orleans.Paxos.Engine.Transport;
+
+/// <summary>
+/// Settings of a <see cref="NetworkTransport"/>. Defaults follow PhxPaxos's normal (not large-value) mode.
+/// Read once by the constructor; later changes have no effect.
+/// </summary>
+public sealed class NetworkTransportOptions
+{
+    /// <summary>
+    /// This node. Its address and port are where UDP and TCP listen (the same port number for both, as PhxPaxos);
+    /// peers reply to this port whatever source port our datagrams carry.
+    /// </summary>
+    public NodeId LocalNode { get; set; }
+
+    /// <summary>Frames larger than this many bytes go by TCP. Default 4096 (PhxPaxos <c>iUDPMaxSize</c>).</summary>
+    public int UdpMaxSize { get; set; } = 4096;
+
+    /// <summary>Largest frame sent or accepted, in bytes. Default <see cref="FrameCodec.DefaultMaxFrameLength"/>.</summary>
+    public int MaxFrameLength { get; set; } = FrameCodec.DefaultMaxFrameLength;
+
+    /// <summary>Number of TCP read threads and, separately, of TCP write threads. Default 1 each.</summary>
+    public int TcpIoThreadCount { get; set; } = 1;
+
+    /// <summary>Most frames queued for one TCP destination; more are dropped. Default 10240 (<c>TCP_QUEUE_MAXLEN</c>).</summary>
+    public int TcpQueueMaxFrames { get; set; } = 10240;
+
+    /// <summary>Most bytes queued for one TCP destination; more are dropped. Default 200 MiB (<c>MAX_QUEUE_MEM_SIZE</c>).</summary>
+    public long TcpQueueMaxBytes { get; set; } = 200L * 1024 * 1024;
+
+    /// <summary>A TCP frame queued longer than this is dropped instead of sent. Default 5000 ms (<c>TCP_OUTQUEUE_DROP_TIMEMS</c>).</summary>
+    public TimeSpan TcpQueueDropTime { get; set; } = TimeSpan.FromMilliseconds(5000);
+
+    /// <summary>Most datagrams queued for the UDP sender; more are dropped. Default 10240 (<c>UDP_QUEUE_MAXLEN</c>).</summary>
+    public int UdpQueueMaxFrames { get; set; } = 10240;
+
+    /// <summary>First wait before reconnecting after a TCP error; doubles per failure up to <see cref="MaxReconnectBackoff"/>. Default 200 ms.</summary>
+    public TimeSpan ReconnectBackoff { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Longest wait between reconnect attempts. Default 2 s.</summary>
+    public TimeSpan MaxReconnectBackoff { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>A TCP connect that has not completed in this time is abandoned and retried. Default 3 s.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>Most accepted (incoming) TCP connections at once; further ones are closed at once. Default 1024.</summary>
+    public int MaxIncomingConnections { get; set; } = 1024;
+
+    /// <summary>Logger; defaults to none.</summary>
+    public ILogger Logger { get; set; } = NullLogger.Instance;
+
+    internal void Validate()
+    {
+        if (LocalNode.IsNull)
+        {
+            throw new ArgumentException("NetworkTransportOptions.LocalNode must be set to this node's ip:port.", nameof(LocalNode));
+        }
+
+        if (LocalNode.Port == 0)
+        {
+            throw new ArgumentException($"NetworkTransportOptions.LocalNode {LocalNode} needs a fixed port: peers reply to the port in the node id.", nameof(LocalNode));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxFrameLength, FrameCodec.PrefixLength + FrameCodec.ChecksumLength, nameof(MaxFrameLength));
+        ArgumentOutOfRangeException.ThrowIfNegative(UdpMaxSize, nameof(UdpMaxSize));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(UdpMaxSize, 65507, nameof(UdpMaxSize));
+        ArgumentOutOfRangeException.ThrowIfLessThan(TcpIoThreadCount, 1, nameof(TcpIoThreadCount));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(TcpIoThreadCount, 64, nameof(TcpIoThreadCount));
+        ArgumentOutOfRangeException.ThrowIfLessThan(TcpQueueMaxFrames, 1, nameof(TcpQueueMaxFrames));
+        ArgumentOutOfRangeException.ThrowIfLessThan(TcpQueueMaxBytes, 1, nameof(TcpQueueMaxBytes));
+        ArgumentOutOfRangeException.ThrowIfLessThan(UdpQueueMaxFrames, 1, nameof(UdpQueueMaxFrames));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(TcpQueueDropTime, TimeSpan.Zero, nameof(TcpQueueDropTime));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ReconnectBackoff, TimeSpan.Zero, nameof(ReconnectBackoff));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxReconnectBackoff, ReconnectBackoff, nameof(MaxReconnectBackoff));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ConnectTimeout, TimeSpan.Zero, nameof(ConnectTimeout));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxIncomingConnections, 1, nameof(MaxIncomingConnections));
+        ArgumentNullException.ThrowIfNull(Logger, nameof(Logger));
+    }
+}
