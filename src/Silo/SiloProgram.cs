@@ -77,20 +77,25 @@ public static class SiloProgram
             stop.Cancel();
         });
 
-        var members = LocalPaxosPorts.Select(p => $"127.0.0.1:{p}").ToArray();
+        // The ports can be moved (e.g. --LocalCluster:PaxosPort=21111) to run beside another cluster.
+        var probe = new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(args).Build();
+        var paxosPorts = Ports(probe.GetValue("LocalCluster:PaxosPort", LocalPaxosPorts[0]));
+        var siloPorts = Ports(probe.GetValue("LocalCluster:SiloPort", LocalSiloPorts[0]));
+        var gatewayPorts = Ports(probe.GetValue("LocalCluster:GatewayPort", LocalGatewayPorts[0]));
+        var members = paxosPorts.Select(p => $"127.0.0.1:{p}").ToArray();
         var network = new InProcessPaxosNetwork();
         var hosts = new List<IHost>();
-        var primary = new IPEndPoint(IPAddress.Loopback, LocalSiloPorts[0]);
+        var primary = new IPEndPoint(IPAddress.Loopback, siloPorts[0]);
         try
         {
-            for (var i = 0; i < LocalPaxosPorts.Length; i++)
+            for (var i = 0; i < paxosPorts.Length; i++)
             {
                 var defaults = new Dictionary<string, string?>
                 {
                     ["Paxos:MyNode"] = members[i],
                     ["Paxos:GroupCount"] = "3",
-                    ["Paxos:StoragePath"] = Path.Combine("data", "node-" + LocalPaxosPorts[i].ToString(CultureInfo.InvariantCulture)),
-                    ["Paxos:Transport"] = "InProcess",
+                    ["Paxos:StoragePath"] = Path.Combine("data", "node-" + paxosPorts[i].ToString(CultureInfo.InvariantCulture)),
+                    ["Paxos:Transport"] = "Network",
                 };
                 for (var m = 0; m < members.Length; m++)
                 {
@@ -100,7 +105,7 @@ public static class SiloProgram
                 var builder = CreateBuilder(args, defaults);
                 builder.Services.AddSingleton<IHostLifetime, ProcessOwnedLifetime>();
                 var useInProcess = string.Equals(builder.Configuration["Paxos:Transport"], "InProcess", StringComparison.OrdinalIgnoreCase);
-                ConfigureSilo(builder, LocalSiloPorts[i], LocalGatewayPorts[i], IPAddress.Loopback, primary, useInProcess ? network : null);
+                ConfigureSilo(builder, siloPorts[i], gatewayPorts[i], IPAddress.Loopback, primary, useInProcess ? network : null);
                 var host = builder.Build();
                 hosts.Add(host);
                 await host.StartAsync(stop.Token);
@@ -111,10 +116,10 @@ public static class SiloProgram
             for (var i = 0; i < hosts.Count; i++)
             {
                 var e = hosts[i].Services.GetRequiredService<PaxosEngineHost>();
-                Console.WriteLine($"  node {e.MyNodeId}  silo 127.0.0.1:{LocalSiloPorts[i]}  gateway 127.0.0.1:{LocalGatewayPorts[i]}  data {Path.GetFullPath(e.Options.StoragePath)}");
+                Console.WriteLine($"  node {e.MyNodeId}  silo 127.0.0.1:{siloPorts[i]}  gateway 127.0.0.1:{gatewayPorts[i]}  data {Path.GetFullPath(e.Options.StoragePath)}");
             }
 
-            Console.WriteLine($"Clients connect to gateways {string.Join(", ", LocalGatewayPorts.Select(p => "127.0.0.1:" + p.ToString(CultureInfo.InvariantCulture)))}, e.g. dotnet run --project src/Client -- status");
+            Console.WriteLine($"Clients connect to gateways {string.Join(", ", gatewayPorts.Select(p => "127.0.0.1:" + p.ToString(CultureInfo.InvariantCulture)))}, e.g. dotnet run --project src/Client -- status");
             await PrintStatusAsync(hosts[0].Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
             Console.WriteLine("Press Ctrl+C to stop.");
             await Task.Delay(Timeout.Infinite, stop.Token).ContinueWith(_ => { }, TaskScheduler.Default);
@@ -145,6 +150,8 @@ public static class SiloProgram
 
         return 0;
     }
+
+    private static int[] Ports(int first) => [first, first + 1, first + 2];
 
     private static HostApplicationBuilder CreateBuilder(string[] args, Dictionary<string, string?> defaults)
     {
