@@ -148,6 +148,18 @@ internal sealed class Proposer
     /// <summary>Forces the next proposal through Prepare (after a local execution failure).</summary>
     public void CancelSkipPrepare() => CanSkipPrepare = false;
 
+    /// <summary>
+    /// The instance just finished was not chosen by this proposer's own accept round: the next
+    /// proposal must go through Prepare with a new ballot. Otherwise a message of the next instance
+    /// carrying this proposer's ballot would make an acceptor that accepted this ballot's value in the
+    /// finished instance learn it by implicit commit, although another value was chosen there.
+    /// </summary>
+    public void OnChosenElsewhere()
+    {
+        CanSkipPrepare = false;
+        WasRejectedBySomeone = true;
+    }
+
     /// <summary>Stops working on the current value (e.g. the group stopped).</summary>
     public void Abandon()
     {

@@ -122,6 +122,11 @@ internal sealed partial class PaxosGroup
         }
 
         OnInstanceExecuted(instance, _learnedValue, contexts is not null);
+        if (_chosenByMeInstance != instance)
+        {
+            _proposer.OnChosenElsewhere();
+        }
+
         _lastChecksum = _learnedChecksum;
         var value = _learnedValue;
         NewInstance();

@@ -26,6 +26,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private readonly List<ulong> _members;
     private uint _lastChecksum;
+    private ulong _chosenByMeInstance = ulong.MaxValue;
     private int _writesSinceSync;
     private int _inboundCount;
     private long _nowPublished;
@@ -227,6 +228,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         };
 
         // Learn and execute here first; tell the others only if that worked (as PhxPaxos).
+        _chosenByMeInstance = instanceId;
         OnLearnerMessage(success);
         if (Now > instanceId)
         {

@@ -67,7 +67,9 @@ public sealed partial class FileLogStorage
             }
 
             group.LastInstanceId = instanceId;
-            _incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion));
+            var snapshot = acceptorStateData.ToArray();
+            group.Unindexed[instanceId] = snapshot;
+            _incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion, snapshot));
             if (_incoming.Count == 1)
             {
                 // The writer only waits when the queue is empty, so only the first put needs to wake it.
@@ -176,6 +178,9 @@ public sealed partial class FileLogStorage
 
         foreach (var put in batch)
         {
+            // Indexed now (or failed): readers go through the index again. A newer put of the same
+            // instance keeps its own entry, since only this exact snapshot is removed.
+            _groups[put.GroupIndex].Unindexed.TryRemove(KeyValuePair.Create(put.InstanceId, put.Snapshot));
             ReturnBuffer(put.Buffer);
             if (failure is null)
             {
@@ -331,5 +336,5 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>One queued put. The value lives in a pooled buffer until the writer has copied it.</summary>
-    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, byte[] Buffer, int Length, bool Sync, TaskCompletionSource Completion);
+    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, byte[] Buffer, int Length, bool Sync, TaskCompletionSource Completion, byte[] Snapshot);
 }

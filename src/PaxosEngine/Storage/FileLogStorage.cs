@@ -84,6 +84,11 @@ public sealed partial class FileLogStorage : ILogStorage
             return null;
         }
 
+        if (group.Unindexed.TryGetValue(instanceId, out var pending))
+        {
+            return (byte[])pending.Clone();
+        }
+
         group.FilesLock.EnterReadLock();
         try
         {
@@ -96,7 +101,18 @@ public sealed partial class FileLogStorage : ILogStorage
     }
 
     /// <inheritdoc/>
-    public ulong? GetMaxInstanceId(int groupIndex) => GetGroup(groupIndex).Index.GetMaxInstanceId();
+    public ulong? GetMaxInstanceId(int groupIndex)
+    {
+        var group = GetGroup(groupIndex);
+        var indexed = group.Index.GetMaxInstanceId();
+        ulong? pending = null;
+        foreach (var key in group.Unindexed.Keys)
+        {
+            pending = pending is { } p && p >= key ? p : key;
+        }
+
+        return pending is { } q && (indexed is null || q > indexed) ? q : indexed;
+    }
 
     /// <inheritdoc/>
     /// <remarks>
@@ -186,6 +202,7 @@ public sealed partial class FileLogStorage : ILogStorage
             lock (_queueLock)
             {
                 group.LastInstanceId = null;
+                group.Unindexed.Clear();
             }
         }
     }

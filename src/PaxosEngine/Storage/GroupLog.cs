@@ -87,6 +87,13 @@ internal sealed class GroupLog : IDisposable
 
     public List<IndexEntry> PendingIndex { get; } = [];
 
+    /// <summary>
+    /// Records put but not yet in the index, newest per instance: <see cref="FileLogStorage.Get"/>
+    /// reads them so that a reader sees every put that returned, even before its batch is indexed
+    /// (a group serves catch-up right after it executes an instance whose accept is still being written).
+    /// </summary>
+    public System.Collections.Concurrent.ConcurrentDictionary<ulong, byte[]> Unindexed { get; } = new();
+
     public string DataFilePath(int fileId) => System.IO.Path.Combine(DataDirectory, fileId.ToString(CultureInfo.InvariantCulture) + ".f");
 
     /// <summary>The ids of the data files present, ascending.</summary>
