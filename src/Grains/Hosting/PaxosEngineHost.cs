@@ -1,0 +1,366 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Node;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.Engine.StateMachines.KeyValue;
+
+namespace Orleans.Paxos.Grains.Hosting;
+
+/// <summary>
+/// The silo's Paxos node and the bridge to it (one per silo). Requests from grains go through a bounded
+/// <see cref="Channel{T}"/> to a worker that hands them to the engine; results come back on
+/// <see cref="TaskCompletionSource{TResult}"/>s that run continuations asynchronously, so grain code never
+/// runs on an engine thread and no Orleans scheduler thread ever blocks. Thread-safe.
+/// </summary>
+public sealed partial class PaxosEngineHost : IDisposable
+{
+    private readonly PaxosNodeOptions _options;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly IReadOnlyList<PaxosStateMachineRegistration> _registrations;
+    private readonly IServiceProvider _services;
+    private readonly IPaxosTransportFactory? _transportFactory;
+    private readonly Channel<EngineRequest> _requests;
+    private readonly Lock _watchGate = new();
+    private readonly List<Watcher>[] _watchers;
+    private readonly List<IStateMachine> _machines = [];
+    private PaxosNode? _node;
+    private Task? _worker;
+
+    /// <summary>Creates the host; the node is built and started by <see cref="Start"/>.</summary>
+    public PaxosEngineHost(
+        IOptions<PaxosNodeOptions> options,
+        IEnumerable<PaxosStateMachineRegistration> registrations,
+        IServiceProvider services,
+        ILoggerFactory loggerFactory,
+        IPaxosTransportFactory? transportFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options.Value;
+        var (me, _) = _options.Validate();
+        MyNodeId = me;
+        _registrations = [.. registrations];
+        _services = services;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<PaxosEngineHost>();
+        _transportFactory = transportFactory;
+        _requests = Channel.CreateBounded<EngineRequest>(new BoundedChannelOptions(_options.MaxWaitingProposals)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        _watchers = new List<Watcher>[_options.GroupCount];
+        for (var g = 0; g < _watchers.Length; g++)
+        {
+            _watchers[g] = [];
+        }
+    }
+
+    /// <summary>This silo's Paxos node id.</summary>
+    public NodeId MyNodeId { get; }
+
+    /// <summary>The number of groups.</summary>
+    public int GroupCount => _options.GroupCount;
+
+    /// <summary>The node's options.</summary>
+    public PaxosNodeOptions Options => _options;
+
+    /// <summary>The key-value state machine when one is mounted (<c>AddPaxosKeyValueStore</c>), else null.</summary>
+    public KeyValueStateMachine? KeyValue { get; private set; }
+
+    /// <summary>The running node.</summary>
+    /// <exception cref="InvalidOperationException">The node is not running.</exception>
+    public PaxosNode Node => _node ?? throw new InvalidOperationException($"The Paxos node {MyNodeId} is not running (the silo is starting or stopping).");
+
+    /// <summary>Whether the node is running.</summary>
+    public bool IsRunning => _node is not null;
+
+    /// <summary>Builds the node, mounts the registered state machines, starts it and the request worker.</summary>
+    public void Start()
+    {
+        if (_node is not null)
+        {
+            return;
+        }
+
+        var transport = _transportFactory?.Create(_options, MyNodeId);
+        var node = new PaxosNode(_options, _loggerFactory, transport);
+        try
+        {
+            foreach (var registration in _registrations)
+            {
+                var machine = registration.Factory(_services, _options);
+                _machines.Add(machine);
+                if (machine is KeyValueStateMachine kv)
+                {
+                    KeyValue ??= kv;
+                }
+
+                if (registration.Group is { } g)
+                {
+                    node.AddStateMachine(g, machine);
+                }
+                else
+                {
+                    node.AddStateMachine(machine);
+                }
+            }
+
+            node.InstanceExecuted += OnInstanceExecuted;
+            AttachEngineEvents(node);
+            node.Start();
+        }
+        catch
+        {
+            node.Dispose();
+            transport?.Dispose();
+            DisposeMachines();
+            throw;
+        }
+
+        _node = node;
+        _worker = Task.Run(RunWorkerAsync);
+        LogStarted(MyNodeId, _options.GroupCount, _options.StoragePath);
+    }
+
+    /// <summary>Stops taking requests, lets the worker drain, and disposes the node and the state machines.</summary>
+    public async Task StopAsync()
+    {
+        var node = _node;
+        if (node is null)
+        {
+            return;
+        }
+
+        _requests.Writer.TryComplete();
+        if (_worker is { } worker)
+        {
+            await worker.ConfigureAwait(false);
+        }
+
+        node.Dispose();
+        _node = null;
+        lock (_watchGate)
+        {
+            foreach (var list in _watchers)
+            {
+                foreach (var w in list)
+                {
+                    w.Channel.Writer.TryComplete();
+                }
+
+                list.Clear();
+            }
+        }
+
+        DisposeMachines();
+        LogStopped(MyNodeId);
+    }
+
+    /// <summary>Stops the node if it still runs.</summary>
+    public void Dispose()
+    {
+        _requests.Writer.TryComplete();
+        _node?.Dispose();
+        _node = null;
+        DisposeMachines();
+    }
+
+    /// <summary>
+    /// Proposes a value through the request channel; never blocks the caller's thread (it waits for room
+    /// asynchronously when the channel is full).
+    /// </summary>
+    /// <param name="group">The group.</param>
+    /// <param name="smId">The state machine (0: none).</param>
+    /// <param name="value">The value.</param>
+    /// <param name="batch">Use BatchPropose.</param>
+    /// <param name="cancellationToken">Stops waiting.</param>
+    public async Task<ProposeResult> ProposeAsync(int group, int smId, byte[] value, bool batch, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        if ((uint)group >= (uint)_options.GroupCount)
+        {
+            return new ProposeResult(ProposeStatus.InvalidGroup);
+        }
+
+        var request = new EngineRequest(group, smId, value, batch, cancellationToken);
+        try
+        {
+            await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException)
+        {
+            return new ProposeResult(ProposeStatus.NodeStopped);
+        }
+        catch (OperationCanceledException)
+        {
+            return new ProposeResult(ProposeStatus.Timeout);
+        }
+
+        return await request.Completion.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Registers for the instance ids a group executes from now on (for <c>WatchAsync</c>). The channel is
+    /// bounded and drops the oldest ids when the reader is slow; readers fill gaps from the log.
+    /// </summary>
+    public IDisposable WatchExecuted(int group, out ChannelReader<ulong> reader)
+    {
+        var watcher = new Watcher(this, group, Channel.CreateBounded<ulong>(new BoundedChannelOptions(1024)
+        {
+            SingleReader = true,
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.DropOldest,
+        }));
+        lock (_watchGate)
+        {
+            _watchers[group].Add(watcher);
+        }
+
+        reader = watcher.Channel.Reader;
+        return watcher;
+    }
+
+    private void OnInstanceExecuted(int group, ulong instance, ReadOnlyMemory<byte> value)
+    {
+        // Loop thread: hand the id over without blocking and without running any waiter's code.
+        var list = _watchers[group];
+        if (list.Count == 0)
+        {
+            return;
+        }
+
+        lock (_watchGate)
+        {
+            foreach (var w in list)
+            {
+                w.Channel.Writer.TryWrite(instance);
+            }
+        }
+    }
+
+    private async Task RunWorkerAsync()
+    {
+        var reader = _requests.Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var request))
+            {
+                Dispatch(request);
+            }
+        }
+    }
+
+    private void Dispatch(EngineRequest request)
+    {
+        var node = _node;
+        if (node is null)
+        {
+            request.Completion.TrySetResult(new ProposeResult(ProposeStatus.NodeStopped));
+            return;
+        }
+
+        Task<ProposeResult> task;
+        try
+        {
+            var context = request.SmId == 0 ? null : new StateMachineContext(request.SmId);
+            task = request.Batch
+                ? node.BatchProposeAsync(request.Group, request.Value, context, request.CancellationToken)
+                : context is null
+                    ? node.ProposeAsync(request.Group, ReservedSmIds.None, request.Value, request.CancellationToken)
+                    : node.ProposeAsync(request.Group, request.Value, context, request.CancellationToken);
+        }
+        catch (Exception ex)
+        {
+            request.Completion.TrySetException(ex);
+            return;
+        }
+
+        if (task.IsCompleted)
+        {
+            Complete(task, request);
+        }
+        else
+        {
+            task.ContinueWith(static (t, state) => Complete(t, (EngineRequest)state!), request, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private static void Complete(Task<ProposeResult> task, EngineRequest request)
+    {
+        if (task.IsCompletedSuccessfully)
+        {
+            request.Completion.TrySetResult(task.Result);
+        }
+        else if (task.IsCanceled)
+        {
+            request.Completion.TrySetResult(new ProposeResult(ProposeStatus.Timeout));
+        }
+        else
+        {
+            request.Completion.TrySetException(task.Exception!.InnerExceptions);
+        }
+    }
+
+    private void DisposeMachines()
+    {
+        foreach (var m in _machines)
+        {
+            (m as IDisposable)?.Dispose();
+        }
+
+        _machines.Clear();
+    }
+
+    /// <summary>One proposal on its way to the engine.</summary>
+    private sealed class EngineRequest(int group, int smId, byte[] value, bool batch, CancellationToken cancellationToken)
+    {
+        public int Group { get; } = group;
+
+        public int SmId { get; } = smId;
+
+        public byte[] Value { get; } = value;
+
+        public bool Batch { get; } = batch;
+
+        public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private sealed class Watcher(PaxosEngineHost host, int group, Channel<ulong> channel) : IDisposable
+    {
+        public Channel<ulong> Channel { get; } = channel;
+
+        public void Dispose()
+        {
+            lock (host._watchGate)
+            {
+                host._watchers[group].Remove(this);
+            }
+
+            Channel.Writer.TryComplete();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Paxos node {Node} is running {Groups} groups with data in {Path}.")]
+    private partial void LogStarted(NodeId node, int groups, string path);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Paxos node {Node} stopped.")]
+    private partial void LogStopped(NodeId node);
+}
+
+/// <summary>A state machine to mount on a silo's node.</summary>
+/// <param name="Group">The group, or null for every group.</param>
+/// <param name="Factory">Creates the machine when the node starts, from the silo's services and the node's options.</param>
+public sealed record PaxosStateMachineRegistration(int? Group, Func<IServiceProvider, PaxosNodeOptions, IStateMachine> Factory);
+
+/// <summary>Supplies the transport a silo's Paxos node uses instead of the engine's built-in UDP/TCP transport.</summary>
+public interface IPaxosTransportFactory
+{
+    /// <summary>Creates the transport for node <paramref name="me"/>; null to use the built-in transport.</summary>
+    Engine.Transport.ITransport? Create(PaxosNodeOptions options, NodeId me);
+}

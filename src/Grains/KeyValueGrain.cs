@@ -1,0 +1,64 @@
+using System.Text;
+using Orleans.Concurrency;
+using Orleans.Paxos.Engine.StateMachines.KeyValue;
+using Orleans.Paxos.Grains.Hosting;
+using Orleans.Paxos.Grains.Placement;
+
+namespace Orleans.Paxos.Grains;
+
+/// <summary>
+/// <see cref="IKeyValueGrain"/> over the silo's <see cref="KeyValueStateMachine"/>: every operation but
+/// the stale read is proposed to the group and answered with the state machine's result.
+/// </summary>
+[Reentrant]
+[PaxosMasterPlacement]
+public sealed class KeyValueGrain(PaxosEngineHost host) : Grain, IKeyValueGrain
+{
+    private int Group => (int)this.GetPrimaryKeyLong();
+
+    private KeyValueStateMachine Machine => host.KeyValue
+        ?? throw new InvalidOperationException($"Node {host.MyNodeId} has no key-value store mounted; call AddPaxosKeyValueStore() on the silo.");
+
+    /// <inheritdoc />
+    public Task<KvResult> GetAsync(string key) => Run(key, KeyValueCommand.Get(Key(key)));
+
+    /// <inheritdoc />
+    public Task<KvResult> GetStaleAsync(string key)
+    {
+        var machine = Machine;
+        CheckGroup();
+        return Task.FromResult(ResultMapping.ToKvResult(key, Group, machine.ReadStale(Group, Key(key)), 0, host.MyNodeId.ToString()));
+    }
+
+    /// <inheritdoc />
+    public Task<KvResult> PutAsync(string key, byte[] value) => Run(key, KeyValueCommand.Put(Key(key), value ?? []));
+
+    /// <inheritdoc />
+    public Task<KvResult> DeleteAsync(string key, ulong? expectedVersion = null) => Run(key, KeyValueCommand.Delete(Key(key), expectedVersion));
+
+    /// <inheritdoc />
+    public Task<KvResult> CompareAndSetAsync(string key, byte[] value, ulong expectedVersion) =>
+        Run(key, KeyValueCommand.CompareAndSet(Key(key), value ?? [], expectedVersion));
+
+    private static byte[] Key(string key)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        return Encoding.UTF8.GetBytes(key);
+    }
+
+    private void CheckGroup()
+    {
+        if ((uint)Group >= (uint)host.GroupCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(IKeyValueGrain), Group, $"Group {Group} does not exist; the cluster has groups 0..{host.GroupCount - 1}.");
+        }
+    }
+
+    private async Task<KvResult> Run(string key, byte[] operation)
+    {
+        var machine = Machine;
+        CheckGroup();
+        var result = await host.ProposeAsync(Group, machine.SmId, operation, batch: false);
+        return ResultMapping.ToKvResult(key, Group, result, host.MyNodeId.ToString());
+    }
+}

@@ -1,0 +1,233 @@
+using System.Globalization;
+using System.Net;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.Memory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+using Orleans.Paxos.Grains;
+using Orleans.Paxos.Grains.Hosting;
+
+namespace Orleans.Paxos.Silo;
+
+/// <summary>The silo host: one silo from configuration, or a three-silo local cluster by default.</summary>
+public static class SiloProgram
+{
+    /// <summary>Paxos ports of the local cluster's nodes.</summary>
+    public static readonly int[] LocalPaxosPorts = [11111, 11112, 11113];
+
+    /// <summary>Orleans silo-to-silo ports of the local cluster.</summary>
+    public static readonly int[] LocalSiloPorts = [11211, 11212, 11213];
+
+    /// <summary>Orleans gateway (client) ports of the local cluster.</summary>
+    public static readonly int[] LocalGatewayPorts = [30000, 30001, 30002];
+
+    /// <summary>Runs until Ctrl+C or SIGTERM; returns the process exit code.</summary>
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var probe = new ConfigurationBuilder()
+            .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
+            .AddEnvironmentVariables()
+            .AddCommandLine(args)
+            .Build();
+        try
+        {
+            return string.IsNullOrWhiteSpace(probe["Paxos:MyNode"])
+                ? await RunLocalClusterAsync(args)
+                : await RunSingleSiloAsync(args);
+        }
+        catch (Exception ex) when (ex is ArgumentException or FormatException or IOException or InvalidOperationException)
+        {
+            Console.Error.WriteLine($"The silo failed to start: {ex.Message}");
+            return 1;
+        }
+    }
+
+    private static async Task<int> RunSingleSiloAsync(string[] args)
+    {
+        var builder = CreateBuilder(args, new Dictionary<string, string?>());
+        var config = builder.Configuration;
+        var siloPort = config.GetValue("Orleans:SiloPort", 11211);
+        var gatewayPort = config.GetValue("Orleans:GatewayPort", 30000);
+        var advertised = IPAddress.Parse(config["Orleans:AdvertisedIP"] ?? "127.0.0.1");
+        var primary = config["Orleans:PrimarySilo"] is { Length: > 0 } p ? IPEndPoint.Parse(p) : new IPEndPoint(advertised, siloPort);
+        ConfigureSilo(builder, siloPort, gatewayPort, advertised, primary, network: null);
+        using var host = builder.Build();
+        await host.StartAsync();
+        var engine = host.Services.GetRequiredService<PaxosEngineHost>();
+        Console.WriteLine($"Silo up: Paxos node {engine.MyNodeId}, silo port {siloPort}, clients connect to {advertised}:{gatewayPort}; data in {Path.GetFullPath(engine.Options.StoragePath)}.");
+        await PrintStatusAsync(host.Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
+        await host.WaitForShutdownAsync();
+        return 0;
+    }
+
+    private static async Task<int> RunLocalClusterAsync(string[] args)
+    {
+        using var stop = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            e.Cancel = true;
+            stop.Cancel();
+        };
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx =>
+        {
+            ctx.Cancel = true;
+            stop.Cancel();
+        });
+
+        // The ports can be moved (e.g. --LocalCluster:PaxosPort=21111) to run beside another cluster.
+        var probe = new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(args).Build();
+        var paxosPorts = Ports(probe.GetValue("LocalCluster:PaxosPort", LocalPaxosPorts[0]));
+        var siloPorts = Ports(probe.GetValue("LocalCluster:SiloPort", LocalSiloPorts[0]));
+        var gatewayPorts = Ports(probe.GetValue("LocalCluster:GatewayPort", LocalGatewayPorts[0]));
+        var members = paxosPorts.Select(p => $"127.0.0.1:{p}").ToArray();
+        var network = new InProcessPaxosNetwork();
+        var hosts = new List<IHost>();
+        var primary = new IPEndPoint(IPAddress.Loopback, siloPorts[0]);
+        try
+        {
+            for (var i = 0; i < paxosPorts.Length; i++)
+            {
+                var defaults = new Dictionary<string, string?>
+                {
+                    ["Paxos:MyNode"] = members[i],
+                    ["Paxos:GroupCount"] = "3",
+                    ["Paxos:StoragePath"] = Path.Combine("data", "node-" + paxosPorts[i].ToString(CultureInfo.InvariantCulture)),
+                    ["Paxos:Transport"] = "Network",
+                };
+                for (var m = 0; m < members.Length; m++)
+                {
+                    defaults["Paxos:Members:" + m.ToString(CultureInfo.InvariantCulture)] = members[m];
+                }
+
+                var builder = CreateBuilder(args, defaults);
+                builder.Services.AddSingleton<IHostLifetime, ProcessOwnedLifetime>();
+                var useInProcess = string.Equals(builder.Configuration["Paxos:Transport"], "InProcess", StringComparison.OrdinalIgnoreCase);
+                ConfigureSilo(builder, siloPorts[i], gatewayPorts[i], IPAddress.Loopback, primary, useInProcess ? network : null);
+                var host = builder.Build();
+                hosts.Add(host);
+                await host.StartAsync(stop.Token);
+            }
+
+            var engine = hosts[0].Services.GetRequiredService<PaxosEngineHost>();
+            Console.WriteLine($"Local Paxos cluster up: {hosts.Count} silos, {engine.GroupCount} groups, key-value store on every group.");
+            for (var i = 0; i < hosts.Count; i++)
+            {
+                var e = hosts[i].Services.GetRequiredService<PaxosEngineHost>();
+                Console.WriteLine($"  node {e.MyNodeId}  silo 127.0.0.1:{siloPorts[i]}  gateway 127.0.0.1:{gatewayPorts[i]}  data {Path.GetFullPath(e.Options.StoragePath)}");
+            }
+
+            Console.WriteLine($"Clients connect to gateways {string.Join(", ", gatewayPorts.Select(p => "127.0.0.1:" + p.ToString(CultureInfo.InvariantCulture)))}, e.g. dotnet run --project src/Client -- status");
+            await PrintStatusAsync(hosts[0].Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
+            Console.WriteLine("Press Ctrl+C to stop.");
+            await Task.Delay(Timeout.Infinite, stop.Token).ContinueWith(_ => { }, TaskScheduler.Default);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        finally
+        {
+            Console.WriteLine("Stopping...");
+            for (var i = hosts.Count - 1; i >= 0; i--)
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+                try
+                {
+                    await hosts[i].StopAsync(timeout.Token);
+                }
+                catch (Exception ex) when (ex is OperationCanceledException or OrleansException)
+                {
+                    Console.Error.WriteLine($"Silo {i} did not stop cleanly: {ex.Message}");
+                }
+
+                hosts[i].Dispose();
+            }
+
+            Console.WriteLine("Stopped.");
+        }
+
+        return 0;
+    }
+
+    private static int[] Ports(int first) => [first, first + 1, first + 2];
+
+    private static HostApplicationBuilder CreateBuilder(string[] args, Dictionary<string, string?> defaults)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            Args = args,
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+
+        // Defaults go first so that appsettings.json, the environment and the command line override them.
+        builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource { InitialData = defaults });
+        builder.Logging.AddFilter("Orleans", LogLevel.Warning);
+        builder.Logging.AddFilter("Orleans.Runtime.Silo", LogLevel.Error);
+        builder.Logging.AddFilter("Orleans.Paxos", LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("Polly", LogLevel.Warning);
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        return builder;
+    }
+
+    private static void ConfigureSilo(HostApplicationBuilder builder, int siloPort, int gatewayPort, IPAddress advertised, IPEndPoint primary, InProcessPaxosNetwork? network)
+    {
+        var clusterId = builder.Configuration["Orleans:ClusterId"] ?? "paxos";
+        var serviceId = builder.Configuration["Orleans:ServiceId"] ?? "paxos";
+        if (network is not null)
+        {
+            builder.Services.AddSingleton<IPaxosTransportFactory>(network);
+        }
+
+        builder.UseOrleans(silo =>
+        {
+            // Development clustering: the membership table lives in the primary silo. For production use a
+            // durable provider (e.g. ADO.NET clustering with Microsoft.Orleans.Clustering.AdoNet).
+            silo.UseDevelopmentClustering(primary);
+            silo.ConfigureEndpoints(advertised, siloPort, gatewayPort, listenOnAnyHostAddress: false);
+            silo.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = clusterId;
+                o.ServiceId = serviceId;
+            });
+            silo.AddPaxos();
+            silo.AddPaxosKeyValueStore();
+        });
+    }
+
+    private static async Task PrintStatusAsync(IGrainFactory grains, int groups)
+    {
+        Console.WriteLine($"{"group",5} {"node",-18} {"now",10} {"min chosen",10} {"lag",6} {"master",-18}");
+        for (var g = 0; g < groups; g++)
+        {
+            try
+            {
+                var status = await grains.GetGrain<IPaxosGroupGrain>(g).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                foreach (var n in status.Nodes)
+                {
+                    Console.WriteLine(n.Reachable
+                        ? $"{g,5} {n.Node,-18} {n.NowInstanceId,10} {n.MinChosenInstanceId,10} {n.Lag,6} {n.Master ?? "-",-18}"
+                        : $"{g,5} {n.Silo,-18} unreachable: {n.StoppedReason}");
+                }
+            }
+            catch (Exception ex) when (ex is TimeoutException or OrleansException)
+            {
+                Console.WriteLine($"{g,5} status unavailable: {ex.Message}");
+            }
+        }
+    }
+
+    /// <summary>A host lifetime that leaves Ctrl+C to the program, which stops the three hosts in order.</summary>
+    private sealed class ProcessOwnedLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

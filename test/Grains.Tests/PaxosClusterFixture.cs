@@ -1,0 +1,89 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using Orleans.Paxos.Grains.Hosting;
+using Orleans.TestingHost;
+
+namespace Orleans.Paxos.Grains.Tests;
+
+/// <summary>
+/// Three in-process Orleans silos, each with its own real Paxos node: real file storage in a temp
+/// folder and the real UDP/TCP transport on free loopback ports.
+/// </summary>
+public sealed class PaxosClusterFixture : IAsyncLifetime
+{
+    public const int Groups = 4;
+
+    private readonly ConcurrentDictionary<string, int> _siloIndex = new();
+    private int _nextIndex = -1;
+
+    public string Root { get; } = Path.Combine(Path.GetTempPath(), "paxos-grains-" + Guid.NewGuid().ToString("N"));
+
+    public string[] Nodes { get; } = FreePorts(3).Select(p => $"127.0.0.1:{p}").ToArray();
+
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+
+    public IClusterClient Client => Cluster.Client;
+
+    public async Task InitializeAsync()
+    {
+        var builder = new InProcessTestClusterBuilder(3);
+        builder.ConfigureSilo((options, silo) =>
+        {
+            var index = _siloIndex.GetOrAdd(options.SiloName, _ => Interlocked.Increment(ref _nextIndex));
+            silo.AddPaxos(o =>
+            {
+                o.MyNode = Nodes[index];
+                o.Members = [.. Nodes];
+                o.GroupCount = Groups;
+                o.StoragePath = Path.Combine(Root, "node" + index);
+                o.Sync = false;
+                o.DataFileSize = 1 << 20;
+                o.AskForLearnInterval = TimeSpan.FromMilliseconds(500);
+                o.ProposeTimeout = TimeSpan.FromSeconds(10);
+            });
+            silo.AddPaxosKeyValueStore();
+        });
+        Cluster = builder.Build();
+        await Cluster.DeployAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Cluster.DisposeAsync();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>Ports free for both TCP and UDP on loopback right now.</summary>
+    public static int[] FreePorts(int count)
+    {
+        var ports = new List<int>();
+        while (ports.Count < count)
+        {
+            using var tcp = new TcpListener(IPAddress.Loopback, 0);
+            tcp.Start();
+            var port = ((IPEndPoint)tcp.LocalEndpoint).Port;
+            try
+            {
+                using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, port));
+            }
+            catch (SocketException)
+            {
+                continue;
+            }
+
+            if (!ports.Contains(port))
+            {
+                ports.Add(port);
+            }
+        }
+
+        return [.. ports];
+    }
+}

@@ -1,0 +1,55 @@
+using System.Text;
+
+namespace Orleans.Paxos.Grains.Tests;
+
+/// <summary>Runs on a cluster of its own, since it kills a silo.</summary>
+public sealed class SiloFailureTests : IAsyncLifetime
+{
+    private readonly PaxosClusterFixture _fixture = new();
+
+    public Task InitializeAsync() => _fixture.InitializeAsync();
+
+    public Task DisposeAsync() => _fixture.DisposeAsync();
+
+    [Fact]
+    public async Task Killing_a_silo_keeps_proposals_and_the_key_value_store_going()
+    {
+        var kv = await KeyValueClient.CreateAsync(_fixture.Client);
+        Assert.True((await kv.PutAsync("before", "1")).IsOk);
+        for (var g = 0; g < PaxosClusterFixture.Groups; g++)
+        {
+            Assert.True((await _fixture.Client.GetGrain<IPaxosGroupGrain>(g).ProposeAsync(Encoding.UTF8.GetBytes("warm"))).IsOk);
+        }
+
+        // Kill a non-primary silo (the primary holds the test membership view).
+        var victim = _fixture.Cluster.Silos[^1];
+        await _fixture.Cluster.KillSiloAsync(victim);
+
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        for (var g = 0; g < PaxosClusterFixture.Groups; g++)
+        {
+            while (true)
+            {
+                try
+                {
+                    var r = await _fixture.Client.GetGrain<IPaxosGroupGrain>(g).ProposeAsync(Encoding.UTF8.GetBytes("after-kill"));
+                    if (r.IsOk)
+                    {
+                        break;
+                    }
+                }
+                catch (Exception ex) when (ex is OrleansException or TimeoutException)
+                {
+                    // The grain was on the dead silo: calls fail until the cluster declares it dead.
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"group {g} did not accept proposals after a silo was killed");
+                await Task.Delay(200);
+            }
+        }
+
+        var after = await kv.PutAsync("after", "2");
+        Assert.True(after.IsOk, after.Status.ToString());
+        Assert.Equal("1", (await kv.GetAsync("before")).ValueText);
+    }
+}
