@@ -67,6 +67,7 @@ internal sealed partial class PaxosGroup
     private bool _inFlightActive;
     private int _waiting;
     private long _batchDelayTimerId;
+    private bool _creatingGid;
 
     /// <summary>Number of proposals waiting or in flight. Thread-safe.</summary>
     public int WaitingProposals => Volatile.Read(ref _waiting);
@@ -127,6 +128,21 @@ internal sealed partial class PaxosGroup
         {
             FailAllProposals(new ProposeResult(ProposeStatus.NotMember));
             return;
+        }
+
+        if (_settings.UseMembership && Gid == 0 && !_creatingGid)
+        {
+            // As PhxPaxos: the first proposal of a managed group creates its cluster id; the values
+            // waiting go into later instances.
+            _creatingGid = true;
+            var create = new PendingProposal(ReservedSmIds.SystemVariables, Membership.CreateGidValue(_settings.MyNodeId), null, explicitBatch: false, _loop.NowMs);
+            _ = create.Completion.Task.ContinueWith(
+                static (_, state) => ((PaxosGroup)state!)._loop.Post(new LoopAction(((PaxosGroup)state!).OnGidProposalDone)),
+                this,
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+            _ready.AddFirst(create);
         }
 
         if (!ShouldFlush())
@@ -196,6 +212,12 @@ internal sealed partial class PaxosGroup
         }
 
         return false;
+    }
+
+    private void OnGidProposalDone()
+    {
+        _creatingGid = false;
+        AfterWork();
     }
 
     private void OnBatchDelayTimer(long timerId)

@@ -229,6 +229,17 @@ internal sealed partial class PaxosGroup
     private void OnSendNowInstanceId(PaxosMsg message)
     {
         SetSeen(message.NowInstanceID);
+        if (message.HasSystemVariables && Membership.UpdateFromPeer(message.SystemVariables.Span))
+        {
+            // The membership changed under us: everything else waits for the next round.
+            return;
+        }
+
+        if (message.HasMasterVariables)
+        {
+            Master.UpdateFromPeer(message.MasterVariables.Span);
+        }
+
         if (message.InstanceID != Now || message.NowInstanceID <= Now)
         {
             return;

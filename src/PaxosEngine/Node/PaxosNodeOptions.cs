@@ -68,6 +68,19 @@ public sealed class PaxosNodeOptions
     /// <summary>Catch-up values sent per second, shared by all groups (PhxPaxos: 100000).</summary>
     public int LearnerSendQps { get; set; } = 100_000;
 
+    /// <summary>
+    /// Manage membership through the log (PhxPaxos <c>bUseMembership</c>): the first proposal creates a
+    /// cluster id and later starts ignore <see cref="Members"/>; members are changed with AddMemberAsync
+    /// and friends. Default false: members come from <see cref="Members"/> on every start.
+    /// </summary>
+    public bool UseMembership { get; set; }
+
+    /// <summary>Elect a master in every group (PhxPaxos <c>bIsUseMaster</c>). Default false.</summary>
+    public bool UseMaster { get; set; }
+
+    /// <summary>The master lease; at least 1 s. Default 10 s.</summary>
+    public TimeSpan MasterLease { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How often a learner asks its peers how far they are (plus up to 20% jitter). Default 2500 ms as PhxPaxos.</summary>
     public TimeSpan AskForLearnInterval { get; set; } = TimeSpan.FromMilliseconds(2500);
 
