@@ -383,6 +383,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
 
         Task write;
+        var persistStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
             write = _storage.PutAsync(Index, record.InstanceID, record.ToByteArray(), sync);
@@ -395,25 +396,27 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
 
         if (write.IsCompletedSuccessfully)
         {
+            Telemetry.EngineInstruments.RecordAcceptorPersist(Index, persistStarted);
             Send(replyTo, reply, TransportKind.Udp);
             return;
         }
 
         _ = write.ContinueWith(
             static (t, state) => ((PendingReply)state!).Complete(t),
-            new PendingReply(this, reply, replyTo, record.InstanceID),
+            new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted),
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);
     }
 
     /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId)
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted)
     {
         public void Complete(Task write)
         {
             if (write.IsCompletedSuccessfully)
             {
+                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, persistStarted);
                 // Sending is thread-safe; only a reply to this node needs the loop.
                 group.Send(replyTo, reply, TransportKind.Udp);
                 return;

@@ -166,6 +166,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             g.MembershipChanged += membership => MembershipChanged?.Invoke(group.Index, membership);
         }
 
+        RegisterTelemetry();
         foreach (var loop in _loops)
         {
             loop.Start();
@@ -358,6 +359,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             return;
         }
 
+        UnregisterTelemetry();
         if (_ownsTransport || previous == 1)
         {
             // The transport must stop delivering before the groups go away.
@@ -386,7 +388,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         LogNodeStopped(MyNodeId);
     }
 
-    private async Task<ProposeResult> Enqueue(int groupIndex, int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, CancellationToken cancellationToken)
+    private async Task<ProposeResult> EnqueueCore(int groupIndex, int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, CancellationToken cancellationToken)
     {
         if ((uint)groupIndex >= (uint)_groups.Length)
         {
