@@ -25,8 +25,8 @@ public static class PaxosTracing
     /// <summary>Tag: the result, a <c>ProposeStatus</c> in snake case (<c>ok</c>, <c>conflict</c>, <c>timeout</c>...).</summary>
     public const string ResultTag = "paxos.result";
 
-    /// <summary>Tag: how many instances the value was proposed in (1 when it went through at once; int).</summary>
-    public const string AttemptsTag = "paxos.attempts";
+    /// <summary>Tag: how many instances another value won while this one was being proposed, each followed by a retry in a later instance (0 when it went through at once; int).</summary>
+    public const string RetriesTag = "paxos.retries";
 
     /// <summary>Tag: whether the value came through BatchPropose (bool).</summary>
     public const string BatchTag = "paxos.batch";
@@ -36,4 +36,13 @@ public static class PaxosTracing
 
     /// <summary>The process-wide activity source of the engine.</summary>
     public static ActivitySource Source { get; } = new(SourceName, "1.0");
+
+    /// <summary>Tags the retries on a proposal's span, if it has one (only a <c>paxos.propose</c> span is tagged).</summary>
+    internal static void TagRetries(Activity? activity, int retries)
+    {
+        if (activity is { IsAllDataRequested: true } && ReferenceEquals(activity.Source, Source))
+        {
+            activity.SetTag(RetriesTag, retries);
+        }
+    }
 }
