@@ -347,6 +347,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         if (decoded.Paxos is { } paxos && !_groups[decoded.GroupIndex].TryEnqueue(paxos, decoded.Header.Gid))
         {
             LogQueueFull(decoded.GroupIndex);
+            Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.InboundDropped, decoded.GroupIndex);
         }
     }
 

@@ -38,6 +38,9 @@ internal static class EngineInstruments
     public static readonly Counter<long> CheckpointsNeeded = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.checkpoint.needed", "{event}", "Times this node found itself behind a peer's cleaned log, so that only a checkpoint can bring it up to date, by group.");
 
+    public static readonly Counter<long> InboundDropped = PaxosMetrics.Meter.CreateCounter<long>(
+        "paxos.group.inbound.dropped", "{message}", "Paxos messages dropped because the group's inbound queue was full, by group.");
+
     public static readonly Histogram<double> AcceptorPersistDuration = PaxosMetrics.Meter.CreateHistogram(
         "paxos.acceptor.persist.duration", "ms", "Time from the acceptor's write of its promise or accept until it is durable and the reply may go, by group.",
         tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBucketsMs });
