@@ -124,6 +124,12 @@ internal sealed partial class PaxosGroup
             return;
         }
 
+        if (IsFollower)
+        {
+            FailAllProposals(new ProposeResult(ProposeStatus.FollowerCannotPropose));
+            return;
+        }
+
         if (!_members.Contains(_settings.MyNodeId))
         {
             FailAllProposals(new ProposeResult(ProposeStatus.NotMember));
