@@ -347,27 +347,7 @@ internal sealed partial class PaxosGroup
         };
         try
         {
-            var write = _storage.PutAsync(Index, Now, record.ToByteArray(), sync: false);
-            if (write.IsFaulted)
-            {
-                Stop($"could not write learned instance {Now}", write.Exception?.GetBaseException());
-                return;
-            }
-
-            if (!write.IsCompleted)
-            {
-                var instance = Now;
-                _ = write.ContinueWith(
-                    static (t, state) =>
-                    {
-                        var (group, instance) = ((PaxosGroup, ulong))state!;
-                        group._loop.Post(new LoopAction(() => group.Stop($"could not write learned instance {instance}", t.Exception?.GetBaseException())));
-                    },
-                    (this, instance),
-                    CancellationToken.None,
-                    TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously,
-                    TaskScheduler.Default);
-            }
+            _storage.Put(Index, Now, record.ToByteArray(), sync: false, new LearnedWrite(this, Now));
         }
         catch (LogStorageException ex)
         {
@@ -543,6 +523,18 @@ internal sealed partial class PaxosGroup
         {
             LogReadFailed(Index, instanceId, ex);
             return null;
+        }
+    }
+
+    /// <summary>Completion of a learned value's write: only a failure needs the loop (the group stops).</summary>
+    private sealed class LearnedWrite(PaxosGroup group, ulong instance) : IPutCallback
+    {
+        public void OnPutCompleted(Exception? error)
+        {
+            if (error is not null)
+            {
+                group._loop.Post(new LoopAction(() => group.Stop($"could not write learned instance {instance}", error)));
+            }
         }
     }
 
