@@ -33,6 +33,9 @@ internal sealed class PendingProposal
 
     public long EnqueuedMs { get; }
 
+    /// <summary>When the caller stops waiting (loop clock, ms); <see cref="long.MaxValue"/> for never.</summary>
+    public long DeadlineMs { get; init; } = long.MaxValue;
+
     public int Attempts { get; set; }
 
     public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -78,7 +81,12 @@ internal sealed partial class PaxosGroup
     private ByteString _inFlightValue = ByteString.Empty;
     private ulong _inFlightInstance;
     private bool _inFlightActive;
+    /// <summary>How often overdue proposals are completed with Timeout.</summary>
+    private const int TimeoutSweepMs = 50;
+
     private int _waiting;
+    private int _timeoutSweepArmed;
+    private long _timeoutSweepTimerId;
     private Action? _decrementWaiting;
     private long _batchDelayTimerId;
     private bool _creatingGid;
@@ -110,6 +118,11 @@ internal sealed partial class PaxosGroup
 
         proposal.OnCompleted(_decrementWaiting ??= () => Interlocked.Decrement(ref _waiting));
         _incoming.Enqueue(proposal);
+        if (proposal.DeadlineMs != long.MaxValue && Interlocked.Exchange(ref _timeoutSweepArmed, 1) == 0)
+        {
+            _loop.Post(new LoopAction(() => _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts)));
+        }
+
         _loop.Post(new LoopAction(AfterWork));
         return true;
     }
@@ -227,6 +240,54 @@ internal sealed partial class PaxosGroup
         }
 
         return false;
+    }
+
+    /// <summary>Completes overdue proposals with Timeout; in-flight ones keep going (their outcome is unknown to the caller).</summary>
+    private void OnTimeoutSweep(long timerId)
+    {
+        if (timerId != _timeoutSweepTimerId)
+        {
+            return;
+        }
+
+        var nowMs = _loop.NowMs;
+        while (_incoming.TryDequeue(out var p))
+        {
+            _ready.AddLast(p);
+        }
+
+        foreach (var p in _ready)
+        {
+            if (p.DeadlineMs <= nowMs)
+            {
+                p.TryComplete(ProposeResult.Timeout);
+            }
+        }
+
+        foreach (var p in _inFlight)
+        {
+            if (p.DeadlineMs <= nowMs)
+            {
+                p.TryComplete(ProposeResult.Timeout);
+            }
+        }
+
+        DropCompleted();
+        if (Volatile.Read(ref _waiting) > 0)
+        {
+            _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
+        }
+        else
+        {
+            _timeoutSweepTimerId = 0;
+            Volatile.Write(ref _timeoutSweepArmed, 0);
+
+            // A proposal that arrived between the count check and the reset must still be swept.
+            if (Volatile.Read(ref _waiting) > 0 && Interlocked.Exchange(ref _timeoutSweepArmed, 1) == 0)
+            {
+                _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
+            }
+        }
     }
 
     private void OnGidProposalDone()

@@ -234,6 +234,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             case TimerKind.Master:
                 OnMasterTimer(timerId);
                 break;
+            case TimerKind.ProposalTimeouts:
+                OnTimeoutSweep(timerId);
+                break;
         }
 
         AfterWork();
