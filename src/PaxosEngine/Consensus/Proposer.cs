@@ -57,6 +57,9 @@ internal enum TimerKind
 
     /// <summary>Time to try to become (or stay) master.</summary>
     Master = 6,
+
+    /// <summary>Time to complete overdue proposals with Timeout.</summary>
+    ProposalTimeouts = 7,
 }
 
 /// <summary>Proposer timeouts (PhxPaxos's inside options).</summary>

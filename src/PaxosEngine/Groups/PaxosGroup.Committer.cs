@@ -12,6 +12,8 @@ internal sealed class PendingProposal
     private readonly System.Diagnostics.Activity? _activity = System.Diagnostics.Activity.Current; // the caller's paxos.propose span
     private int _completed;
 
+    private Action? _onCompleted;
+
     public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs)
     {
         SmId = smId;
@@ -32,6 +34,9 @@ internal sealed class PendingProposal
 
     public long EnqueuedMs { get; }
 
+    /// <summary>When the caller stops waiting (loop clock, ms); <see cref="long.MaxValue"/> for never.</summary>
+    public long DeadlineMs { get; init; } = long.MaxValue;
+
     public int Attempts { get; set; }
 
     public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -50,7 +55,18 @@ internal sealed class PendingProposal
 
         Telemetry.PaxosTracing.TagRetries(_activity, Attempts);
         Completion.SetResult(result);
+        Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
         return true;
+    }
+
+    /// <summary>Runs <paramref name="action"/> once on completion (at once if already complete). Thread-safe.</summary>
+    public void OnCompleted(Action action)
+    {
+        Volatile.Write(ref _onCompleted, action);
+        if (IsCompleted && Interlocked.Exchange(ref _onCompleted, null) is { } run)
+        {
+            run();
+        }
     }
 }
 
@@ -67,7 +83,13 @@ internal sealed partial class PaxosGroup
     private ByteString _inFlightValue = ByteString.Empty;
     private ulong _inFlightInstance;
     private bool _inFlightActive;
+    /// <summary>How often overdue proposals are completed with Timeout.</summary>
+    private const int TimeoutSweepMs = 50;
+
     private int _waiting;
+    private int _timeoutSweepArmed;
+    private long _timeoutSweepTimerId;
+    private Action? _decrementWaiting;
     private long _batchDelayTimerId;
     private bool _creatingGid;
 
@@ -96,13 +118,13 @@ internal sealed partial class PaxosGroup
             return false;
         }
 
-        _ = proposal.Completion.Task.ContinueWith(
-            static (_, state) => Interlocked.Decrement(ref ((PaxosGroup)state!)._waiting),
-            this,
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
+        proposal.OnCompleted(_decrementWaiting ??= () => Interlocked.Decrement(ref _waiting));
         _incoming.Enqueue(proposal);
+        if (proposal.DeadlineMs != long.MaxValue && Interlocked.Exchange(ref _timeoutSweepArmed, 1) == 0)
+        {
+            _loop.Post(new LoopAction(() => _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts)));
+        }
+
         _loop.Post(new LoopAction(AfterWork));
         return true;
     }
@@ -123,6 +145,12 @@ internal sealed partial class PaxosGroup
         DropCompleted();
         if (_ready.Count == 0 || !IsLatest || _proposer.IsWorking)
         {
+            return;
+        }
+
+        if (IsFollower)
+        {
+            FailAllProposals(new ProposeResult(ProposeStatus.FollowerCannotPropose));
             return;
         }
 
@@ -214,6 +242,54 @@ internal sealed partial class PaxosGroup
         }
 
         return false;
+    }
+
+    /// <summary>Completes overdue proposals with Timeout; in-flight ones keep going (their outcome is unknown to the caller).</summary>
+    private void OnTimeoutSweep(long timerId)
+    {
+        if (timerId != _timeoutSweepTimerId)
+        {
+            return;
+        }
+
+        var nowMs = _loop.NowMs;
+        while (_incoming.TryDequeue(out var p))
+        {
+            _ready.AddLast(p);
+        }
+
+        foreach (var p in _ready)
+        {
+            if (p.DeadlineMs <= nowMs)
+            {
+                p.TryComplete(ProposeResult.Timeout);
+            }
+        }
+
+        foreach (var p in _inFlight)
+        {
+            if (p.DeadlineMs <= nowMs)
+            {
+                p.TryComplete(ProposeResult.Timeout);
+            }
+        }
+
+        DropCompleted();
+        if (Volatile.Read(ref _waiting) > 0)
+        {
+            _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
+        }
+        else
+        {
+            _timeoutSweepTimerId = 0;
+            Volatile.Write(ref _timeoutSweepArmed, 0);
+
+            // A proposal that arrived between the count check and the reset must still be swept.
+            if (Volatile.Read(ref _waiting) > 0 && Interlocked.Exchange(ref _timeoutSweepArmed, 1) == 0)
+            {
+                _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
+            }
+        }
     }
 
     private void OnGidProposalDone()

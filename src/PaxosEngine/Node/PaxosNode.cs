@@ -99,7 +99,8 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
                 MyNodeId = me.Value,
                 Members = members,
                 UseMembership = options.UseMembership,
-                UseMaster = options.UseMaster,
+                FollowToNodeId = string.IsNullOrWhiteSpace(options.FollowTo) ? 0 : NodeId.Parse(options.FollowTo).Value,
+                UseMaster = options.UseMaster && string.IsNullOrWhiteSpace(options.FollowTo),
                 MasterLeaseMs = Math.Max(1000, (int)options.MasterLease.TotalMilliseconds),
                 Sync = options.Sync,
                 SyncInterval = options.SyncInterval,
@@ -402,26 +403,18 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         }
 
         var group = _groups[groupIndex];
-        var loopNow = (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
-        var proposal = new PendingProposal(smId, value.ToArray(), context, explicitBatch, loopNow);
-        if (!group.TryEnqueueProposal(proposal))
+        var nowMs = (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
+        var deadlineMs = _options.ProposeTimeout == Timeout.InfiniteTimeSpan ? long.MaxValue : nowMs + (long)_options.ProposeTimeout.TotalMilliseconds;
+        var proposal = new PendingProposal(smId, value.ToArray(), context, explicitBatch, nowMs) { DeadlineMs = deadlineMs };
+        if (!group.TryEnqueueProposal(proposal) || !cancellationToken.CanBeCanceled)
         {
+            // The group's loop completes overdue proposals itself: no timer per proposal.
             return await proposal.Completion.Task.ConfigureAwait(false);
         }
 
-        using var timeout = _options.ProposeTimeout == Timeout.InfiniteTimeSpan
-            ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken)
-            : CreateTimeoutSource(cancellationToken);
-        await using var registration = timeout.Token.UnsafeRegister(
+        await using var registration = cancellationToken.UnsafeRegister(
             static state => ((PendingProposal)state!).TryComplete(ProposeResult.Timeout), proposal).ConfigureAwait(false);
         return await proposal.Completion.Task.ConfigureAwait(false);
-    }
-
-    private CancellationTokenSource CreateTimeoutSource(CancellationToken cancellationToken)
-    {
-        var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        cts.CancelAfter(_options.ProposeTimeout);
-        return cts;
     }
 
     private PaxosGroup GetGroup(int groupIndex)

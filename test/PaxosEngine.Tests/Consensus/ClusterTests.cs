@@ -35,4 +35,37 @@ public sealed class ClusterTests
         await cluster.WaitConvergedAsync(0, 20, TimeSpan.FromSeconds(10));
         cluster.AssertSafety(0);
     }
+
+    [Fact]
+    public async Task A_proposal_without_a_majority_times_out_and_cancellation_is_honoured()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 3, configure: o => o.ProposeTimeout = TimeSpan.FromMilliseconds(500));
+        cluster.Network.Isolate(cluster.Ids[0]);
+        var started = DateTime.UtcNow;
+        var r = await cluster.Propose(0, 0, "lonely");
+        Assert.Equal(ProposeStatus.Timeout, r.Status);
+        Assert.InRange(DateTime.UtcNow - started, TimeSpan.FromMilliseconds(400), TimeSpan.FromSeconds(5));
+
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(100));
+        var cancelled = await cluster.Node(0).ProposeAsync(0, new byte[] { 1 }, null, cts.Token);
+        Assert.Equal(ProposeStatus.Timeout, cancelled.Status);
+
+        cluster.Network.HealAll();
+        ProposeResult ok = ProposeResult.Timeout;
+        for (var i = 0; i < 20 && !ok.IsOk; i++)
+        {
+            ok = await cluster.Propose(1, 0, $"healed-{i}");
+        }
+
+        Assert.True(ok.IsOk);
+    }
+
+    [Fact]
+    public async Task Bad_requests_get_typed_results()
+    {
+        using var cluster = new TestCluster(3, 2, seed: 4, configure: o => o.MaxValueSize = 2048);
+        Assert.Equal(ProposeStatus.InvalidGroup, (await cluster.Node(0).ProposeAsync(7, new byte[] { 1 })).Status);
+        Assert.Equal(ProposeStatus.ValueTooLarge, (await cluster.Node(0).ProposeAsync(0, new byte[4096])).Status);
+        Assert.Throws<ArgumentOutOfRangeException>(() => cluster.Node(0).GetNowInstanceId(-1));
+    }
 }
