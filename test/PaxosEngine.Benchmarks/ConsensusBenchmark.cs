@@ -16,7 +16,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </summary>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --metrics off,on --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --metrics off,on,traces --json)";
 
     private sealed class Options
     {
@@ -28,7 +28,7 @@ internal static class ConsensusBenchmark
 
         public string[] Batch { get; set; } = ["auto"];
 
-        /// <summary>off: nothing listens; on: an OpenTelemetry meter and tracer provider collect the engine's instruments and spans.</summary>
+        /// <summary>off: nothing listens; on: an OpenTelemetry meter provider reads the engine's instruments; traces: also a tracer provider samples every span.</summary>
         public string[] Metrics { get; set; } = ["off"];
 
         public bool Sync { get; set; } = true;
@@ -86,7 +86,7 @@ internal static class ConsensusBenchmark
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
             Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule (count {options.BatchCount}, 20 ms, 512000 B)");
             Console.WriteLine();
-            Console.WriteLine("  metrics: on = OpenTelemetry SDK meter provider (all Orleans.Paxos instruments, read every second) and tracer provider (every paxos.propose span, batch-exported)");
+            Console.WriteLine("  metrics: on = OpenTelemetry SDK meter provider (all Orleans.Paxos instruments, read every second); traces = that and a tracer provider (every paxos.propose span sampled, batch-exported)");
             Console.WriteLine();
             Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}");
         }
@@ -101,7 +101,7 @@ internal static class ConsensusBenchmark
                     foreach (var metrics in options.Metrics)
                     {
                         Result r;
-                        using (metrics == "on" ? new TelemetryCollection() : null)
+                        using (metrics == "off" ? null : new TelemetryCollection(traces: metrics == "traces"))
                         {
                             r = await RunOneAsync(options, groups, size, proposers, batch).ConfigureAwait(false);
                         }
@@ -378,9 +378,9 @@ internal static class ConsensusBenchmark
                 case "--batch": o.Batch = Next().Split(','); break;
                 case "--metrics":
                     o.Metrics = Next().Split(',');
-                    if (o.Metrics.Any(m => m is not ("on" or "off")))
+                    if (o.Metrics.Any(m => m is not ("on" or "off" or "traces")))
                     {
-                        throw new FormatException("--metrics takes on, off or a list such as off,on");
+                        throw new FormatException("--metrics takes off, on (meter provider), traces (meter and tracer providers) or a list such as off,on,traces");
                     }
 
                     break;

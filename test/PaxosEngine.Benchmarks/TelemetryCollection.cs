@@ -8,21 +8,21 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 
 /// <summary>
 /// What a silo with telemetry on attaches to the engine: an OpenTelemetry meter provider reading every
-/// <c>Orleans.Paxos</c> instrument each second (as a Prometheus scrape would) and a tracer provider
-/// sampling every <c>paxos.propose</c> span into a batch exporter. The exporters walk the data and drop it.
+/// <c>Orleans.Paxos</c> instrument each second (as a Prometheus scrape would) and, with traces, a tracer
+/// provider sampling every <c>paxos.propose</c> span into a batch exporter. The exporters walk the data and drop it.
 /// </summary>
 internal sealed class TelemetryCollection : IDisposable
 {
     private readonly MeterProvider _meters;
-    private readonly TracerProvider _tracer;
+    private readonly TracerProvider? _tracer;
 
-    public TelemetryCollection()
+    public TelemetryCollection(bool traces)
     {
         _meters = Sdk.CreateMeterProviderBuilder()
             .AddMeter(PaxosMetrics.MeterName)
             .AddReader(new PeriodicExportingMetricReader(new DiscardingMetricExporter(), exportIntervalMilliseconds: 1000))
             .Build();
-        _tracer = Sdk.CreateTracerProviderBuilder()
+        _tracer = !traces ? null : Sdk.CreateTracerProviderBuilder()
             .AddSource(PaxosTracing.SourceName)
             .SetSampler(new AlwaysOnSampler())
             .AddProcessor(new BatchActivityExportProcessor(new DiscardingSpanExporter()))
@@ -34,7 +34,7 @@ internal sealed class TelemetryCollection : IDisposable
 
     public void Dispose()
     {
-        _tracer.Dispose();
+        _tracer?.Dispose();
         _meters.Dispose();
     }
 
