@@ -57,6 +57,12 @@ internal enum TimerKind
 
     /// <summary>Time to try to become (or stay) master.</summary>
     Master = 6,
+
+    /// <summary>A checkpoint transfer being received went quiet for too long.</summary>
+    CheckpointReceive = 20,
+
+    /// <summary>The checkpoint replayer's next step is due.</summary>
+    CheckpointReplayer = 21,
 }
 
 /// <summary>Proposer timeouts (PhxPaxos's inside options).</summary>
