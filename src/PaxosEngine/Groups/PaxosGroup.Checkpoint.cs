@@ -43,6 +43,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
     private long _checkpointReceiveTimerId;
     private CheckpointReceiver? _checkpointReceiver;
     private CheckpointSender? _checkpointSender;
+    private PaxosMsg? _pendingCheckpointAsk;
     private long _cleanerResumeAtMs;
     private int _checkpointSending;
     private long _replayerTimerId;
@@ -406,8 +407,10 @@ internal sealed partial class PaxosGroup : ICleanableGroup
                 return; // one transfer at a time, as PhxPaxos
             }
 
-            // The receiver asks again, so it gave the running transfer up: end it and start afresh.
+            // The receiver asks again, so it gave the running transfer up: end it and start afresh once
+            // its thread has released the state machines' checkpoints.
             running.Cancel("the receiver asked again");
+            _pendingCheckpointAsk = message;
             return;
         }
 
@@ -441,6 +444,11 @@ internal sealed partial class PaxosGroup : ICleanableGroup
             if (ReferenceEquals(_checkpointSender, sender))
             {
                 _checkpointSender = null;
+                if (_pendingCheckpointAsk is { } ask && _stoppedReason is null)
+                {
+                    _pendingCheckpointAsk = null;
+                    OnAskForCheckpoint(ask);
+                }
             }
         }));
     }

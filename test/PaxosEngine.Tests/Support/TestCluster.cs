@@ -103,6 +103,9 @@ public sealed class TestCluster : IDisposable
 
     public PaxosNode Node(int i) => Nodes[i] ?? throw new InvalidOperationException($"node {i} is stopped");
 
+    /// <summary>Mounts more state machines on a node before it starts (node index, node, its options).</summary>
+    public Action<int, PaxosNode, PaxosNodeOptions>? Mount { get; set; }
+
     public void Start(int i)
     {
         var options = new PaxosNodeOptions
@@ -126,6 +129,8 @@ public sealed class TestCluster : IDisposable
             Machines[i][g] = new RecordingStateMachine();
             node.AddStateMachine(g, Machines[i][g]);
         }
+
+        Mount?.Invoke(i, node, options);
 
         node.Start();
         _storages[i] = storage;
