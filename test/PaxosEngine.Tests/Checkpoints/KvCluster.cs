@@ -17,7 +17,7 @@ internal sealed class KvCluster : IDisposable
 
     public KvCluster(int nodeCount, int seed, Action<PaxosNodeOptions> configure)
     {
-        Cluster = new TestCluster(nodeCount, 1, seed, configure: configure, startNodes: 0);
+        Cluster = new TestCluster(nodeCount, 1, seed, configure: configure, startNodes: 0) { LoggerFactory = Logs };
         Kv = new KeyValueStateMachine?[nodeCount];
         Cluster.Mount = (i, node, options) =>
         {
@@ -32,6 +32,9 @@ internal sealed class KvCluster : IDisposable
     }
 
     public TestCluster Cluster { get; }
+
+    /// <summary>What the nodes logged (Information and above).</summary>
+    public CollectingLoggerFactory Logs { get; } = new();
 
     public KeyValueStateMachine?[] Kv { get; }
 
