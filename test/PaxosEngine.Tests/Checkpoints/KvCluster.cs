@@ -114,12 +114,13 @@ internal sealed class KvCluster : IDisposable
         }
     }
 
-    /// <summary>Data files and their bytes under a node's <c>g0/vfile/</c>.</summary>
-    public (int Files, long Bytes) LogFiles(int node)
+    /// <summary>Data files, their bytes and the highest file number under a node's <c>g0/vfile/</c>.</summary>
+    public (int Files, long Bytes, int HighestId) LogFiles(int node)
     {
         var dir = Path.Combine(Cluster.Root, $"node{node}", "g0", "vfile");
         var files = Directory.GetFiles(dir, "*.f");
-        return (files.Length, files.Sum(f => new FileInfo(f).Length));
+        var highest = files.Select(f => int.Parse(Path.GetFileNameWithoutExtension(f), System.Globalization.CultureInfo.InvariantCulture)).DefaultIfEmpty(-1).Max();
+        return (files.Length, files.Sum(f => new FileInfo(f).Length), highest);
     }
 
     public static async Task WaitUntil(Func<bool> condition, string what, TimeSpan timeout)
