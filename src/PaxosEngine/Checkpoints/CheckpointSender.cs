@@ -173,15 +173,24 @@ internal sealed partial class CheckpointSender
             Succeeded = true;
             LogSendDone(_groupIndex, new NodeId(Receiver), Uuid, BytesSent, Environment.TickCount64 - started);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            Cancel($"reading the checkpoint failed: {ex.Message}");
+            // Any failure of a state machine's checkpoint hooks or of reading its files ends this transfer
+            // only; the thread must not take the process down.
+            Cancel($"{ex.GetType().Name}: {ex.Message}");
         }
         finally
         {
             foreach (var machine in locked)
             {
-                machine.UnlockCheckpointState();
+                try
+                {
+                    machine.UnlockCheckpointState();
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    LogUnlockFailed(_groupIndex, machine.SmId, ex);
+                }
             }
 
             if (!Succeeded && _abortReason is { } reason)
@@ -287,6 +296,9 @@ internal sealed partial class CheckpointSender
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group}: state machine {SmId} failed to unlock its checkpoint.")]
+    private partial void LogUnlockFailed(int group, int smId, Exception ex);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: node {Peer} asked for a checkpoint but no state machine could lock one.")]
     private partial void LogNothingToSend(int group, NodeId peer);

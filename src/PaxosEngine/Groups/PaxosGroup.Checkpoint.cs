@@ -148,6 +148,10 @@ internal sealed partial class PaxosGroup : ICleanableGroup
 
         _saidCleanedPastUs.Clear();
         _askingForCheckpoint = true;
+
+        // Nothing may write to the log that the checkpoint replaces (PhxPaxos issue #196): stop the
+        // proposer's round; new rounds do not start while this node is behind (not IsLatest).
+        _proposer.Abandon();
         _askedCheckpointFrom = message.NodeID;
         _checkpointReceiver ??= new CheckpointReceiver(_storage.GetGroupDirectory(Index));
         TryResetReceiver();
@@ -273,8 +277,16 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         var receiver = _checkpointReceiver!;
         var announced = receiver.CheckpointInstanceId;
         var started = _loop.NowMs;
+        if (receiver.Files.Count == 0)
+        {
+            // Moving past instances that no state machine took in would silently lose them.
+            AbandonCheckpointReceive($"the checkpoint from node {new NodeId(receiver.Sender)} holds no files");
+            return false;
+        }
+
         ulong start;
         string? failure = null;
+        var loadedMachines = 0;
         lock (_logMaintenanceGate)
         {
             try
@@ -303,12 +315,22 @@ internal sealed partial class PaxosGroup : ICleanableGroup
                         failure = $"state machine {smId} refused the checkpoint";
                         break;
                     }
+
+                    loadedMachines++;
                 }
                 catch (Exception ex) when (ex is not OutOfMemoryException)
                 {
                     failure = $"state machine {smId} failed to load the checkpoint: {ex.Message}";
                     break;
                 }
+            }
+
+            if (failure is not null && loadedMachines > 0)
+            {
+                // Some state machines hold the new state and some the old: no single instance fits both.
+                Stop($"installing checkpoint {announced} from node {new NodeId(receiver.Sender)} failed half-way ({failure}); " +
+                    "the state machines now disagree. Clear this group's folder and the state machines' data and restart to fetch a checkpoint again");
+                return false;
             }
 
             // Continue after what the state machines now hold. A checkpoint may cover more than BEGIN
@@ -387,6 +409,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         _lastAckInstanceId = 0;
         StopSender();
         _replayerNext = null;
+        _saidCleanedPastUs.Clear();
         PublishProgress(instance);
     }
 
@@ -439,18 +462,29 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         }
 
         Volatile.Write(ref _checkpointSending, 0);
-        _loop.Post(new LoopAction(() =>
+        try
         {
-            if (ReferenceEquals(_checkpointSender, sender))
-            {
-                _checkpointSender = null;
-                if (_pendingCheckpointAsk is { } ask && _stoppedReason is null)
-                {
-                    _pendingCheckpointAsk = null;
-                    OnAskForCheckpoint(ask);
-                }
-            }
-        }));
+            _loop.Post(new LoopAction(() => ForgetCheckpointSender(sender)));
+        }
+        catch (ObjectDisposedException)
+        {
+            // The node stopped meanwhile; nobody needs to hear of it.
+        }
+    }
+
+    private void ForgetCheckpointSender(CheckpointSender sender)
+    {
+        if (!ReferenceEquals(_checkpointSender, sender))
+        {
+            return;
+        }
+
+        _checkpointSender = null;
+        if (_pendingCheckpointAsk is { } ask && _stoppedReason is null)
+        {
+            _pendingCheckpointAsk = null;
+            OnAskForCheckpoint(ask);
+        }
     }
 
     private List<IStateMachine> UserMachines()

@@ -38,6 +38,9 @@ public sealed partial class PaxosNode
     /// <summary>How many checkpoints a group received from peers and installed in place since the node started.</summary>
     public long GetCheckpointsInstalled(int groupIndex) => GetGroup(groupIndex).CheckpointsInstalled;
 
+    /// <summary>The largest frame a node sends or takes: a value, or a checkpoint chunk, plus the envelope.</summary>
+    internal static int MaxFrameLength(PaxosNodeOptions options) => Math.Max(options.MaxValueSize, CheckpointSender.ChunkSize) + 4096;
+
     private void StartLogCleaner()
     {
         var groups = new ICleanableGroup[_groups.Length];

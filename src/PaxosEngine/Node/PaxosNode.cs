@@ -56,7 +56,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger<PaxosNode>();
         _time = timeProvider ?? TimeProvider.System;
-        _maxFrameLength = options.MaxValueSize + 4096;
+        _maxFrameLength = MaxFrameLength(options);
 
         _ownsStorage = storage is null;
         _storage = storage ?? DefaultComponents.CreateStorage(options, _loggerFactory);
