@@ -55,6 +55,50 @@ public sealed class CheckpointCatchUpTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Installing_a_checkpoint_in_one_group_leaves_the_other_groups_running()
+    {
+        // Group 0 runs the key-value store (checkpoints, cleaned log); group 1 only the recording state
+        // machine (no checkpoint, so its log is kept and node 2 learns it from the log).
+        using var kv = new KvCluster(3, seed: 306, o =>
+        {
+            o.HoldLogCount = 300;
+            o.AutoBatch = false;
+        }, groups: 2);
+        await kv.WriteUntil(0, 10, concurrency: 1);
+        kv.Stop(2);
+        await kv.WriteUntil(0, 3000);
+        for (var n = 0; n < 50; n++)
+        {
+            Assert.True((await kv.Cluster.Propose(0, 1, $"g1-{n}")).IsOk);
+        }
+
+        await KvCluster.WaitUntil(() => kv.Node(0).GetMinChosenInstanceId(0) > 2000 && kv.Node(1).GetMinChosenInstanceId(0) > 2000, "group 0's log to be cleaned", TimeSpan.FromSeconds(20));
+        Assert.Equal(0ul, kv.Node(0).GetMinChosenInstanceId(1));
+
+        // Writes continue in group 0 while node 2 fetches the checkpoint; node 2 proposes in group 1 meanwhile.
+        using var stop = new CancellationTokenSource();
+        var writer = kv.WriteUntil(0, ulong.MaxValue, concurrency: 4, ct: stop.Token);
+        kv.Start(2);
+        for (var n = 0; n < 20; n++)
+        {
+            var r = await kv.Cluster.Propose(2, 1, $"from-node-2-{n}");
+            Assert.True(r.IsOk, $"group 1 proposal {n} on node 2: {r.Status}");
+        }
+
+        await KvCluster.WaitUntil(() => kv.Node(2).GetCheckpointsInstalled(0) == 1, "the checkpoint to be installed", TimeSpan.FromSeconds(20));
+        await Task.Delay(500);
+        await stop.CancelAsync();
+        await writer;
+        await kv.WaitSameInstance(0, 3000, TimeSpan.FromSeconds(20));
+        await kv.Cluster.WaitConvergedAsync(1, 70, TimeSpan.FromSeconds(10));
+        kv.Cluster.AssertSafety(1);
+        kv.AssertSameState();
+        Assert.Equal(0, kv.Node(2).GetCheckpointsInstalled(1));
+        Assert.Null(kv.Node(2).GetGroupStoppedReason(0));
+        Assert.Null(kv.Node(2).GetGroupStoppedReason(1));
+    }
+
+    [Fact]
     public async Task The_log_stays_bounded_while_proposals_continue()
     {
         using var kv = new KvCluster(3, seed: 302, o =>

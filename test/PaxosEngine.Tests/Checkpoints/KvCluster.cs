@@ -8,16 +8,16 @@ using Orleans.Paxos.Engine.Tests.Support;
 namespace Orleans.Paxos.Engine.Tests.Checkpoints;
 
 /// <summary>
-/// A <see cref="TestCluster"/> (one group) whose nodes also run the real <see cref="KeyValueStateMachine"/>,
+/// A <see cref="TestCluster"/> whose nodes also run, in group 0, the real <see cref="KeyValueStateMachine"/>,
 /// whose checkpoints (SQLite snapshots) make log cleaning and checkpoint transfer real.
 /// </summary>
 internal sealed class KvCluster : IDisposable
 {
     public const int KvSmId = 2;
 
-    public KvCluster(int nodeCount, int seed, Action<PaxosNodeOptions> configure)
+    public KvCluster(int nodeCount, int seed, Action<PaxosNodeOptions> configure, int groups = 1)
     {
-        Cluster = new TestCluster(nodeCount, 1, seed, configure: configure, startNodes: 0) { LoggerFactory = Logs };
+        Cluster = new TestCluster(nodeCount, groups, seed, configure: configure, startNodes: 0) { LoggerFactory = Logs };
         Kv = new KeyValueStateMachine?[nodeCount];
         Cluster.Mount = (i, node, options) =>
         {
