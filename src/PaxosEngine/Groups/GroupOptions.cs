@@ -44,6 +44,9 @@ internal sealed record GroupSettings
 
     public bool UseMembership { get; init; }
 
+    /// <summary>The member this node follows, or 0 when it is not a follower.</summary>
+    public ulong FollowToNodeId { get; init; }
+
     public bool UseMaster { get; init; }
 
     public int MasterLeaseMs { get; set; } = 10_000;

@@ -11,6 +11,8 @@ internal sealed class PendingProposal
 {
     private int _completed;
 
+    private Action? _onCompleted;
+
     public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs)
     {
         SmId = smId;
@@ -48,7 +50,18 @@ internal sealed class PendingProposal
         }
 
         Completion.SetResult(result);
+        Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
         return true;
+    }
+
+    /// <summary>Runs <paramref name="action"/> once on completion (at once if already complete). Thread-safe.</summary>
+    public void OnCompleted(Action action)
+    {
+        Volatile.Write(ref _onCompleted, action);
+        if (IsCompleted && Interlocked.Exchange(ref _onCompleted, null) is { } run)
+        {
+            run();
+        }
     }
 }
 
@@ -66,6 +79,7 @@ internal sealed partial class PaxosGroup
     private ulong _inFlightInstance;
     private bool _inFlightActive;
     private int _waiting;
+    private Action? _decrementWaiting;
     private long _batchDelayTimerId;
     private bool _creatingGid;
 
@@ -94,12 +108,7 @@ internal sealed partial class PaxosGroup
             return false;
         }
 
-        _ = proposal.Completion.Task.ContinueWith(
-            static (_, state) => Interlocked.Decrement(ref ((PaxosGroup)state!)._waiting),
-            this,
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
+        proposal.OnCompleted(_decrementWaiting ??= () => Interlocked.Decrement(ref _waiting));
         _incoming.Enqueue(proposal);
         _loop.Post(new LoopAction(AfterWork));
         return true;
@@ -121,6 +130,12 @@ internal sealed partial class PaxosGroup
         DropCompleted();
         if (_ready.Count == 0 || !IsLatest || _proposer.IsWorking)
         {
+            return;
+        }
+
+        if (IsFollower)
+        {
+            FailAllProposals(new ProposeResult(ProposeStatus.FollowerCannotPropose));
             return;
         }
 

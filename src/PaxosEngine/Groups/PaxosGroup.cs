@@ -386,44 +386,28 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             }
         }
 
-        Task write;
         try
         {
-            write = _storage.PutAsync(Index, record.InstanceID, record.ToByteArray(), sync);
+            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID));
         }
         catch (LogStorageException ex)
         {
             Stop($"the acceptor could not write instance {record.InstanceID}", ex);
-            return;
         }
-
-        if (write.IsCompletedSuccessfully)
-        {
-            Send(replyTo, reply, TransportKind.Udp);
-            return;
-        }
-
-        _ = write.ContinueWith(
-            static (t, state) => ((PendingReply)state!).Complete(t),
-            new PendingReply(this, reply, replyTo, record.InstanceID),
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
     }
 
     /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId)
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId) : IPutCallback
     {
-        public void Complete(Task write)
+        public void OnPutCompleted(Exception? error)
         {
-            if (write.IsCompletedSuccessfully)
+            if (error is null)
             {
-                // Sending is thread-safe; only a reply to this node needs the loop.
+                // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
                 group.Send(replyTo, reply, TransportKind.Udp);
                 return;
             }
 
-            var error = write.Exception?.GetBaseException();
             group._loop.Post(new LoopAction(() => group.Stop($"the acceptor could not write instance {instanceId}", error)));
         }
     }

@@ -75,6 +75,13 @@ public sealed partial class PaxosNodeOptions
     /// </summary>
     public bool UseMembership { get; set; }
 
+    /// <summary>
+    /// Makes this node a follower of the member at this address (<c>ip:port</c>): it receives every
+    /// value that member learns, never proposes or votes, and catches up from the other members when
+    /// the followed one is down. A follower is not in <see cref="Members"/>. Default: not a follower.
+    /// </summary>
+    public string? FollowTo { get; set; }
+
     /// <summary>Elect a master in every group (PhxPaxos <c>bIsUseMaster</c>). Default false.</summary>
     public bool UseMaster { get; set; }
 
@@ -121,6 +128,15 @@ public sealed partial class PaxosNodeOptions
             if (!members.Contains(id))
             {
                 members.Add(id);
+            }
+        }
+
+        if (!string.IsNullOrWhiteSpace(FollowTo))
+        {
+            var followed = NodeId.Parse(FollowTo);
+            if (followed == me || members.Contains(me))
+            {
+                throw new ArgumentException($"Paxos option FollowTo: a follower follows another node and is not itself in Members ({me}).");
             }
         }
 
