@@ -85,7 +85,7 @@ internal sealed partial class PaxosGroup
                 OnSendLearnValueAck(message);
                 break;
             case PaxosMsgType.AskForCheckpoint:
-                // Checkpoint transfer is served by the checkpoint subsystem when mounted.
+                OnAskForCheckpoint(message);
                 break;
         }
 
@@ -304,6 +304,7 @@ internal sealed partial class PaxosGroup
         if (message.MinChosenInstanceID > Now)
         {
             LogNeedCheckpoint(Index, Now, message.MinChosenInstanceID, new NodeId(message.NodeID));
+            OnPeerCleanedPastUs(message);
             return;
         }
 

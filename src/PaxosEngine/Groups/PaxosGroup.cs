@@ -168,6 +168,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     public void OnLoopStarted()
     {
         ArmAskForLearnTimer();
+        OnCheckpointLoopStarted();
         if (_settings.UseMaster)
         {
             ArmMasterTimer(_random.Next(0, 50));
@@ -236,6 +237,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
                 break;
             case TimerKind.ProposalTimeouts:
                 OnTimeoutSweep(timerId);
+                break;
+            default:
+                OnCheckpointTimer((TimerKind)kind, timerId);
                 break;
         }
 
