@@ -95,28 +95,27 @@ public static class ClientCommands
 
         root.Subcommands.Add(BuildMembers());
 
-        var status = new Command("status", "Show every group on every node: instance ids, lag, master.");
+        var watchStatus = new Option<bool>("--watch", "-w") { Description = "Redraw the view every interval until Ctrl+C, with each group's instances chosen per second." };
+        var interval = new Option<double>("--interval") { Description = "Seconds between redraws with --watch.", DefaultValueFactory = _ => 1.0 };
+        var status = new Command("status", "Show every group on every node: instance ids, lag, master.") { watchStatus, interval };
         status.SetAction((p, ct) => WithCluster(p, ct, async (c, json) =>
         {
             var count = await c.GetGrain<IPaxosGroupGrain>(0).GetGroupCountAsync();
-            var groups = await Task.WhenAll(Enumerable.Range(0, count).Select(g => c.GetGrain<IPaxosGroupGrain>(g).GetStatusAsync()));
-            Print(json, groups, () =>
+            if (p.GetValue(watchStatus))
             {
-                var sb = new StringBuilder();
-                sb.AppendLine(CultureInfo.InvariantCulture, $"{"group",5}  {"node",-21} {"now",10} {"min chosen",10} {"lag",6}  {"master",-21} {"members"}");
-                foreach (var g in groups)
+                var seconds = p.GetValue(interval);
+                if (seconds is < 0.1 or > 3600)
                 {
-                    foreach (var n in g.Nodes)
-                    {
-                        sb.AppendLine(n.Reachable
-                            ? string.Create(CultureInfo.InvariantCulture, $"{g.Group,5}  {n.Node,-21} {n.NowInstanceId,10} {n.MinChosenInstanceId,10} {n.Lag,6}  {n.Master ?? "-",-21} {string.Join(",", n.Members)}{(n.StoppedReason is null ? string.Empty : "  STOPPED: " + n.StoppedReason)}")
-                            : string.Create(CultureInfo.InvariantCulture, $"{g.Group,5}  {n.Silo,-21} unreachable: {n.StoppedReason}"));
-                    }
+                    Console.Error.WriteLine("--interval must be between 0.1 and 3600 seconds.");
+                    return ExitCodes.UsageError;
                 }
 
-                return sb.ToString().TrimEnd();
-            });
-            return groups.All(g => g.Nodes.All(n => n.Reachable && n.StoppedReason is null)) ? ExitCodes.Ok : ExitCodes.OperationFailed;
+                return await StatusView.WatchAsync(c, count, TimeSpan.FromSeconds(seconds), json, ct);
+            }
+
+            var groups = await StatusView.ReadAsync(c, count);
+            Print(json, groups, () => StatusView.Render(groups, rates: null).TrimEnd());
+            return StatusView.AllHealthy(groups) ? ExitCodes.Ok : ExitCodes.OperationFailed;
         }));
         root.Subcommands.Add(status);
 

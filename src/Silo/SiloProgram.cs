@@ -38,7 +38,7 @@ public static class SiloProgram
                 ? await RunLocalClusterAsync(args)
                 : await RunSingleSiloAsync(args);
         }
-        catch (Exception ex) when (ex is ArgumentException or FormatException or IOException or InvalidOperationException)
+        catch (Exception ex) when (ex is ArgumentException or FormatException or IOException or InvalidOperationException or HttpListenerException)
         {
             Console.Error.WriteLine($"The silo failed to start: {ex.Message}");
             return 1;
@@ -54,10 +54,13 @@ public static class SiloProgram
         var advertised = IPAddress.Parse(config["Orleans:AdvertisedIP"] ?? "127.0.0.1");
         var primary = config["Orleans:PrimarySilo"] is { Length: > 0 } p ? IPEndPoint.Parse(p) : new IPEndPoint(advertised, siloPort);
         ConfigureSilo(builder, siloPort, gatewayPort, advertised, primary, network: null);
+        var telemetry = TelemetrySettings.From(config);
+        builder.AddPaxosTelemetry(telemetry, config["Paxos:MyNode"]!);
         using var host = builder.Build();
         await host.StartAsync();
         var engine = host.Services.GetRequiredService<PaxosEngineHost>();
         Console.WriteLine($"Silo up: Paxos node {engine.MyNodeId}, silo port {siloPort}, clients connect to {advertised}:{gatewayPort}; data in {Path.GetFullPath(engine.Options.StoragePath)}.");
+        PrintTelemetry(telemetry);
         await PrintStatusAsync(host.Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
         await host.WaitForShutdownAsync();
         return 0;
@@ -85,6 +88,7 @@ public static class SiloProgram
         var members = paxosPorts.Select(p => $"127.0.0.1:{p}").ToArray();
         var network = new InProcessPaxosNetwork();
         var hosts = new List<IHost>();
+        TelemetrySettings? telemetry = null;
         var primary = new IPEndPoint(IPAddress.Loopback, siloPorts[0]);
         try
         {
@@ -109,6 +113,14 @@ public static class SiloProgram
                 builder.Services.AddSingleton<IHostLifetime, ProcessOwnedLifetime>();
                 var useInProcess = string.Equals(builder.Configuration["Paxos:Transport"], "InProcess", StringComparison.OrdinalIgnoreCase);
                 ConfigureSilo(builder, siloPorts[i], gatewayPorts[i], IPAddress.Loopback, primary, useInProcess ? network : null);
+                if (i == 0)
+                {
+                    // The three silos share this process and the engine's meter, so one endpoint serves them all:
+                    // each engine series carries its node in the paxos_node label.
+                    telemetry = TelemetrySettings.From(builder.Configuration);
+                    builder.AddPaxosTelemetry(telemetry, "local-cluster");
+                }
+
                 var host = builder.Build();
                 hosts.Add(host);
                 await host.StartAsync(stop.Token);
@@ -122,6 +134,7 @@ public static class SiloProgram
                 Console.WriteLine($"  node {e.MyNodeId}  silo 127.0.0.1:{siloPorts[i]}  gateway 127.0.0.1:{gatewayPorts[i]}  data {Path.GetFullPath(e.Options.StoragePath)}");
             }
 
+            PrintTelemetry(telemetry!);
             Console.WriteLine($"Clients connect to gateways {string.Join(", ", gatewayPorts.Select(p => "127.0.0.1:" + p.ToString(CultureInfo.InvariantCulture)))}, e.g. dotnet run --project src/Client -- status");
             await PrintStatusAsync(hosts[0].Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
             Console.WriteLine("Press Ctrl+C to stop.");
@@ -199,9 +212,27 @@ public static class SiloProgram
                 o.ClusterId = clusterId;
                 o.ServiceId = serviceId;
             });
+            silo.AddActivityPropagation();
             silo.AddPaxos();
             silo.AddPaxosKeyValueStore();
         });
+    }
+
+    private static void PrintTelemetry(TelemetrySettings telemetry)
+    {
+        if (!telemetry.Enabled)
+        {
+            Console.WriteLine("Telemetry off (Telemetry:Enabled=false).");
+            return;
+        }
+
+        Console.WriteLine(telemetry.ScrapeUrl is { } url
+            ? $"Prometheus scrape endpoint: {url}"
+            : "Prometheus endpoint off (Telemetry:PrometheusPort=0).");
+        if (!string.IsNullOrWhiteSpace(telemetry.OtlpEndpoint))
+        {
+            Console.WriteLine($"OTLP export of metrics{(telemetry.Tracing ? " and traces" : string.Empty)} to {telemetry.OtlpEndpoint}");
+        }
     }
 
     private static async Task PrintStatusAsync(IGrainFactory grains, int groups)

@@ -88,6 +88,7 @@ public sealed class ProcessTests : IDisposable
         psi.ArgumentList.Add($"--LocalCluster:SiloPort={_siloPort}");
         psi.ArgumentList.Add($"--LocalCluster:GatewayPort={_gatewayPort}");
         psi.ArgumentList.Add("--Paxos:DataFileSize=1048576");
+        psi.ArgumentList.Add("--Telemetry:PrometheusPort=0");
         var process = Process.Start(psi)!;
         var silo = new SiloProcess(process);
         var ready = await Task.WhenAny(silo.Ready.Task, Task.Delay(TimeSpan.FromSeconds(40)));

@@ -16,7 +16,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </summary>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --metrics off,on --json)";
 
     private sealed class Options
     {
@@ -27,6 +27,9 @@ internal static class ConsensusBenchmark
         public int[] Proposers { get; set; } = [8, 32];
 
         public string[] Batch { get; set; } = ["auto"];
+
+        /// <summary>off: nothing listens; on: an OpenTelemetry meter and tracer provider collect the engine's instruments and spans.</summary>
+        public string[] Metrics { get; set; } = ["off"];
 
         public bool Sync { get; set; } = true;
 
@@ -83,7 +86,9 @@ internal static class ConsensusBenchmark
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
             Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule (count {options.BatchCount}, 20 ms, 512000 B)");
             Console.WriteLine();
-            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}");
+            Console.WriteLine("  metrics: on = OpenTelemetry SDK meter provider (all Orleans.Paxos instruments, read every second) and tracer provider (every paxos.propose span, batch-exported)");
+            Console.WriteLine();
+            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}");
         }
 
         foreach (var size in options.ValueSizes)
@@ -93,15 +98,22 @@ internal static class ConsensusBenchmark
                 foreach (var proposers in options.Proposers)
                 {
                     foreach (var batch in options.Batch)
+                    foreach (var metrics in options.Metrics)
                     {
-                        var r = await RunOneAsync(options, groups, size, proposers, batch).ConfigureAwait(false);
+                        Result r;
+                        using (metrics == "on" ? new TelemetryCollection() : null)
+                        {
+                            r = await RunOneAsync(options, groups, size, proposers, batch).ConfigureAwait(false);
+                        }
+
+                        r = r with { Metrics = metrics };
                         if (options.Json)
                         {
                             Console.WriteLine(JsonSerializer.Serialize(r));
                         }
                         else
                         {
-                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0}");
+                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0}");
                         }
                     }
                 }
@@ -113,7 +125,10 @@ internal static class ConsensusBenchmark
 
     private sealed record Result(
         int Groups, int ValueBytes, int Proposers, string Batch, bool Sync, int Procs, double Seconds,
-        double OpsPerSecond, double InstancesPerSecond, double MeanMs, double P50Ms, double P99Ms, long Failed, double CpuPercent);
+        double OpsPerSecond, double InstancesPerSecond, double MeanMs, double P50Ms, double P99Ms, long Failed, double CpuPercent)
+    {
+        public string Metrics { get; init; } = "off";
+    }
 
     private static async Task<Result> RunOneAsync(Options o, int groups, int valueSize, int proposers, string batch)
     {
@@ -361,6 +376,14 @@ internal static class ConsensusBenchmark
                 case "--value-size": o.ValueSizes = Ints(); break;
                 case "--proposers": o.Proposers = Ints(); break;
                 case "--batch": o.Batch = Next().Split(','); break;
+                case "--metrics":
+                    o.Metrics = Next().Split(',');
+                    if (o.Metrics.Any(m => m is not ("on" or "off")))
+                    {
+                        throw new FormatException("--metrics takes on, off or a list such as off,on");
+                    }
+
+                    break;
                 case "--batch-count": o.BatchCount = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--sync": o.Sync = Next() != "off"; break;
                 case "--seconds": o.Seconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;

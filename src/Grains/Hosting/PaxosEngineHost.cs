@@ -264,6 +264,8 @@ public sealed partial class PaxosEngineHost : IDisposable
         }
 
         Task<ProposeResult> task;
+        var worker = System.Diagnostics.Activity.Current;
+        System.Diagnostics.Activity.Current = request.Caller; // the engine's span joins the grain call's trace
         try
         {
             var context = request.SmId == 0 ? null : new StateMachineContext(request.SmId);
@@ -277,6 +279,10 @@ public sealed partial class PaxosEngineHost : IDisposable
         {
             request.Completion.TrySetException(ex);
             return;
+        }
+        finally
+        {
+            System.Diagnostics.Activity.Current = worker;
         }
 
         if (task.IsCompleted)
@@ -327,6 +333,9 @@ public sealed partial class PaxosEngineHost : IDisposable
         public bool Batch { get; } = batch;
 
         public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        /// <summary>The caller's activity (e.g. the grain call's), the parent of the engine's <c>paxos.propose</c> span.</summary>
+        public System.Diagnostics.Activity? Caller { get; } = System.Diagnostics.Activity.Current;
 
         public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }

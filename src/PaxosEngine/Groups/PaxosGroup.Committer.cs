@@ -9,6 +9,7 @@ namespace Orleans.Paxos.Engine.Groups;
 /// <summary>A value waiting to be proposed, and its caller's completion.</summary>
 internal sealed class PendingProposal
 {
+    private readonly System.Diagnostics.Activity? _activity = System.Diagnostics.Activity.Current; // the caller's paxos.propose span
     private int _completed;
 
     private Action? _onCompleted;
@@ -52,6 +53,7 @@ internal sealed class PendingProposal
             return false;
         }
 
+        Telemetry.PaxosTracing.TagRetries(_activity, Attempts);
         Completion.SetResult(result);
         Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
         return true;

@@ -304,6 +304,7 @@ internal sealed partial class PaxosGroup
         if (message.MinChosenInstanceID > Now)
         {
             LogNeedCheckpoint(Index, Now, message.MinChosenInstanceID, new NodeId(message.NodeID));
+            Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.CheckpointsNeeded, Index);
             OnPeerCleanedPastUs(message);
             return;
         }
@@ -357,6 +358,7 @@ internal sealed partial class PaxosGroup
         }
 
         _learned = true;
+        Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.LearnValuesReceived, Index);
         _learnedValue = message.Value;
         _learnedChecksum = checksum;
         if (message.Flag == 1)
@@ -479,6 +481,7 @@ internal sealed partial class PaxosGroup
             }
 
             Send(_senderTo, CreateLearnValue(record, _senderLastChecksum, needAck: true), TransportKind.Tcp);
+            Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.LearnValuesSent, Index);
             _senderLastChecksum = record.Checksum;
             _senderNext++;
             _senderBudget--;

@@ -389,9 +389,10 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             }
         }
 
+        var persistStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID));
+            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted));
         }
         catch (LogStorageException ex)
         {
@@ -400,12 +401,14 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     }
 
     /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId) : IPutCallback
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted) : IPutCallback
     {
         public void OnPutCompleted(Exception? error)
         {
             if (error is null)
             {
+                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, persistStarted);
+
                 // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
                 group.Send(replyTo, reply, TransportKind.Udp);
                 return;

@@ -170,6 +170,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             g.MembershipChanged += membership => MembershipChanged?.Invoke(group.Index, membership);
         }
 
+        RegisterTelemetry();
         foreach (var loop in _loops)
         {
             loop.Start();
@@ -351,6 +352,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         if (decoded.Paxos is { } paxos && !_groups[decoded.GroupIndex].TryEnqueue(paxos, decoded.Header.Gid))
         {
             LogQueueFull(decoded.GroupIndex);
+            Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.InboundDropped, decoded.GroupIndex);
         }
         else if (decoded.Checkpoint is { } checkpoint)
         {
@@ -367,6 +369,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             return;
         }
 
+        UnregisterTelemetry();
         if (_ownsTransport || previous == 1)
         {
             // The transport must stop delivering before the groups go away.
@@ -396,7 +399,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         LogNodeStopped(MyNodeId);
     }
 
-    private async Task<ProposeResult> Enqueue(int groupIndex, int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, CancellationToken cancellationToken)
+    private async Task<ProposeResult> EnqueueCore(int groupIndex, int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, CancellationToken cancellationToken)
     {
         if ((uint)groupIndex >= (uint)_groups.Length)
         {
