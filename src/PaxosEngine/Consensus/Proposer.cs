@@ -60,6 +60,12 @@ internal enum TimerKind
 
     /// <summary>Time to complete overdue proposals with Timeout.</summary>
     ProposalTimeouts = 7,
+
+    /// <summary>A checkpoint transfer being received went quiet for too long.</summary>
+    CheckpointReceive = 20,
+
+    /// <summary>The checkpoint replayer's next step is due.</summary>
+    CheckpointReplayer = 21,
 }
 
 /// <summary>Proposer timeouts (PhxPaxos's inside options).</summary>

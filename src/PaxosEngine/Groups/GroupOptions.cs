@@ -50,4 +50,6 @@ internal sealed record GroupSettings
     public bool UseMaster { get; init; }
 
     public int MasterLeaseMs { get; set; } = 10_000;
+
+    public Checkpoints.CheckpointControl Checkpoints { get; init; } = new();
 }

@@ -11,7 +11,8 @@ internal sealed partial class PaxosGroup
 
     private void OnPaxosMessage(PaxosMsg message, ulong headerGid)
     {
-        if (_stoppedReason is not null)
+        // While waiting for a checkpoint the log is about to be replaced: take part in nothing (as PhxPaxos).
+        if (_stoppedReason is not null || _askingForCheckpoint)
         {
             return;
         }

@@ -85,7 +85,7 @@ internal sealed partial class PaxosGroup
                 OnSendLearnValueAck(message);
                 break;
             case PaxosMsgType.AskForCheckpoint:
-                // Checkpoint transfer is served by the checkpoint subsystem when mounted.
+                OnAskForCheckpoint(message);
                 break;
         }
 
@@ -305,6 +305,7 @@ internal sealed partial class PaxosGroup
         {
             LogNeedCheckpoint(Index, Now, message.MinChosenInstanceID, new NodeId(message.NodeID));
             Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.CheckpointsNeeded, Index);
+            OnPeerCleanedPastUs(message);
             return;
         }
 

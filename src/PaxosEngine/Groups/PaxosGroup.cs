@@ -168,6 +168,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     public void OnLoopStarted()
     {
         ArmAskForLearnTimer();
+        OnCheckpointLoopStarted();
         if (_settings.UseMaster)
         {
             ArmMasterTimer(_random.Next(0, 50));
@@ -236,6 +237,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
                 break;
             case TimerKind.ProposalTimeouts:
                 OnTimeoutSweep(timerId);
+                break;
+            default:
+                OnCheckpointTimer((TimerKind)kind, timerId);
                 break;
         }
 
@@ -385,9 +389,10 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             }
         }
 
+        var persistStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID));
+            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted));
         }
         catch (LogStorageException ex)
         {
@@ -396,15 +401,14 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     }
 
     /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId) : IPutCallback
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted) : IPutCallback
     {
-        private readonly long _persistStarted = System.Diagnostics.Stopwatch.GetTimestamp(); // created just before the put
-
         public void OnPutCompleted(Exception? error)
         {
             if (error is null)
             {
-                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, _persistStarted);
+                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, persistStarted);
+
                 // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
                 group.Send(replyTo, reply, TransportKind.Udp);
                 return;

@@ -21,7 +21,7 @@ internal static class DefaultComponents
         {
             LocalNode = me,
             UdpMaxSize = options.UdpMaxSize,
-            MaxFrameLength = options.MaxValueSize + 4096,
+            MaxFrameLength = PaxosNode.MaxFrameLength(options),
             TcpIoThreadCount = options.IoThreadCount,
             Logger = loggerFactory.CreateLogger<NetworkTransport>(),
         });

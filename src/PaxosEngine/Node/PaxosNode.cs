@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Orleans.Paxos.Engine.Checkpoints;
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
@@ -55,7 +56,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger<PaxosNode>();
         _time = timeProvider ?? TimeProvider.System;
-        _maxFrameLength = options.MaxValueSize + 4096;
+        _maxFrameLength = MaxFrameLength(options);
 
         _ownsStorage = storage is null;
         _storage = storage ?? DefaultComponents.CreateStorage(options, _loggerFactory);
@@ -82,6 +83,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         var loopCount = options.LoopThreadCount > 0
             ? Math.Min(options.LoopThreadCount, options.GroupCount)
             : Math.Min(options.GroupCount, Environment.ProcessorCount);
+        _checkpoints = new CheckpointControl(options);
         _loops = new GroupLoop[loopCount];
         for (var i = 0; i < loopCount; i++)
         {
@@ -113,6 +115,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
                 BatchDelayMs = (int)options.BatchDelay.TotalMilliseconds,
                 MaxInboundQueue = (10_240 / options.GroupCount) + 1000,
                 LearnerSendQps = options.LearnerSendQps,
+                Checkpoints = _checkpoints,
                 AskForLearnBaseMs = (int)options.AskForLearnInterval.TotalMilliseconds,
                 AskForLearnJitterMs = Math.Max(1, (int)options.AskForLearnInterval.TotalMilliseconds / 5),
             };
@@ -180,6 +183,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         }
 
         _transport.Start(this);
+        StartLogCleaner();
         LogNodeStarted(MyNodeId, _groups.Length, _loops.Length);
     }
 
@@ -350,6 +354,10 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             LogQueueFull(decoded.GroupIndex);
             Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.InboundDropped, decoded.GroupIndex);
         }
+        else if (decoded.Checkpoint is { } checkpoint)
+        {
+            _groups[decoded.GroupIndex].EnqueueCheckpointMessage(checkpoint, decoded.Header.Gid);
+        }
     }
 
     /// <summary>Stops the network and the loops; waiting proposals complete with <see cref="ProposeStatus.NodeStopped"/>.</summary>
@@ -377,6 +385,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             }
         }
 
+        StopCheckpointWork();
         foreach (var loop in _loops)
         {
             loop.Dispose();

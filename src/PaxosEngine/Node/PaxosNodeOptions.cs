@@ -6,7 +6,7 @@ namespace Orleans.Paxos.Engine.Node;
 /// Options of a <see cref="PaxosNode"/>, with PhxPaxos's defaults. Bindable from .NET configuration
 /// (section <c>Paxos</c> by convention).
 /// </summary>
-public sealed class PaxosNodeOptions
+public sealed partial class PaxosNodeOptions
 {
     /// <summary>This node's address, <c>ip:port</c> (IPv4). UDP and TCP both use this port. Required.</summary>
     public string MyNode { get; set; } = string.Empty;

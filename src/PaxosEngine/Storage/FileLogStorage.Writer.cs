@@ -11,7 +11,7 @@ namespace Orleans.Paxos.Engine.Storage;
 public sealed partial class FileLogStorage
 {
     private static readonly Histogram<double> FsyncDuration = PaxosMetrics.Meter.CreateHistogram<double>(
-        "paxos.storage.fsync.duration", "ms", "Duration of one data-file fsync.");
+        "paxos.storage.fsync.duration", "ms", "Duration of one data-file fsync.", tags: null, advice: EngineInstruments.LatencyAdvice);
 
     private static readonly Histogram<int> CommitBatchSize = PaxosMetrics.Meter.CreateHistogram<int>(
         "paxos.storage.commit.batch_size", "{record}", "Records written by one group commit of the log writer.");

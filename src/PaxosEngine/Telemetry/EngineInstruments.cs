@@ -13,12 +13,15 @@ internal static class EngineInstruments
     /// <summary>Bucket bounds (ms) for latency histograms: fine below a millisecond, up to the 5 s class of timeouts.</summary>
     private static readonly double[] LatencyBucketsMs = [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 5000, 10000];
 
+    /// <summary>The bucket advice of every latency histogram of the engine (ms).</summary>
+    public static readonly InstrumentAdvice<double> LatencyAdvice = new() { HistogramBucketBoundaries = LatencyBucketsMs };
+
     public static readonly Counter<long> Proposals = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.proposals", "{proposal}", "Proposals completed on this node, by group and result.");
 
     public static readonly Histogram<double> ProposeDuration = PaxosMetrics.Meter.CreateHistogram(
         "paxos.propose.duration", "ms", "Time from ProposeAsync to its result, by group and result.",
-        tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBucketsMs });
+        tags: null, advice: LatencyAdvice);
 
     public static readonly Counter<long> ProposalsRejected = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.proposals.rejected", "{proposal}", "Proposals refused without being proposed (too_many_waiting, value_too_large, not_member, invalid_group...), by group and result.");
@@ -43,7 +46,7 @@ internal static class EngineInstruments
 
     public static readonly Histogram<double> AcceptorPersistDuration = PaxosMetrics.Meter.CreateHistogram(
         "paxos.acceptor.persist.duration", "ms", "Time from the acceptor's write of its promise or accept until it is durable and the reply may go, by group.",
-        tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBucketsMs });
+        tags: null, advice: LatencyAdvice);
 
     private static readonly string[] GroupNames = CreateGroupNames(64);
 

@@ -61,6 +61,9 @@ public sealed class InMemoryNetwork
     private long _duplicated;
     private Exception? _sinkFailure;
 
+    /// <summary>Sees every frame before partitions and faults apply (from, to, frame), so a test can act at an exact point of a protocol.</summary>
+    public Action<NodeId, NodeId, byte[]>? SendObserver { get; set; }
+
     /// <summary>Creates a network whose fault decisions come from <paramref name="seed"/>.</summary>
     public InMemoryNetwork(int seed, FaultOptions? faults = null)
     {
@@ -180,6 +183,7 @@ public sealed class InMemoryNetwork
 
         var via = preferred == TransportKind.Tcp || frame.Length > UdpMaxSize ? TransportKind.Tcp : TransportKind.Udp;
         var from = source.LocalNode;
+        SendObserver?.Invoke(from, destination, frame);
         InMemoryTransport? target;
         long due;
         long duplicateDue = -1;

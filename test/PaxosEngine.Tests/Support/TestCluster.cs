@@ -103,6 +103,12 @@ public sealed class TestCluster : IDisposable
 
     public PaxosNode Node(int i) => Nodes[i] ?? throw new InvalidOperationException($"node {i} is stopped");
 
+    /// <summary>Mounts more state machines on a node before it starts (node index, node, its options).</summary>
+    public Action<int, PaxosNode, PaxosNodeOptions>? Mount { get; set; }
+
+    /// <summary>Where nodes started from now on log; none when null.</summary>
+    public Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; set; }
+
     public void Start(int i)
     {
         var options = new PaxosNodeOptions
@@ -119,13 +125,15 @@ public sealed class TestCluster : IDisposable
         _configure?.Invoke(options);
         _configureNode?.Invoke(i, options);
         var storage = new FileLogStorage(new LogStorageOptions { RootPath = options.StoragePath, GroupCount = _groups, DataFileSize = (int)options.DataFileSize });
-        var node = new PaxosNode(options, null, Network.CreateTransport(Ids[i]), storage);
+        var node = new PaxosNode(options, LoggerFactory, Network.CreateTransport(Ids[i]), storage);
         Machines[i] = new RecordingStateMachine[_groups];
         for (var g = 0; g < _groups; g++)
         {
             Machines[i][g] = new RecordingStateMachine();
             node.AddStateMachine(g, Machines[i][g]);
         }
+
+        Mount?.Invoke(i, node, options);
 
         node.Start();
         _storages[i] = storage;
