@@ -172,6 +172,7 @@ internal sealed partial class CheckpointSender
 
             Succeeded = true;
             LogSendDone(_groupIndex, new NodeId(Receiver), Uuid, BytesSent, Environment.TickCount64 - started);
+            Telemetry.EngineInstruments.RecordCheckpointTransfer(Telemetry.EngineInstruments.CheckpointsSent, _groupIndex, ok: true, BytesSent);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -196,6 +197,7 @@ internal sealed partial class CheckpointSender
             if (!Succeeded && _abortReason is { } reason)
             {
                 LogSendFailed(_groupIndex, new NodeId(Receiver), Uuid, reason);
+                Telemetry.EngineInstruments.RecordCheckpointTransfer(Telemetry.EngineInstruments.CheckpointsSent, _groupIndex, ok: false, BytesSent);
             }
 
             _finished(this);

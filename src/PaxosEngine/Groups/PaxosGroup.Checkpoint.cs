@@ -363,11 +363,13 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         if (failure is not null)
         {
             LogCheckpointInstallFailed(Index, new NodeId(from), announced, failure, start);
+            Telemetry.EngineInstruments.RecordCheckpointTransfer(Telemetry.EngineInstruments.CheckpointsInstalled, Index, ok: false, 0);
             return false;
         }
 
         Interlocked.Increment(ref _checkpointsInstalled);
         LogCheckpointInstalled(Index, new NodeId(from), announced, start, bytes, _loop.NowMs - started);
+        Telemetry.EngineInstruments.RecordCheckpointTransfer(Telemetry.EngineInstruments.CheckpointsInstalled, Index, ok: true, bytes);
         return true;
     }
 

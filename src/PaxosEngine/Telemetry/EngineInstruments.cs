@@ -41,6 +41,15 @@ internal static class EngineInstruments
     public static readonly Counter<long> CheckpointsNeeded = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.checkpoint.needed", "{event}", "Times this node found itself behind a peer's cleaned log, so that only a checkpoint can bring it up to date, by group.");
 
+    public static readonly Counter<long> CheckpointsSent = PaxosMetrics.Meter.CreateCounter<long>(
+        "paxos.checkpoint.transfers.sent", "{transfer}", "Checkpoint transfers this node served to a lagging peer, by group and result (ok, failed).");
+
+    public static readonly Counter<long> CheckpointsInstalled = PaxosMetrics.Meter.CreateCounter<long>(
+        "paxos.checkpoint.transfers.installed", "{transfer}", "Checkpoints received from a peer and installed here, by group and result (ok, failed).");
+
+    public static readonly Counter<long> CheckpointBytes = PaxosMetrics.Meter.CreateCounter<long>(
+        "paxos.checkpoint.bytes", "By", "Checkpoint file bytes sent (direction=sent) or installed (direction=received), by group.");
+
     public static readonly Counter<long> InboundDropped = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.group.inbound.dropped", "{message}", "Paxos messages dropped because the group's inbound queue was full, by group.");
 
@@ -128,6 +137,17 @@ internal static class EngineInstruments
         if (counter.Enabled)
         {
             counter.Add(value, new KeyValuePair<string, object?>(PaxosMetrics.GroupTag, GroupTagValue(group)));
+        }
+    }
+
+    /// <summary>Records the end of a checkpoint transfer on <paramref name="counter"/> and its bytes.</summary>
+    public static void RecordCheckpointTransfer(Counter<long> counter, int group, bool ok, long bytes)
+    {
+        var groupTag = new KeyValuePair<string, object?>(PaxosMetrics.GroupTag, GroupTagValue(group));
+        counter.Add(1, groupTag, new KeyValuePair<string, object?>(PaxosMetrics.ResultTag, ok ? "ok" : "failed"));
+        if (bytes > 0)
+        {
+            CheckpointBytes.Add(bytes, groupTag, new KeyValuePair<string, object?>("direction", ReferenceEquals(counter, CheckpointsSent) ? "sent" : "received"));
         }
     }
 
