@@ -29,7 +29,7 @@ public static class HistoryShrinker
         while (lo < hi && clock.Elapsed < budget)
         {
             var mid = (lo + hi) / 2;
-            if (small.CheckKey(current.Take(mid).ToList()).Verdict == Verdict.NotLinearizable)
+            if (small.CheckKey(Without(current, mid, current.Count - mid)).Verdict == Verdict.NotLinearizable)
             {
                 hi = mid;
             }
@@ -39,9 +39,10 @@ public static class HistoryShrinker
             }
         }
 
-        if (small.CheckKey(current.Take(hi).ToList()).Verdict == Verdict.NotLinearizable)
+        var prefix = Without(current, hi, current.Count - hi);
+        if (small.CheckKey(prefix).Verdict == Verdict.NotLinearizable)
         {
-            current = current.Take(hi).ToList();
+            current = prefix;
         }
 
         for (var chunk = Math.Max(1, current.Count / 2); chunk >= 1 && clock.Elapsed < budget; chunk /= 2)
@@ -75,17 +76,18 @@ public static class HistoryShrinker
     {
         var removed = new HashSet<HistoryOp>(ReferenceEqualityComparer.Instance);
         var lostValues = new HashSet<string>(StringComparer.Ordinal);
+        var lostDelete = false;
+        var lostWrite = false;
         for (var i = start; i < start + count && i < ops.Count; i++)
         {
-            removed.Add(ops[i]);
-            if (ops[i].Kind is OpKind.Put or OpKind.Cas or OpKind.Append && ops[i].Value is { } v)
-            {
-                lostValues.Add(v);
-            }
+            Remove(ops[i]);
         }
 
-        // Cascade: whatever observed a removed value goes too (and what that wrote, in turn).
-        var changed = lostValues.Count > 0;
+        // Cascade, so that a sub-history of a linearizable history stays linearizable: whatever observed a
+        // removed value goes too (reads of it, cas expecting it, and what such a cas wrote, in turn); reads
+        // of absence and cas expecting absence go with a removed delete; and cas that did not swap go with
+        // any removed write, since the state at their point may now equal what they expected.
+        var changed = true;
         while (changed)
         {
             changed = false;
@@ -96,19 +98,41 @@ public static class HistoryShrinker
                     continue;
                 }
 
-                var observes = (op.Kind == OpKind.Get && op.Value is { } g && lostValues.Contains(g))
-                    || (op.Kind == OpKind.Cas && op.Expected is { } e && lostValues.Contains(e));
-                if (observes)
+                var observed = op.Kind switch
                 {
-                    removed.Add(op);
-                    if (op.Kind == OpKind.Cas && op.Value is { } w && lostValues.Add(w))
-                    {
-                        changed = true;
-                    }
+                    OpKind.Get => op.Status == OpStatus.Ok && (op.Value is { } g ? lostValues.Contains(g) : lostDelete),
+                    OpKind.Cas => (op.Expected is { } e ? lostValues.Contains(e) : lostDelete) || (op.Swapped != true && lostWrite),
+                    _ => false,
+                };
+                if (observed)
+                {
+                    changed |= Remove(op);
                 }
             }
         }
 
         return ops.Where(o => !removed.Contains(o)).ToList();
+
+        // Returns whether removing the op removed a write (so more may have to go).
+        bool Remove(HistoryOp op)
+        {
+            removed.Add(op);
+            if (op.Kind == OpKind.Get || (op.Kind == OpKind.Cas && op.Swapped == false))
+            {
+                return false;
+            }
+
+            lostWrite = true;
+            if (op.Kind == OpKind.Delete)
+            {
+                lostDelete = true;
+            }
+            else if (op.Value is { } v)
+            {
+                lostValues.Add(v);
+            }
+
+            return true;
+        }
     }
 }
