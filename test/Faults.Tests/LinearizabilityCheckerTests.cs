@@ -177,6 +177,40 @@ public sealed class LinearizabilityCheckerTests
     }
 
     [Fact]
+    public void A_history_with_many_unknown_outcomes_is_decided_quickly()
+    {
+        const int seed = 99;
+        var random = new Random(seed);
+        var ops = SimulatedHistory(random, clients: 8, operations: 1500);
+
+        // A third of the writes lose their reply (they did take effect), and 200 writes that never took
+        // effect are added: the search must not explode over which of them happened.
+        for (var i = 0; i < ops.Count; i++)
+        {
+            if (ops[i].Kind != OpKind.Get && random.Next(3) == 0)
+            {
+                ops[i] = ops[i] with { Return = null, Status = OpStatus.Info, Swapped = null };
+            }
+        }
+
+        for (var i = 0; i < 200; i++)
+        {
+            var at = ops[random.Next(ops.Count)].Call;
+            ops.Add(random.Next(3) switch
+            {
+                0 => new HistoryOp(100 + i, OpKind.Put, "k" + (i % 2).ToString(System.Globalization.CultureInfo.InvariantCulture), $"lost-{i}", null, null, at, null, OpStatus.Info),
+                1 => new HistoryOp(100 + i, OpKind.Delete, "k" + (i % 2).ToString(System.Globalization.CultureInfo.InvariantCulture), null, null, null, at, null, OpStatus.Info),
+                _ => new HistoryOp(100 + i, OpKind.Cas, "k" + (i % 2).ToString(System.Globalization.CultureInfo.InvariantCulture), $"lost-{i}", null, null, at, null, OpStatus.Info),
+            });
+        }
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var results = new LinearizabilityChecker(maxSteps: 2_000_000).Check(ops);
+        Assert.All(results, r => Assert.True(r.Verdict == Verdict.Linearizable, $"seed {seed}: key {r.Key} {r.Verdict} after {r.Steps} steps"));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed}");
+    }
+
+    [Fact]
     public void Lost_acknowledged_writes_are_named()
     {
         var ops = new[]

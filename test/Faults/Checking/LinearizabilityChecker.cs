@@ -64,19 +64,23 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
         var key = keyOps.Count > 0 ? keyOps[0].Key : string.Empty;
 
         // Fail ops had no effect; reads of unknown outcome returned nothing to check.
-        var ops = keyOps
+        var original = keyOps
             .Where(o => o.Status != OpStatus.Fail && !(o.Kind == OpKind.Get && o.Status != OpStatus.Ok))
             .OrderBy(o => o.Call)
             .ToArray();
+        var ops = Canonical(original);
         var n = ops.Length;
         var call = new long[n];
         var ret = new long[n];
         var required = new bool[n];
+        var kind = new int[n];
+        var classes = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < n; i++)
         {
             call[i] = ops[i].Call;
             required[i] = ops[i].Status == OpStatus.Ok;
             ret[i] = required[i] ? ops[i].Return!.Value : long.MaxValue;
+            kind[i] = InterchangeableClass(ops[i], classes);
         }
 
         var requiredLeft = required.Count(r => r);
@@ -97,11 +101,23 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
 
             // Every op called before the earliest return of a pending required op may go next.
             var minReturn = long.MaxValue;
+            var firstOfClass = new int[classes.Count + 1];
+            Array.Fill(firstOfClass, -1);
             for (var i = 0; i < n; i++)
             {
-                if (required[i] && !linearized[i] && ret[i] < minReturn)
+                if (linearized[i])
+                {
+                    continue;
+                }
+
+                if (required[i] && ret[i] < minReturn)
                 {
                     minReturn = ret[i];
+                }
+
+                if (kind[i] != Other && firstOfClass[kind[i]] < 0)
+                {
+                    firstOfClass[kind[i]] = i;
                 }
             }
 
@@ -109,7 +125,8 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
             string? after = null;
             for (var i = next; i < n && call[i] < minReturn; i++)
             {
-                if (linearized[i])
+                // Unknown-outcome writes with the same effect are interchangeable: try only the earliest called.
+                if (linearized[i] || (kind[i] != Other && firstOfClass[kind[i]] != i))
                 {
                     continue;
                 }
@@ -119,7 +136,8 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
                     return new KeyCheck(key, Verdict.Unknown, n, steps, [], []);
                 }
 
-                if (!RegisterModel.Step(ops[i], state, out var s))
+                // An unknown-outcome op that would not change the state may as well never have happened.
+                if (!RegisterModel.Step(ops[i], state, out var s) || (!required[i] && string.Equals(s, state, StringComparison.Ordinal)))
                 {
                     continue;
                 }
@@ -155,7 +173,7 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
 
             if (stack.Count == 0)
             {
-                return new KeyCheck(key, Verdict.NotLinearizable, n, steps, [.. longest.Select(i => ops[i])], []);
+                return new KeyCheck(key, Verdict.NotLinearizable, n, steps, [.. longest.Select(i => original[i])], []);
             }
 
             var (op, before) = stack[^1];
@@ -169,6 +187,60 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
             state = before;
             next = op + 1;
         }
+    }
+
+    private const int Other = 0;
+
+    /// <summary>Stands for every written value that no read and no cas ever observed.</summary>
+    private const string Unobserved = "\u0000unobserved";
+
+    /// <summary>
+    /// Values nobody observed (no read returned them, no cas expected them) are indistinguishable to the
+    /// model, so they are all replaced by one marker; this merges search states. Not done when the key has
+    /// appends, whose values compose.
+    /// </summary>
+    private static HistoryOp[] Canonical(HistoryOp[] ops)
+    {
+        if (ops.Any(o => o.Kind == OpKind.Append))
+        {
+            return ops;
+        }
+
+        var observed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var o in ops)
+        {
+            if (o.Kind == OpKind.Get && o.Value is { } v)
+            {
+                observed.Add(v);
+            }
+            else if (o.Kind == OpKind.Cas && o.Expected is { } e)
+            {
+                observed.Add(e);
+            }
+        }
+
+        return ops.Select(o => o.Kind is OpKind.Put or OpKind.Cas && o.Value is { } v && !observed.Contains(v) ? o with { Value = Unobserved } : o).ToArray();
+    }
+
+    /// <summary>
+    /// Unknown-outcome writes with the same effect on every state (same kind, expected value and written
+    /// value — unobserved values are one marker) share a class; known ops are <see cref="Other"/>.
+    /// </summary>
+    private static int InterchangeableClass(HistoryOp op, Dictionary<string, int> classes)
+    {
+        if (op.Status == OpStatus.Ok || op.Kind == OpKind.Get)
+        {
+            return Other;
+        }
+
+        var name = $"{op.Kind}\u0001{op.Expected ?? "\u0002"}\u0001{op.Value ?? "\u0002"}";
+        if (!classes.TryGetValue(name, out var id))
+        {
+            id = classes.Count + 1;
+            classes[name] = id;
+        }
+
+        return id;
     }
 
     private readonly struct MemoKey(Bitset set, string? state) : IEquatable<MemoKey>

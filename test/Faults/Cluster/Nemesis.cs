@@ -75,16 +75,16 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     var hold = TimeSpan.FromMilliseconds(random.Next(1000, 5000));
                     log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] kill -9 silo {string.Join(",", victims.Select(v => v.Index))}, restart in {hold.TotalSeconds:0.0}s");
                     await Delay(hold, stop);
+                    await Task.WhenAll(victims.Select(RestartAsync));
                     foreach (var v in victims)
                     {
-                        await RestartAsync(v);
                         _events.Add(new FaultEvent(FaultKinds.Kill, v.Index, start, clock.Elapsed - start));
                     }
                 }
                 else
                 {
                     var victim = cluster.Silos[random.Next(cluster.Silos.Count)];
-                    var hold = TimeSpan.FromMilliseconds(random.Next(500, 3000));
+                    var hold = TimeSpan.FromMilliseconds(random.Next(500, 6000));
                     log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] kill -STOP silo {victim.Index} for {hold.TotalSeconds:0.0}s");
                     victim.Pause();
                     await Delay(hold, stop);
