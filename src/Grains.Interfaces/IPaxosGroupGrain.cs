@@ -48,7 +48,8 @@ public interface IPaxosGroupGrain : IGrainWithIntegerKey
 
     /// <summary>
     /// Committed entries from <paramref name="fromInstance"/> on: history from the hosting node's log,
-    /// then new entries as they are executed, until cancelled. Entries cleaned from the log are skipped.
+    /// then new entries as they are executed, until cancelled. Entries cleaned from the log are skipped, and so
+    /// are the entries of the built-in membership and master state machines.
     /// The feed ends after 10 s without a new entry (a grain call must not outlive the response timeout);
     /// to keep tailing, call again from the instance after the last one received.
     /// </summary>

@@ -36,8 +36,11 @@ public enum ProposalStatus
     /// <summary>The node is shutting down; the value may or may not be chosen.</summary>
     NodeStopped = 501,
 
-    /// <summary>The operation is not available on this cluster's engine version; nothing happened.</summary>
+    /// <summary>The operation is not available on this cluster's configuration; nothing happened.</summary>
     NotSupported = 1000,
+
+    /// <summary>The request cannot be applied as asked (for example adding a node that is already a member); nothing happened.</summary>
+    Rejected = 1001,
 }
 
 /// <summary>The result of a proposal made through <see cref="IPaxosGroupGrain"/>.</summary>

@@ -35,7 +35,7 @@ public sealed partial class PaxosGroupGrain(
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _group = (int)this.GetPrimaryKeyLong();
-        if (PaxosEngineHost.MasterElectionSupported && (uint)_group < (uint)host.GroupCount)
+        if (host.MasterElectionEnabled && (uint)_group < (uint)host.GroupCount)
         {
             host.MasterChanged += OnMasterChanged;
             _masterCheck = this.RegisterGrainTimer(CheckMasterAsync, new GrainTimerCreationOptions(MasterCheckPeriod, MasterCheckPeriod) { Interleave = true });
@@ -73,7 +73,7 @@ public sealed partial class PaxosGroupGrain(
             version,
             !master.IsNull && master == host.MyNodeId,
             NodeName,
-            PaxosEngineHost.MasterElectionSupported));
+            host.MasterElectionEnabled));
     }
 
     /// <inheritdoc />
@@ -144,6 +144,12 @@ public sealed partial class PaxosGroupGrain(
 
                 for (var i = 0; i < value.Values.Count; i++)
                 {
+                    // The built-in membership and master state machines' entries are the engine's, not the application's.
+                    if (value.Values[i].SmId is Engine.Protocol.ReservedSmIds.SystemVariables or Engine.Protocol.ReservedSmIds.Master)
+                    {
+                        continue;
+                    }
+
                     yield return new CommittedEntry(_group, next, i, value.Values[i].SmId, value.Values[i].Value);
                 }
             }
@@ -182,17 +188,24 @@ public sealed partial class PaxosGroupGrain(
             return InvalidGroupMembership();
         }
 
-        if (!PaxosEngineHost.MembershipChangeSupported)
+        if (!host.MembershipManaged)
         {
-            return new MembershipResult(ProposalStatus.NotSupported, _group, Members(), "This cluster's engine cannot change membership yet; members come from the Paxos:Members configuration.");
+            return new MembershipResult(ProposalStatus.NotSupported, _group, Members(), "Membership is not managed through the log on this cluster (Paxos:UseMembership is false); members come from the Paxos:Members configuration.");
         }
 
-        var status = await host.ChangeMembershipAsync(_group, add, remove);
+        var result = await host.ChangeMembershipAsync(_group, add, remove);
+        var status = result.Status switch
+        {
+            Engine.StateMachines.MembershipStatus.Ok => ProposalStatus.Ok,
+            Engine.StateMachines.MembershipStatus.ProposeFailed => ResultMapping.ToStatus(result.ProposeStatus),
+            Engine.StateMachines.MembershipStatus.VersionConflict => ProposalStatus.Conflict,
+            _ => ProposalStatus.Rejected,
+        };
         return new MembershipResult(
-            ResultMapping.ToStatus(status),
+            status,
             _group,
             Members(),
-            status == ProposeStatus.Ok ? null : $"The membership change was not chosen: {status}.");
+            result.Status == Engine.StateMachines.MembershipStatus.Ok ? null : $"The membership change was not applied: {result.Status} (proposal {result.ProposeStatus}).");
     }
 
     private async Task<NodeGroupStatus> AskNodeAsync(SiloAddress silo)

@@ -96,6 +96,9 @@ public static class SiloProgram
                     ["Paxos:GroupCount"] = "3",
                     ["Paxos:StoragePath"] = Path.Combine("data", "node-" + paxosPorts[i].ToString(CultureInfo.InvariantCulture)),
                     ["Paxos:Transport"] = "Network",
+                    ["Paxos:UseMaster"] = "true",
+                    ["Paxos:UseMembership"] = "true",
+                    ["Paxos:MasterLease"] = "00:00:05",
                 };
                 for (var m = 0; m < members.Length; m++)
                 {

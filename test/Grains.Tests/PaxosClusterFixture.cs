@@ -41,6 +41,9 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
                 o.DataFileSize = 1 << 20;
                 o.AskForLearnInterval = TimeSpan.FromMilliseconds(500);
                 o.ProposeTimeout = TimeSpan.FromSeconds(10);
+                o.UseMaster = true;
+                o.UseMembership = true;
+                o.MasterLease = TimeSpan.FromSeconds(2);
             });
             silo.AddPaxosKeyValueStore();
         });

@@ -1,5 +1,7 @@
 using System.Text;
+using Microsoft.Extensions.DependencyInjection;
 using Orleans.Paxos.Engine.StateMachines.KeyValue;
+using Orleans.Paxos.Grains.Hosting;
 
 namespace Orleans.Paxos.Grains.Tests;
 
@@ -144,14 +146,40 @@ public sealed class PaxosGroupGrainTests(PaxosClusterFixture fixture) : IClassFi
     }
 
     [Fact]
-    public async Task Master_view_answers_even_without_an_elected_master()
+    public async Task The_group_grain_lives_on_the_master_and_follows_it()
     {
-        var m = await Client.GetGrain<IPaxosGroupGrain>(0).GetMasterAsync();
-        Assert.Equal(0, m.Group);
-        Assert.Contains(m.Node, fixture.Nodes);
-        if (!m.Supported)
+        const int group = 1;
+        var grain = Client.GetGrain<IPaxosGroupGrain>(group);
+        var first = await WaitForView(grain, v => v.Master is not null && v.IsLocalMaster, "the grain on the master's silo");
+        Assert.True(first.Supported);
+
+        var hosts = fixture.Cluster.Silos
+            .Select(s => s.ServiceProvider.GetRequiredService<PaxosEngineHost>())
+            .ToList();
+        var masterHost = hosts.Single(h => h.IsMaster(group));
+        masterHost.Node.DropMaster(group);
+
+        var second = await WaitForView(grain, v => v.Master is not null && v.Master != first.Master && v.IsLocalMaster, "the grain to follow the new master");
+        Assert.NotEqual(first.Node, second.Node);
+    }
+
+    private static async Task<MasterView> WaitForView(IPaxosGroupGrain grain, Func<MasterView, bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
         {
-            Assert.Null(m.Master);
+            var view = await grain.GetMasterAsync();
+            if (condition(view))
+            {
+                return view;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"timed out waiting for {what}; last view {view}");
+            }
+
+            await Task.Delay(100);
         }
     }
 }

@@ -1,6 +1,7 @@
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.StateMachines;
 
 namespace Orleans.Paxos.Grains.Hosting;
 
@@ -13,43 +14,35 @@ public sealed partial class PaxosEngineHost
     /// <summary>Raised (on an engine thread) when a group's master changes: (group, master or null node, version).</summary>
     public event Action<int, NodeId, ulong>? MasterChanged;
 
-    /// <summary>Whether the engine elects masters.</summary>
-    public static bool MasterElectionSupported => false;
+    /// <summary>Whether this node elects masters (<see cref="PaxosNodeOptions.UseMaster"/>).</summary>
+    public bool MasterElectionEnabled => _options.UseMaster;
 
-    /// <summary>Whether the engine changes membership through the log.</summary>
-    public static bool MembershipChangeSupported => false;
+    /// <summary>Whether membership is changed through the log (<see cref="PaxosNodeOptions.UseMembership"/>).</summary>
+    public bool MembershipManaged => _options.UseMembership;
 
-    /// <summary>The group's master as this node sees it: (null node, 0) when none.</summary>
+    /// <summary>The group's master as this node sees it: (null node, version) when none.</summary>
     public (NodeId Master, ulong Version) GetMaster(int group)
     {
-        _ = Node;
-        _ = group;
-        return (NodeId.Null, 0);
+        var info = Node.GetMaster(group);
+        return (info.Node, info.Version == ulong.MaxValue ? 0 : info.Version);
     }
 
     /// <summary>Whether this node is the group's master.</summary>
-    public bool IsMaster(int group) => !GetMaster(group).Master.IsNull && GetMaster(group).Master == MyNodeId;
+    public bool IsMaster(int group) => Node.IsMaster(group);
 
     /// <summary>The group's members as this node sees them.</summary>
-    public IReadOnlyList<NodeId> GetMembership(int group)
-    {
-        _ = Node;
-        ArgumentOutOfRangeException.ThrowIfNegative(group);
-        return _options.Validate().Members;
-    }
+    public IReadOnlyList<NodeId> GetMembership(int group) => Node.GetMembership(group).Members;
 
-    /// <summary>Adds, removes or replaces a member through the group's log.</summary>
-    /// <exception cref="NotSupportedException">The engine has no membership changes.</exception>
-    public Task<ProposeStatus> ChangeMembershipAsync(int group, NodeId? add, NodeId? remove, CancellationToken cancellationToken = default)
-    {
-        _ = Node;
-        _ = (group, add, remove, cancellationToken);
-        throw new NotSupportedException("This engine build cannot change membership yet; the members come from the Paxos:Members configuration.");
-    }
+    /// <summary>Adds, removes or replaces (both given) a member through the group's log.</summary>
+    public Task<Engine.StateMachines.MembershipResult> ChangeMembershipAsync(int group, NodeId? add, NodeId? remove, CancellationToken cancellationToken = default) =>
+        (add, remove) switch
+        {
+            ({ } a, { } r) => Node.ChangeMemberAsync(group, r, a, cancellationToken),
+            ({ } a, null) => Node.AddMemberAsync(group, a, cancellationToken),
+            (null, { } r) => Node.RemoveMemberAsync(group, r, cancellationToken),
+            _ => Task.FromResult(new Engine.StateMachines.MembershipResult(MembershipStatus.NoChange, ProposeStatus.Ok, Node.GetMembership(group).Version)),
+        };
 
-    private void AttachEngineEvents(PaxosNode node)
-    {
-        _ = node;
-        _ = MasterChanged;
-    }
+    private void AttachEngineEvents(PaxosNode node) =>
+        node.MasterChanged += (group, master, version) => MasterChanged?.Invoke(group, master, version);
 }

@@ -54,6 +54,9 @@ internal enum TimerKind
 
     /// <summary>Batched proposals waited long enough for company.</summary>
     BatchDelay = 5,
+
+    /// <summary>Time to try to become (or stay) master.</summary>
+    Master = 6,
 }
 
 /// <summary>Proposer timeouts (PhxPaxos's inside options).</summary>

@@ -44,6 +44,9 @@ internal sealed partial class GroupLoop : IDisposable
         _thread = new Thread(Run) { IsBackground = true, Name = name };
     }
 
+    /// <summary>The loop's clock.</summary>
+    public TimeProvider Time => _time;
+
     /// <summary>Whether the caller runs on this loop's thread.</summary>
     public bool IsOnLoopThread => Thread.CurrentThread == _thread;
 

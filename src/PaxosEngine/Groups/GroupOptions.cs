@@ -1,4 +1,5 @@
 using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Protocol;
 
 namespace Orleans.Paxos.Engine.Groups;
 
@@ -11,7 +12,7 @@ internal sealed record GroupSettings
 
     public required ulong MyNodeId { get; init; }
 
-    public required IReadOnlyList<ulong> Members { get; init; }
+    public required IReadOnlyList<NodeId> Members { get; init; }
 
     public bool Sync { get; set; } = true;
 
@@ -40,4 +41,13 @@ internal sealed record GroupSettings
     public int AskForLearnJitterMs { get; init; } = 500;
 
     public int LearnerSendQps { get; init; } = 100_000;
+
+    public bool UseMembership { get; init; }
+
+    /// <summary>The member this node follows, or 0 when it is not a follower.</summary>
+    public ulong FollowToNodeId { get; init; }
+
+    public bool UseMaster { get; init; }
+
+    public int MasterLeaseMs { get; set; } = 10_000;
 }

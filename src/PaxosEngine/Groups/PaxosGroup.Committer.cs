@@ -11,6 +11,8 @@ internal sealed class PendingProposal
 {
     private int _completed;
 
+    private Action? _onCompleted;
+
     public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs)
     {
         SmId = smId;
@@ -48,7 +50,18 @@ internal sealed class PendingProposal
         }
 
         Completion.SetResult(result);
+        Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
         return true;
+    }
+
+    /// <summary>Runs <paramref name="action"/> once on completion (at once if already complete). Thread-safe.</summary>
+    public void OnCompleted(Action action)
+    {
+        Volatile.Write(ref _onCompleted, action);
+        if (IsCompleted && Interlocked.Exchange(ref _onCompleted, null) is { } run)
+        {
+            run();
+        }
     }
 }
 
@@ -66,7 +79,9 @@ internal sealed partial class PaxosGroup
     private ulong _inFlightInstance;
     private bool _inFlightActive;
     private int _waiting;
+    private Action? _decrementWaiting;
     private long _batchDelayTimerId;
+    private bool _creatingGid;
 
     /// <summary>Number of proposals waiting or in flight. Thread-safe.</summary>
     public int WaitingProposals => Volatile.Read(ref _waiting);
@@ -93,12 +108,7 @@ internal sealed partial class PaxosGroup
             return false;
         }
 
-        _ = proposal.Completion.Task.ContinueWith(
-            static (_, state) => Interlocked.Decrement(ref ((PaxosGroup)state!)._waiting),
-            this,
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
+        proposal.OnCompleted(_decrementWaiting ??= () => Interlocked.Decrement(ref _waiting));
         _incoming.Enqueue(proposal);
         _loop.Post(new LoopAction(AfterWork));
         return true;
@@ -123,10 +133,31 @@ internal sealed partial class PaxosGroup
             return;
         }
 
+        if (IsFollower)
+        {
+            FailAllProposals(new ProposeResult(ProposeStatus.FollowerCannotPropose));
+            return;
+        }
+
         if (!_members.Contains(_settings.MyNodeId))
         {
             FailAllProposals(new ProposeResult(ProposeStatus.NotMember));
             return;
+        }
+
+        if (_settings.UseMembership && Gid == 0 && !_creatingGid)
+        {
+            // As PhxPaxos: the first proposal of a managed group creates its cluster id; the values
+            // waiting go into later instances.
+            _creatingGid = true;
+            var create = new PendingProposal(ReservedSmIds.SystemVariables, Membership.CreateGidValue(_settings.MyNodeId), null, explicitBatch: false, _loop.NowMs);
+            _ = create.Completion.Task.ContinueWith(
+                static (_, state) => ((PaxosGroup)state!)._loop.Post(new LoopAction(((PaxosGroup)state!).OnGidProposalDone)),
+                this,
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+            _ready.AddFirst(create);
         }
 
         if (!ShouldFlush())
@@ -196,6 +227,12 @@ internal sealed partial class PaxosGroup
         }
 
         return false;
+    }
+
+    private void OnGidProposalDone()
+    {
+        _creatingGid = false;
+        AfterWork();
     }
 
     private void OnBatchDelayTimer(long timerId)

@@ -27,7 +27,8 @@ internal sealed partial class PaxosGroup
         {
             case PaxosMsgType.Prepare:
             case PaxosMsgType.Accept:
-                if (!IsValidSender(message.NodeID))
+                // A follower never votes.
+                if (IsFollower || !IsValidSender(message.NodeID))
                 {
                     return;
                 }
@@ -41,7 +42,7 @@ internal sealed partial class PaxosGroup
                 break;
             case PaxosMsgType.PrepareReply:
             case PaxosMsgType.AcceptReply:
-                if (!IsValidSender(message.NodeID))
+                if (IsFollower || !IsValidSender(message.NodeID))
                 {
                     return;
                 }

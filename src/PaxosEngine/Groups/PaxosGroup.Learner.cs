@@ -33,6 +33,7 @@ internal sealed partial class PaxosGroup
     /// <summary>Pace of the sender's timer.</summary>
     private const int SenderTickMs = 5;
 
+    private readonly Dictionary<ulong, long> _followers = [];
     private bool _learned;
     private ByteString _learnedValue = ByteString.Empty;
     private uint _learnedChecksum;
@@ -54,6 +55,9 @@ internal sealed partial class PaxosGroup
     private int _senderAckLead = SenderAckLeadStart;
     private double _senderBudget;
     private long _senderBudgetAtMs;
+
+    /// <summary>This node only learns: it follows a member and never proposes or votes.</summary>
+    private bool IsFollower => _settings.FollowToNodeId != 0;
 
     /// <summary>This node is not behind what it has seen of its peers (PhxPaxos <c>IsIMLatest</c>).</summary>
     private bool IsLatest => Now + 1 >= _highestSeenInstanceId;
@@ -107,6 +111,46 @@ internal sealed partial class PaxosGroup
         _learned = true;
         _learnedValue = _acceptor.AcceptedValue;
         _learnedChecksum = _acceptor.Checksum;
+        TransmitToFollowers(message.ProposalID, message.NodeID);
+    }
+
+    /// <summary>Pushes the value just learned to the followers of this node (PhxPaxos <c>TransmitToFollower</c>).</summary>
+    private void TransmitToFollowers(ulong proposalId, ulong proposalNodeId)
+    {
+        if (_followers.Count == 0)
+        {
+            return;
+        }
+
+        var nowMs = _loop.NowMs;
+        var value = new PaxosMsg
+        {
+            MsgType = (int)PaxosMsgType.SendLearnValue,
+            InstanceID = Now,
+            NodeID = _settings.MyNodeId,
+            ProposalNodeID = proposalNodeId,
+            ProposalID = proposalId,
+            Value = _learnedValue,
+            LastChecksum = _lastChecksum,
+        };
+        byte[]? frame = null;
+        List<ulong>? expired = null;
+        foreach (var (follower, until) in _followers)
+        {
+            if (until < nowMs)
+            {
+                (expired ??= []).Add(follower);
+                continue;
+            }
+
+            frame ??= FrameCodec.Encode(Index, Gid, value);
+            _transport.Send(new NodeId(follower), frame, TransportKind.Tcp);
+        }
+
+        foreach (var follower in expired ?? [])
+        {
+            _followers.Remove(follower);
+        }
     }
 
     private void ExecuteLearnedValue()
@@ -175,6 +219,12 @@ internal sealed partial class PaxosGroup
             InstanceID = Now,
             NodeID = _settings.MyNodeId,
         };
+        if (IsFollower)
+        {
+            // Asks the followed node to push every value it learns (and still asks the others to catch up).
+            ask.ProposalNodeID = _settings.FollowToNodeId;
+        }
+
         SendToOthers(ask, TransportKind.Tcp);
         ArmAskForLearnTimer();
     }
@@ -182,6 +232,12 @@ internal sealed partial class PaxosGroup
     private void OnAskForLearn(PaxosMsg message)
     {
         SetSeen(message.InstanceID);
+        if (message.ProposalNodeID == _settings.MyNodeId && message.NodeID != _settings.MyNodeId)
+        {
+            // A follower of this node: push it every value learned here for three ask intervals.
+            _followers[message.NodeID] = _loop.NowMs + (3L * (_settings.AskForLearnBaseMs + _settings.AskForLearnJitterMs));
+        }
+
         if (message.InstanceID >= Now)
         {
             return;
@@ -229,6 +285,17 @@ internal sealed partial class PaxosGroup
     private void OnSendNowInstanceId(PaxosMsg message)
     {
         SetSeen(message.NowInstanceID);
+        if (message.HasSystemVariables && Membership.UpdateFromPeer(message.SystemVariables.Span))
+        {
+            // The membership changed under us: everything else waits for the next round.
+            return;
+        }
+
+        if (message.HasMasterVariables)
+        {
+            Master.UpdateFromPeer(message.MasterVariables.Span);
+        }
+
         if (message.InstanceID != Now || message.NowInstanceID <= Now)
         {
             return;
@@ -280,27 +347,7 @@ internal sealed partial class PaxosGroup
         };
         try
         {
-            var write = _storage.PutAsync(Index, Now, record.ToByteArray(), sync: false);
-            if (write.IsFaulted)
-            {
-                Stop($"could not write learned instance {Now}", write.Exception?.GetBaseException());
-                return;
-            }
-
-            if (!write.IsCompleted)
-            {
-                var instance = Now;
-                _ = write.ContinueWith(
-                    static (t, state) =>
-                    {
-                        var (group, instance) = ((PaxosGroup, ulong))state!;
-                        group._loop.Post(new LoopAction(() => group.Stop($"could not write learned instance {instance}", t.Exception?.GetBaseException())));
-                    },
-                    (this, instance),
-                    CancellationToken.None,
-                    TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously,
-                    TaskScheduler.Default);
-            }
+            _storage.Put(Index, Now, record.ToByteArray(), sync: false, new LearnedWrite(this, Now));
         }
         catch (LogStorageException ex)
         {
@@ -476,6 +523,18 @@ internal sealed partial class PaxosGroup
         {
             LogReadFailed(Index, instanceId, ex);
             return null;
+        }
+    }
+
+    /// <summary>Completion of a learned value's write: only a failure needs the loop (the group stops).</summary>
+    private sealed class LearnedWrite(PaxosGroup group, ulong instance) : IPutCallback
+    {
+        public void OnPutCompleted(Exception? error)
+        {
+            if (error is not null)
+            {
+                group._loop.Post(new LoopAction(() => group.Stop($"could not write learned instance {instance}", error)));
+            }
         }
     }
 

@@ -24,7 +24,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private readonly Proposer _proposer;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
-    private readonly List<ulong> _members;
+    private List<ulong> _members;
     private uint _lastChecksum;
     private ulong _chosenByMeInstance = ulong.MaxValue;
     private int _writesSinceSync;
@@ -40,12 +40,28 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _transport = transport;
         _loop = loop;
         _logger = logger;
-        _members = [.. settings.Members];
         _acceptor = new Acceptor(settings.MyNodeId);
         _proposer = new Proposer(this, settings.Timeouts);
         _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)Environment.TickCount64)));
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
+        Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
+        Master = new MasterStateMachine(settings.GroupIndex, settings.MyNodeId, storage, loop.Time, logger);
+        StateMachines.AddBuiltIn(Membership);
+        StateMachines.AddBuiltIn(Master);
+        _members = MemberIds(Membership.Current);
+        Gid = Membership.Current.Gid;
+        Membership.Changed += OnMembershipChanged;
+        Master.MasterChanged += OnMasterChanged;
     }
+
+    /// <summary>The built-in membership state machine of this group.</summary>
+    public SystemVariablesStateMachine Membership { get; }
+
+    /// <summary>The built-in master-election state machine of this group.</summary>
+    public MasterStateMachine Master { get; }
+
+    /// <summary>Whether this node is in the group's membership. Thread-safe.</summary>
+    public bool IsMember => Membership.Current.Members.Contains(new NodeId(_settings.MyNodeId));
 
     /// <summary>The group's index.</summary>
     public int Index => _settings.GroupIndex;
@@ -54,7 +70,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     public StateMachineRegistry StateMachines { get; }
 
     /// <summary>The cluster id this group stamps on its frames (0 until membership is managed).</summary>
-    public ulong Gid { get; set; }
+    public ulong Gid { get; private set; }
 
     /// <summary>The instance being decided; every lower one is chosen and executed here. Thread-safe.</summary>
     public ulong NowInstanceId => (ulong)Volatile.Read(ref _nowPublished);
@@ -149,7 +165,35 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     }
 
     /// <summary>Arms the group's timers; runs on the loop thread once the loop started.</summary>
-    public void OnLoopStarted() => ArmAskForLearnTimer();
+    public void OnLoopStarted()
+    {
+        ArmAskForLearnTimer();
+        if (_settings.UseMaster)
+        {
+            ArmMasterTimer(_random.Next(0, 50));
+        }
+    }
+
+    private static List<ulong> MemberIds(Membership membership)
+    {
+        var ids = new List<ulong>(membership.Members.Count);
+        foreach (var m in membership.Members)
+        {
+            ids.Add(m.Value);
+        }
+
+        return ids;
+    }
+
+    private void OnMembershipChanged(Membership membership)
+    {
+        _members = MemberIds(membership);
+        Gid = membership.Gid;
+        MembershipChanged?.Invoke(membership);
+    }
+
+    /// <summary>Raised on the loop thread after the membership changed.</summary>
+    public event Action<Membership>? MembershipChanged;
 
     /// <summary>Accepts an inbound message for the loop; drops it when the group's queue is full. Thread-safe.</summary>
     public bool TryEnqueue(PaxosMsg message, ulong headerGid)
@@ -186,6 +230,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
                 break;
             case TimerKind.BatchDelay:
                 OnBatchDelayTimer(timerId);
+                break;
+            case TimerKind.Master:
+                OnMasterTimer(timerId);
                 break;
         }
 
@@ -335,44 +382,28 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             }
         }
 
-        Task write;
         try
         {
-            write = _storage.PutAsync(Index, record.InstanceID, record.ToByteArray(), sync);
+            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID));
         }
         catch (LogStorageException ex)
         {
             Stop($"the acceptor could not write instance {record.InstanceID}", ex);
-            return;
         }
-
-        if (write.IsCompletedSuccessfully)
-        {
-            Send(replyTo, reply, TransportKind.Udp);
-            return;
-        }
-
-        _ = write.ContinueWith(
-            static (t, state) => ((PendingReply)state!).Complete(t),
-            new PendingReply(this, reply, replyTo, record.InstanceID),
-            CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously,
-            TaskScheduler.Default);
     }
 
     /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId)
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId) : IPutCallback
     {
-        public void Complete(Task write)
+        public void OnPutCompleted(Exception? error)
         {
-            if (write.IsCompletedSuccessfully)
+            if (error is null)
             {
-                // Sending is thread-safe; only a reply to this node needs the loop.
+                // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
                 group.Send(replyTo, reply, TransportKind.Udp);
                 return;
             }
 
-            var error = write.Exception?.GetBaseException();
             group._loop.Post(new LoopAction(() => group.Stop($"the acceptor could not write instance {instanceId}", error)));
         }
     }

@@ -88,12 +88,6 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             _loops[i] = new GroupLoop($"paxos-loop-{me.Port}-{i}", _time, _loggerFactory.CreateLogger<GroupLoop>());
         }
 
-        var memberIds = new List<ulong>(members.Count);
-        foreach (var m in members)
-        {
-            memberIds.Add(m.Value);
-        }
-
         _groups = new PaxosGroup[options.GroupCount];
         var groupLogger = _loggerFactory.CreateLogger("Orleans.Paxos.Engine.Groups.PaxosGroup");
         for (var g = 0; g < options.GroupCount; g++)
@@ -103,7 +97,11 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
                 GroupIndex = g,
                 GroupCount = options.GroupCount,
                 MyNodeId = me.Value,
-                Members = memberIds,
+                Members = members,
+                UseMembership = options.UseMembership,
+                FollowToNodeId = string.IsNullOrWhiteSpace(options.FollowTo) ? 0 : NodeId.Parse(options.FollowTo).Value,
+                UseMaster = options.UseMaster && string.IsNullOrWhiteSpace(options.FollowTo),
+                MasterLeaseMs = Math.Max(1000, (int)options.MasterLease.TotalMilliseconds),
                 Sync = options.Sync,
                 SyncInterval = options.SyncInterval,
                 MaxValueSize = options.MaxValueSize,
@@ -165,6 +163,8 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             g.Initialize();
             var group = g;
             g.Chosen += (instance, value) => InstanceExecuted?.Invoke(group.Index, instance, value.Memory);
+            g.MasterChanged += (master, version) => MasterChanged?.Invoke(group.Index, master, version);
+            g.MembershipChanged += membership => MembershipChanged?.Invoke(group.Index, membership);
         }
 
         foreach (var loop in _loops)
@@ -207,6 +207,92 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     /// </summary>
     public Task<ProposeResult> BatchProposeAsync(int groupIndex, ReadOnlyMemory<byte> value, StateMachineContext? context = null, CancellationToken cancellationToken = default) =>
         Enqueue(groupIndex, context?.SmId ?? ReservedSmIds.None, value, context, explicitBatch: true, cancellationToken);
+
+    /// <summary>Raised on a loop thread when a group's master changes (not on renewals): (group, master or null node, version).</summary>
+    public event Action<int, NodeId, ulong>? MasterChanged;
+
+    /// <summary>Raised on a loop thread when a group's membership changes: (group, new membership).</summary>
+    public event Action<int, Membership>? MembershipChanged;
+
+    /// <summary>The group's master whose lease has not expired on this node (null node when none), with the master version.</summary>
+    public MasterInfo GetMaster(int groupIndex) => GetGroup(groupIndex).Master.Get();
+
+    /// <summary>Whether this node holds the group's master lease.</summary>
+    public bool IsMaster(int groupIndex) => GetMaster(groupIndex).Node == MyNodeId;
+
+    /// <summary>Hands the group's master lease back at once so that another node takes over; this node stays out of the next election for one lease.</summary>
+    public void DropMaster(int groupIndex) => GetGroup(groupIndex).DropMaster();
+
+    /// <summary>Sets the group's master lease (at least 1 s; default 10 s). A current master renews with it at once.</summary>
+    public void SetMasterLease(int groupIndex, TimeSpan lease) => GetGroup(groupIndex).SetMasterLease((int)lease.TotalMilliseconds);
+
+    /// <summary>The group's membership as this node sees it.</summary>
+    public Membership GetMembership(int groupIndex) => GetGroup(groupIndex).Membership.Current;
+
+    /// <summary>Adds a member to a group through its log (requires <see cref="PaxosNodeOptions.UseMembership"/>).</summary>
+    public Task<MembershipResult> AddMemberAsync(int groupIndex, NodeId node, CancellationToken cancellationToken = default)
+    {
+        var current = GetMembership(groupIndex);
+        return current.Members.Contains(node)
+            ? Task.FromResult(new MembershipResult(MembershipStatus.NodeExists, ProposeStatus.Ok, current.Version))
+            : ChangeMembershipAsync(groupIndex, current, [.. current.Members, node], cancellationToken);
+    }
+
+    /// <summary>Removes a member from a group through its log; it stops counting toward majorities at the instance where the change is chosen.</summary>
+    public Task<MembershipResult> RemoveMemberAsync(int groupIndex, NodeId node, CancellationToken cancellationToken = default)
+    {
+        var current = GetMembership(groupIndex);
+        return !current.Members.Contains(node)
+            ? Task.FromResult(new MembershipResult(MembershipStatus.NodeNotExists, ProposeStatus.Ok, current.Version))
+            : ChangeMembershipAsync(groupIndex, current, [.. current.Members.Where(m => m != node)], cancellationToken);
+    }
+
+    /// <summary>Replaces member <paramref name="from"/> with <paramref name="to"/> in one change.</summary>
+    public Task<MembershipResult> ChangeMemberAsync(int groupIndex, NodeId from, NodeId to, CancellationToken cancellationToken = default)
+    {
+        var current = GetMembership(groupIndex);
+        if (!current.Members.Contains(from) && current.Members.Contains(to))
+        {
+            return Task.FromResult(new MembershipResult(MembershipStatus.NoChange, ProposeStatus.Ok, current.Version));
+        }
+
+        return ChangeMembershipAsync(groupIndex, current, [.. current.Members.Where(m => m != from && m != to), to], cancellationToken);
+    }
+
+    /// <summary>
+    /// Adds (or with <paramref name="remove"/> removes) a node in every group of this node, one group
+    /// after another, reporting each group's outcome as it completes.
+    /// </summary>
+    public async Task<IReadOnlyList<MembershipResult>> ChangeMemberInAllGroupsAsync(NodeId node, bool remove, IProgress<(int Group, MembershipResult Result)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var results = new List<MembershipResult>(_groups.Length);
+        for (var g = 0; g < _groups.Length; g++)
+        {
+            var r = remove
+                ? await RemoveMemberAsync(g, node, cancellationToken).ConfigureAwait(false)
+                : await AddMemberAsync(g, node, cancellationToken).ConfigureAwait(false);
+            results.Add(r);
+            progress?.Report((g, r));
+        }
+
+        return results;
+    }
+
+    private async Task<MembershipResult> ChangeMembershipAsync(int groupIndex, Membership current, IReadOnlyList<NodeId> members, CancellationToken cancellationToken)
+    {
+        if (current.Gid == 0)
+        {
+            return new MembershipResult(MembershipStatus.NoGid, ProposeStatus.Ok, current.Version);
+        }
+
+        var group = GetGroup(groupIndex);
+        var context = new StateMachineContext(ReservedSmIds.SystemVariables);
+        var result = await Enqueue(groupIndex, ReservedSmIds.SystemVariables, group.Membership.ChangeValue(members), context, explicitBatch: false, cancellationToken).ConfigureAwait(false);
+        var after = group.Membership.Current.Version;
+        return result.IsOk
+            ? new MembershipResult(context.Output is MembershipStatus s ? s : MembershipStatus.ProposeFailed, result.Status, after)
+            : new MembershipResult(MembershipStatus.ProposeFailed, result.Status, after);
+    }
 
     /// <summary>The instance being decided in a group; every lower one is chosen and executed here.</summary>
     public ulong GetNowInstanceId(int groupIndex) => GetGroup(groupIndex).NowInstanceId;

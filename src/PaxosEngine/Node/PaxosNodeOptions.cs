@@ -68,6 +68,26 @@ public sealed class PaxosNodeOptions
     /// <summary>Catch-up values sent per second, shared by all groups (PhxPaxos: 100000).</summary>
     public int LearnerSendQps { get; set; } = 100_000;
 
+    /// <summary>
+    /// Manage membership through the log (PhxPaxos <c>bUseMembership</c>): the first proposal creates a
+    /// cluster id and later starts ignore <see cref="Members"/>; members are changed with AddMemberAsync
+    /// and friends. Default false: members come from <see cref="Members"/> on every start.
+    /// </summary>
+    public bool UseMembership { get; set; }
+
+    /// <summary>
+    /// Makes this node a follower of the member at this address (<c>ip:port</c>): it receives every
+    /// value that member learns, never proposes or votes, and catches up from the other members when
+    /// the followed one is down. A follower is not in <see cref="Members"/>. Default: not a follower.
+    /// </summary>
+    public string? FollowTo { get; set; }
+
+    /// <summary>Elect a master in every group (PhxPaxos <c>bIsUseMaster</c>). Default false.</summary>
+    public bool UseMaster { get; set; }
+
+    /// <summary>The master lease; at least 1 s. Default 10 s.</summary>
+    public TimeSpan MasterLease { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How often a learner asks its peers how far they are (plus up to 20% jitter). Default 2500 ms as PhxPaxos.</summary>
     public TimeSpan AskForLearnInterval { get; set; } = TimeSpan.FromMilliseconds(2500);
 
@@ -108,6 +128,15 @@ public sealed class PaxosNodeOptions
             if (!members.Contains(id))
             {
                 members.Add(id);
+            }
+        }
+
+        if (!string.IsNullOrWhiteSpace(FollowTo))
+        {
+            var followed = NodeId.Parse(FollowTo);
+            if (followed == me || members.Contains(me))
+            {
+                throw new ArgumentException($"Paxos option FollowTo: a follower follows another node and is not itself in Members ({me}).");
             }
         }
 

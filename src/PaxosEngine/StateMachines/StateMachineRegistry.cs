@@ -13,6 +13,7 @@ internal sealed partial class StateMachineRegistry
     private readonly int _groupIndex;
     private readonly ILogger _logger;
     private readonly List<IStateMachine> _machines = [];
+    private readonly List<IStateMachine> _builtIn = [];
 
     public StateMachineRegistry(int groupIndex, ILogger logger)
     {
@@ -22,10 +23,23 @@ internal sealed partial class StateMachineRegistry
 
     public IReadOnlyList<IStateMachine> Machines => _machines;
 
+    /// <summary>Mounts a built-in state machine (membership, master).</summary>
+    public void AddBuiltIn(IStateMachine machine)
+    {
+        _machines.Add(machine);
+        _builtIn.Add(machine);
+    }
+
     /// <summary>Mounts a state machine; a second one with the same id is ignored (the first wins, as PhxPaxos).</summary>
+    /// <exception cref="ArgumentException">The id is reserved.</exception>
     public bool Add(IStateMachine machine)
     {
         ArgumentNullException.ThrowIfNull(machine);
+        if (machine.SmId is ReservedSmIds.None or ReservedSmIds.SystemVariables or ReservedSmIds.Master or ReservedSmIds.Batch)
+        {
+            throw new ArgumentException($"State machine id {machine.SmId} is reserved (0 and 100000000-100000002).", nameof(machine));
+        }
+
         foreach (var m in _machines)
         {
             if (m.SmId == machine.SmId)
@@ -97,12 +111,21 @@ internal sealed partial class StateMachineRegistry
         return true;
     }
 
-    /// <summary>The group's checkpoint: the largest checkpoint any user state machine reports (as PhxPaxos), or None.</summary>
+    /// <summary>
+    /// The group's checkpoint, as PhxPaxos: the largest any user state machine reports, or, with no user
+    /// state machine, the largest of the built-in ones (whose state is persisted when it changes).
+    /// </summary>
     public ulong GetCheckpointInstanceId()
     {
         var result = StateMachineCheckpoint.None;
+        var hasUser = _machines.Count > _builtIn.Count;
         foreach (var m in _machines)
         {
+            if (hasUser == _builtIn.Contains(m))
+            {
+                continue;
+            }
+
             var cp = m.GetCheckpointInstanceId(_groupIndex);
             if (cp != StateMachineCheckpoint.None && (result == StateMachineCheckpoint.None || cp > result))
             {

@@ -30,6 +30,24 @@ public sealed partial class FileLogStorage
     /// <exception cref="ArgumentException">The instance id is below one already put to the group.</exception>
     public Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync)
     {
+        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var failure = Enqueue(groupIndex, instanceId, acceptorStateData, sync, completion, null);
+        return failure is null ? completion.Task : Task.FromException(failure);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>The callback runs on the writer thread once the batch holding the record is written and indexed.</remarks>
+    public void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        if (Enqueue(groupIndex, instanceId, acceptorStateData, sync, null, callback) is { } failure)
+        {
+            callback.OnPutCompleted(failure);
+        }
+    }
+
+    private LogStorageException? Enqueue(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, TaskCompletionSource? completion, IPutCallback? callback)
+    {
         GetGroup(groupIndex);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(instanceId, (ulong)long.MaxValue);
         if (acceptorStateData.Length > _options.DataFileSize - 12)
@@ -43,14 +61,13 @@ public sealed partial class FileLogStorage
         var failure = _failure;
         if (failure is not null)
         {
-            return Task.FromException(Stopped(failure));
+            return Stopped(failure);
         }
 
         var group = _groups[groupIndex];
         var lane = LaneOf(group);
         var buffer = ArrayPool<byte>.Shared.Rent(acceptorStateData.Length);
         acceptorStateData.Span.CopyTo(buffer);
-        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (lane.QueueLock)
         {
             if (lane.Stopping || instanceId < group.LastInstanceId)
@@ -65,7 +82,7 @@ public sealed partial class FileLogStorage
             group.LastInstanceId = instanceId;
             var snapshot = acceptorStateData.ToArray();
             group.Unindexed[instanceId] = snapshot;
-            lane.Incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion, snapshot));
+            lane.Incoming.Add(new PendingPut(groupIndex, instanceId, buffer, acceptorStateData.Length, sync, completion, callback, snapshot));
             if (lane.Incoming.Count == 1)
             {
                 // The writer only waits when the queue is empty, so only the first put needs to wake it.
@@ -73,7 +90,7 @@ public sealed partial class FileLogStorage
             }
         }
 
-        return completion.Task;
+        return null;
     }
 
     private static LogStorageException Stopped(LogStorageException failure) =>
@@ -181,13 +198,17 @@ public sealed partial class FileLogStorage
             // instance keeps its own entry, since only this exact snapshot is removed.
             _groups[put.GroupIndex].Unindexed.TryRemove(KeyValuePair.Create(put.InstanceId, put.Snapshot));
             ReturnBuffer(put.Buffer);
-            if (failure is null)
+            if (put.Callback is { } callback)
             {
-                put.Completion.TrySetResult();
+                callback.OnPutCompleted(failure);
+            }
+            else if (failure is null)
+            {
+                put.Completion!.TrySetResult();
             }
             else
             {
-                put.Completion.TrySetException(failure);
+                put.Completion!.TrySetException(failure);
             }
         }
     }
@@ -256,7 +277,7 @@ public sealed partial class FileLogStorage
         var started = Stopwatch.GetTimestamp();
         try
         {
-            RandomAccess.FlushToDisk(handle);
+            DataSync.Flush(handle);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
@@ -355,5 +376,5 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>One queued put. The value lives in a pooled buffer until the writer has copied it.</summary>
-    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, byte[] Buffer, int Length, bool Sync, TaskCompletionSource Completion, byte[] Snapshot);
+    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, byte[] Buffer, int Length, bool Sync, TaskCompletionSource? Completion, IPutCallback? Callback, byte[] Snapshot);
 }

@@ -26,6 +26,22 @@ public interface ILogStorage : IDisposable
     /// <exception cref="LogStorageException">The write failed; the record is not durable.</exception>
     Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync);
 
+    /// <summary>
+    /// Appends a record like <see cref="PutAsync"/> but reports completion through
+    /// <paramref name="callback"/>, which may run on a storage thread: it must be quick, must not block
+    /// and must not throw. Saves a thread hop on the acceptor's persist-then-reply path.
+    /// </summary>
+    void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        PutAsync(groupIndex, instanceId, acceptorStateData, sync).ContinueWith(
+            static (t, state) => ((IPutCallback)state!).OnPutCompleted(t.Exception?.GetBaseException()),
+            callback,
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+    }
+
     /// <summary>Reads the last record of an instance, or null when the log holds none.</summary>
     /// <exception cref="LogStorageException">The record exists but is damaged (names file and offset).</exception>
     byte[]? Get(int groupIndex, ulong instanceId);
@@ -59,4 +75,11 @@ public interface ILogStorage : IDisposable
 
     /// <summary>Removes every log record and the min-chosen mark of a group, keeping its system and master variables.</summary>
     void ClearAllLog(int groupIndex);
+}
+
+/// <summary>Completion of <see cref="ILogStorage.Put"/>.</summary>
+public interface IPutCallback
+{
+    /// <summary>The record is durable (or written, without sync) when <paramref name="error"/> is null; otherwise it is not.</summary>
+    void OnPutCompleted(Exception? error);
 }

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Orleans.Paxos.Engine.Protocol;
@@ -20,7 +19,7 @@ public sealed partial class NetworkTransport
 
     private Socket? _udpReceive;
     private Socket? _udpSend;
-    private BlockingCollection<(NodeId Destination, byte[] Frame)>? _udpQueue;
+    private SendQueue<(NodeId Destination, byte[] Frame)>? _udpQueue;
 
     private void OpenUdp()
     {
@@ -39,7 +38,7 @@ public sealed partial class NetworkTransport
             SendBufferSize = 4 * 1024 * 1024,
         };
         _udpSend.Bind(new IPEndPoint(LocalNode.Address, 0));
-        _udpQueue = new BlockingCollection<(NodeId, byte[])>(new ConcurrentQueue<(NodeId, byte[])>(), _udpQueueMaxFrames);
+        _udpQueue = new SendQueue<(NodeId, byte[])>(_udpQueueMaxFrames);
     }
 
     private void StartUdpThreads()
@@ -50,24 +49,14 @@ public sealed partial class NetworkTransport
 
     private bool EnqueueUdp(NodeId destination, byte[] frame)
     {
-        bool added;
-        try
+        if (_udpQueue!.TryAdd((destination, frame)))
         {
-            added = _udpQueue!.TryAdd((destination, frame));
-        }
-        catch (InvalidOperationException)
-        {
-            // Dispose completed the queue between our state check and the add.
-            Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped);
-            return false;
+            return true;
         }
 
-        if (!added)
-        {
-            Statistics.OnDropped(TransportKind.Udp, DropReason.QueueFull);
-        }
-
-        return added;
+        // Full, or Dispose completed the queue between our state check and the add.
+        Statistics.OnDropped(TransportKind.Udp, _stopping ? DropReason.Stopped : DropReason.QueueFull);
+        return false;
     }
 
     private void UdpReceiveLoop()
@@ -125,8 +114,10 @@ public sealed partial class NetworkTransport
     {
         var socket = _udpSend!;
         var addresses = new Dictionary<NodeId, SocketAddress>();
-        foreach (var (destination, frame) in _udpQueue!.GetConsumingEnumerable())
+        var queue = _udpQueue!;
+        while (queue.TryTake(out var item))
         {
+            var (destination, frame) = item;
             if (_stopping)
             {
                 Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped);
@@ -181,7 +172,7 @@ public sealed partial class NetworkTransport
         }
 
         var left = 0;
-        while (_udpQueue.TryTake(out _))
+        while (_udpQueue.TryTakeNow(out _))
         {
             left++;
         }
@@ -193,5 +184,6 @@ public sealed partial class NetworkTransport
     {
         _udpReceive?.Dispose();
         _udpSend?.Dispose();
+        _udpQueue?.Dispose();
     }
 }

@@ -65,12 +65,14 @@ public sealed class TestCluster : IDisposable
 {
     private readonly int _groups;
     private readonly Action<PaxosNodeOptions>? _configure;
+    private readonly Action<int, PaxosNodeOptions>? _configureNode;
     private readonly ILogStorage?[] _storages;
 
-    public TestCluster(int nodeCount, int groups, int seed, FaultOptions? faults = null, Action<PaxosNodeOptions>? configure = null)
+    public TestCluster(int nodeCount, int groups, int seed, FaultOptions? faults = null, Action<PaxosNodeOptions>? configure = null, Action<int, PaxosNodeOptions>? configureNode = null, int? startNodes = null)
     {
         _groups = groups;
         _configure = configure;
+        _configureNode = configureNode;
         Root = Path.Combine(Path.GetTempPath(), "paxos-cluster-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Root);
         Network = new InMemoryNetwork(seed, faults);
@@ -83,7 +85,7 @@ public sealed class TestCluster : IDisposable
         Nodes = new PaxosNode?[nodeCount];
         Machines = new RecordingStateMachine[nodeCount][];
         _storages = new ILogStorage?[nodeCount];
-        for (var i = 0; i < nodeCount; i++)
+        for (var i = 0; i < (startNodes ?? nodeCount); i++)
         {
             Start(i);
         }
@@ -115,6 +117,7 @@ public sealed class TestCluster : IDisposable
             DataFileSize = 1 << 20,
         };
         _configure?.Invoke(options);
+        _configureNode?.Invoke(i, options);
         var storage = new FileLogStorage(new LogStorageOptions { RootPath = options.StoragePath, GroupCount = _groups, DataFileSize = (int)options.DataFileSize });
         var node = new PaxosNode(options, null, Network.CreateTransport(Ids[i]), storage);
         Machines[i] = new RecordingStateMachine[_groups];
