@@ -1,5 +1,6 @@
 using System.Text;
 using Orleans.Concurrency;
+using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.StateMachines.KeyValue;
 using Orleans.Paxos.Grains.Hosting;
 using Orleans.Paxos.Grains.Placement;
@@ -58,7 +59,19 @@ public sealed class KeyValueGrain(PaxosEngineHost host) : Grain, IKeyValueGrain
     {
         var machine = Machine;
         CheckGroup();
-        var result = await host.ProposeAsync(Group, machine.SmId, operation, batch: false);
-        return ResultMapping.ToKvResult(key, Group, result, host.MyNodeId.ToString());
+
+        // The store refuses a second write of one key within one instance (a batch); propose it again.
+        for (var attempt = 1; ; attempt++)
+        {
+            var result = await host.ProposeAsync(Group, machine.SmId, operation, batch: false);
+            if (attempt < MaxRetries && result is { Status: ProposeStatus.Ok, Output: KeyValueResult { Status: KeyValueStatus.Retry } })
+            {
+                continue;
+            }
+
+            return ResultMapping.ToKvResult(key, Group, result, host.MyNodeId.ToString());
+        }
     }
+
+    private const int MaxRetries = 16;
 }

@@ -30,6 +30,12 @@ internal static class ResultMapping
 
     public static KvResult ToKvResult(string key, int group, ProposeResult result, string node)
     {
+        if (result.Status == ProposeStatus.Ok && result.Output is KeyValueResult { Status: KeyValueStatus.Retry })
+        {
+            // Chosen but refused by the store (another write of the key in the same batch): nothing changed.
+            return new KvResult(KvStatus.ProposalFailed, key, group, null, 0, result.InstanceId, ProposalStatus.Conflict, node);
+        }
+
         if (result.Status != ProposeStatus.Ok || result.Output is not KeyValueResult kv)
         {
             return new KvResult(KvStatus.ProposalFailed, key, group, null, 0, result.InstanceId, ToStatus(result.Status), node);

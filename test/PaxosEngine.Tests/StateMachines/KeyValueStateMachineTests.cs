@@ -76,6 +76,45 @@ public sealed class KeyValueStateMachineTests : IDisposable
     }
 
     [Fact]
+    public void A_second_write_of_a_key_in_one_instance_is_refused_so_a_version_names_one_write()
+    {
+        // Found by the fault harness: with batching, cas(c3-37 -> c3-38) and put(c4-39) of one key were
+        // chosen in one instance, both got version 1 + instance, and a later cas holding the version of
+        // c3-38 overwrote c4-39.
+        using (var sm = new KeyValueStateMachine(_root))
+        {
+            Run(sm, 0, KeyValueCommand.Put(B("k"), B("v0")));
+            var cas = Run(sm, 1, KeyValueCommand.CompareAndSet(B("k"), B("a"), expectedVersion: 1));
+            Assert.Equal(KeyValueStatus.Ok, cas.Status);
+            Assert.Equal(KeyValueStatus.Retry, Run(sm, 1, KeyValueCommand.Put(B("k"), B("b"))).Status);
+            Assert.Equal(KeyValueStatus.Retry, Run(sm, 1, KeyValueCommand.Delete(B("k"))).Status);
+            Assert.Equal(KeyValueStatus.Ok, Run(sm, 1, KeyValueCommand.Put(B("other"), B("x"))).Status);
+            Assert.Equal("a", Run(sm, 1, KeyValueCommand.Get(B("k"))).Value is { } v ? Encoding.UTF8.GetString(v) : null);
+
+            // A refused conditional write still counts: the rule depends on the operations only.
+            Assert.Equal(KeyValueStatus.VersionConflict, Run(sm, 2, KeyValueCommand.CompareAndSet(B("k"), B("c"), expectedVersion: 99)).Status);
+            Assert.Equal(KeyValueStatus.Retry, Run(sm, 2, KeyValueCommand.Put(B("k"), B("d"))).Status);
+
+            // The next instance accepts it; the version held by the cas caller now names "a" only.
+            Assert.Equal(KeyValueStatus.Ok, Run(sm, 3, KeyValueCommand.CompareAndSet(B("k"), B("e"), cas.Version)).Status);
+        }
+
+        // Replaying instance 1 after a restart in the middle refuses the same operations.
+        using (var sm = new KeyValueStateMachine(Path.Combine(_root, "replay")))
+        {
+            Run(sm, 0, KeyValueCommand.Put(B("k"), B("v0")));
+            Run(sm, 1, KeyValueCommand.CompareAndSet(B("k"), B("a"), expectedVersion: 1));
+        }
+
+        using (var sm = new KeyValueStateMachine(Path.Combine(_root, "replay")))
+        {
+            Assert.True(sm.Execute(0, 1, KeyValueCommand.CompareAndSet(B("k"), B("a"), 1), null));
+            Assert.Equal(KeyValueStatus.Retry, Run(sm, 1, KeyValueCommand.Put(B("k"), B("b"))).Status);
+            Assert.Equal("a", Encoding.UTF8.GetString(sm.ReadStale(0, B("k")).Value!));
+        }
+    }
+
+    [Fact]
     public void Replay_after_restart_is_idempotent_including_a_partly_applied_batch()
     {
         using (var sm = new KeyValueStateMachine(_root))

@@ -14,6 +14,13 @@ public enum KeyValueStatus
 
     /// <summary>The operation could not be decoded or is not supported; nothing changed.</summary>
     BadRequest = 3,
+
+    /// <summary>
+    /// An earlier operation of the same instance (a batch) already wrote or tried to write this key; nothing
+    /// changed. Propose again. (Versions are 1 + the instance id, so two writes of one key in one instance
+    /// would share a version and a compare-and-set could not tell them apart.)
+    /// </summary>
+    Retry = 4,
 }
 
 /// <summary>

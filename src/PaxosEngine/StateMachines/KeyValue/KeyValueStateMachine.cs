@@ -64,15 +64,10 @@ public sealed partial class KeyValueStateMachine : IStateMachine, IDisposable
         {
             state.CurrentInstance = instanceId;
             state.PositionInInstance = 0;
+            state.KeysWritten.Clear();
         }
 
         var position = state.PositionInInstance++;
-        if (store.LastInstance is { } last && (instanceId < last || (instanceId == last && position < store.AppliedInLastInstance)))
-        {
-            // Already applied before a restart: replaying must not apply it twice.
-            return true;
-        }
-
         KvOperation op;
         try
         {
@@ -80,8 +75,28 @@ public sealed partial class KeyValueStateMachine : IStateMachine, IDisposable
         }
         catch (InvalidProtocolBufferException ex)
         {
-            LogBadOperation(groupIndex, instanceId, ex.Message);
-            SetOutput(context, new KeyValueResult(KeyValueStatus.BadRequest, null, 0));
+            if (!IsApplied(store, instanceId, position))
+            {
+                LogBadOperation(groupIndex, instanceId, ex.Message);
+                SetOutput(context, new KeyValueResult(KeyValueStatus.BadRequest, null, 0));
+            }
+
+            return true;
+        }
+
+        // One write per key and instance: a later write of the same key in the same batch is refused
+        // (Retry), so that a version names exactly one write. Decided from the operations alone, so a
+        // replay after a restart refuses the same ones.
+        var firstWriteOfKey = op.Type == KvOperationType.Get || op.Key.IsEmpty || state.KeysWritten.Add(Convert.ToHexString(op.Key.Span));
+        if (IsApplied(store, instanceId, position))
+        {
+            // Already applied before a restart: replaying must not apply it twice.
+            return true;
+        }
+
+        if (!firstWriteOfKey)
+        {
+            SetOutput(context, new KeyValueResult(KeyValueStatus.Retry, null, 0));
             return true;
         }
 
@@ -187,6 +202,9 @@ public sealed partial class KeyValueStateMachine : IStateMachine, IDisposable
         }
     }
 
+    private static bool IsApplied(KeyValueStore store, ulong instanceId, int position) =>
+        store.LastInstance is { } last && (instanceId < last || (instanceId == last && position < store.AppliedInLastInstance));
+
     private static void SetOutput(StateMachineContext? context, KeyValueResult result)
     {
         if (context is not null)
@@ -217,6 +235,9 @@ public sealed partial class KeyValueStateMachine : IStateMachine, IDisposable
         public ulong? CurrentInstance { get; set; }
 
         public int PositionInInstance { get; set; }
+
+        /// <summary>Keys (hex) that a write of the current instance has targeted.</summary>
+        public HashSet<string> KeysWritten { get; } = new(StringComparer.Ordinal);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group} instance {Instance}: a key-value operation does not parse ({Reason}); it is answered with BadRequest.")]

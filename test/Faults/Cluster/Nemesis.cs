@@ -1,0 +1,133 @@
+using System.Globalization;
+
+namespace Orleans.Paxos.Faults.Cluster;
+
+/// <summary>The faults a nemesis may inject.</summary>
+[Flags]
+public enum FaultKinds
+{
+    /// <summary>No faults.</summary>
+    None = 0,
+
+    /// <summary>kill -9 a silo, later restart it from its data folder.</summary>
+    Kill = 1,
+
+    /// <summary>kill -STOP a silo, later kill -CONT.</summary>
+    Pause = 2,
+}
+
+/// <summary>One injected fault.</summary>
+/// <param name="Kind">What.</param>
+/// <param name="Silo">Which silo.</param>
+/// <param name="Start">When, since the run started.</param>
+/// <param name="Duration">How long until healed.</param>
+public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration);
+
+/// <summary>
+/// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded: kill -9 then restart
+/// (never the Orleans primary, silo 0, whose development-clustering membership table is not durable),
+/// and pause/resume (any silo, briefly, so Orleans does not declare it dead). Keeps a majority up.
+/// </summary>
+public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, TextWriter log)
+{
+    private readonly List<FaultEvent> _events = [];
+
+    /// <summary>The faults injected so far.</summary>
+    public IReadOnlyList<FaultEvent> Events => _events;
+
+    /// <summary>Runs until <paramref name="stop"/>, then heals everything.</summary>
+    public async Task RunAsync(CancellationToken stop)
+    {
+        var random = new Random(seed);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var options = new List<FaultKinds>();
+        if (kinds.HasFlag(FaultKinds.Kill) && cluster.Silos.Count > 1)
+        {
+            options.Add(FaultKinds.Kill);
+        }
+
+        if (kinds.HasFlag(FaultKinds.Pause))
+        {
+            options.Add(FaultKinds.Pause);
+        }
+
+        try
+        {
+            while (!stop.IsCancellationRequested && options.Count > 0)
+            {
+                await Delay(TimeSpan.FromMilliseconds(random.Next(1000, 3000)), stop);
+                if (stop.IsCancellationRequested)
+                {
+                    break;
+                }
+
+                var kind = options[random.Next(options.Count)];
+                var start = clock.Elapsed;
+                if (kind == FaultKinds.Kill)
+                {
+                    // Up to a minority at once on five nodes (two), one on three.
+                    var victims = cluster.Silos.Skip(1).OrderBy(_ => random.Next()).Take(random.Next(1, ((cluster.Silos.Count - 1) / 2) + 1)).ToList();
+                    foreach (var v in victims)
+                    {
+                        v.Kill();
+                    }
+
+                    var hold = TimeSpan.FromMilliseconds(random.Next(1000, 5000));
+                    log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] kill -9 silo {string.Join(",", victims.Select(v => v.Index))}, restart in {hold.TotalSeconds:0.0}s");
+                    await Delay(hold, stop);
+                    await Task.WhenAll(victims.Select(RestartAsync));
+                    foreach (var v in victims)
+                    {
+                        _events.Add(new FaultEvent(FaultKinds.Kill, v.Index, start, clock.Elapsed - start));
+                    }
+                }
+                else
+                {
+                    var victim = cluster.Silos[random.Next(cluster.Silos.Count)];
+                    var hold = TimeSpan.FromMilliseconds(random.Next(500, 6000));
+                    log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] kill -STOP silo {victim.Index} for {hold.TotalSeconds:0.0}s");
+                    victim.Pause();
+                    await Delay(hold, stop);
+                    victim.Resume();
+                    _events.Add(new FaultEvent(FaultKinds.Pause, victim.Index, start, clock.Elapsed - start));
+                }
+
+                // A silo that exited on its own (e.g. declared dead by Orleans) is restarted too.
+                foreach (var s in cluster.Silos.Where(s => !s.IsRunning))
+                {
+                    log.WriteLine($"[nemesis {clock.Elapsed.TotalSeconds,6:0.0}s] silo {s.Index} exited on its own; restarting");
+                    await RestartAsync(s);
+                }
+            }
+        }
+        finally
+        {
+            await cluster.HealAsync();
+            log.WriteLine($"[nemesis {clock.Elapsed.TotalSeconds,6:0.0}s] healed: {Summary()}");
+        }
+    }
+
+    /// <summary>Counts per fault kind.</summary>
+    public string Summary() =>
+        string.Join(", ", _events.GroupBy(e => e.Kind).Select(g => $"{g.Key.ToString().ToLowerInvariant()} x{g.Count().ToString(CultureInfo.InvariantCulture)}"))
+        is { Length: > 0 } s ? s : "no faults";
+
+    private static async Task RestartAsync(SiloProcess silo)
+    {
+        if (!silo.IsRunning)
+        {
+            await silo.StartAsync(TimeSpan.FromSeconds(60));
+        }
+    }
+
+    private static async Task Delay(TimeSpan delay, CancellationToken stop)
+    {
+        try
+        {
+            await Task.Delay(delay, stop);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}

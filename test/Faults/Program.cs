@@ -1,0 +1,3 @@
+using Orleans.Paxos.Faults;
+
+return await FaultProgram.RunAsync(args);
