@@ -56,6 +56,9 @@ public sealed class ProcessCluster : IAsyncDisposable
                 $"--Orleans:PrimarySilo=127.0.0.1:{silo}",
                 "--Logging:LogLevel:Default=Warning",
                 "--Logging:LogLevel:Orleans.Paxos=Warning",
+
+                // Several silos on one machine: no shared Prometheus port.
+                "--Telemetry:PrometheusPort=0",
             };
             for (var m = 0; m < n; m++)
             {
