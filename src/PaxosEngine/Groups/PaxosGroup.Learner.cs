@@ -165,7 +165,6 @@ internal sealed partial class PaxosGroup
             return;
         }
 
-        OnInstanceExecuted(instance, _learnedValue, contexts is not null);
         if (_chosenByMeInstance != instance)
         {
             _proposer.OnChosenElsewhere();
@@ -174,6 +173,10 @@ internal sealed partial class PaxosGroup
         _lastChecksum = _learnedChecksum;
         var value = _learnedValue;
         NewInstance();
+
+        // Callers are told only after the new instance is published: once ProposeAsync returns, the
+        // node's current instance is past the one it reports.
+        OnInstanceExecuted(instance, value, contexts is not null);
         Chosen?.Invoke(instance, value);
         if (_senderBusy && _senderConfirmed)
         {
