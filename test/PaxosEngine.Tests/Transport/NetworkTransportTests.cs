@@ -10,6 +10,8 @@ using Orleans.Paxos.Engine.Transport;
 namespace Orleans.Paxos.Engine.Tests.Transport;
 
 /// <summary>The conformance suite on real sockets (127.0.0.1), plus what only real sockets can show.</summary>
+// Counts the process's threads, so it runs in the non-parallel collection, not beside tests that start nodes.
+[Collection(nameof(Consensus.MasterTests))]
 public sealed class NetworkTransportTests : TransportConformanceTests
 {
     private static NetworkTransportOptions Options(NodeId node) => new()
