@@ -49,7 +49,7 @@ internal static class TransportBenchmark
         var senderOptions = new NetworkTransportOptions { LocalNode = NodeId.From(IPAddress.Loopback, FreePort(receiverPort + 1)) };
         Console.WriteLine("# transport benchmark");
         Console.WriteLine($"runtime {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}, {Environment.ProcessorCount} cores, server GC {System.Runtime.GCSettings.IsServerGC}");
-        Console.WriteLine($"receiver {receiverOptions.LocalNode}, sender {senderOptions.LocalNode}; UdpMaxSize {senderOptions.UdpMaxSize} B, TCP IO threads {senderOptions.TcpIoThreadCount}+{senderOptions.TcpIoThreadCount}, TCP queue cap {senderOptions.TcpQueueMaxFrames} frames / {senderOptions.TcpQueueMaxBytes >> 20} MiB, UDP queue cap {senderOptions.UdpQueueMaxFrames}");
+        Console.WriteLine($"receiver {receiverOptions.LocalNode}, sender {senderOptions.LocalNode}; UdpMaxSize {senderOptions.UdpMaxSize} B, TCP IO threads {senderOptions.TcpIoThreadCount}+{senderOptions.TcpIoThreadCount}, TCP queue cap {senderOptions.TcpQueueMaxFrames} frames / {senderOptions.TcpQueueMaxBytes >> 20} MiB");
         Console.WriteLine($"measured {seconds.ToString(CultureInfo.InvariantCulture)} s per case after 0.5 s warm-up; frames are PaxosMsg Accept built by FrameCodec.Encode; window = frames in flight per case");
         Console.WriteLine();
         Console.WriteLine($"{"value",8} {"kind",4} {"senders",7} {"window",6} {"frame B",8} {"frames/s",12} {"MB/s",9} {"alloc B/frame",13} {"lost",6}");

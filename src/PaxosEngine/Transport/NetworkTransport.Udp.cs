@@ -5,7 +5,11 @@ using Orleans.Paxos.Engine.Protocol;
 
 namespace Orleans.Paxos.Engine.Transport;
 
-/// <content>UDP: one receive thread on the node's port, one send thread on an ephemeral port.</content>
+/// <content>
+/// UDP: one receive thread on the node's port; datagrams are sent by the calling thread from one socket on an
+/// ephemeral port (a UDP send is one non-blocking system call, so a queue and a send thread would only add a
+/// thread hand-off per message).
+/// </content>
 public sealed partial class NetworkTransport
 {
     /// <summary>Largest UDP payload plus headroom; the receive buffer PhxPaxos uses.</summary>
@@ -19,7 +23,7 @@ public sealed partial class NetworkTransport
 
     private Socket? _udpReceive;
     private Socket? _udpSend;
-    private SendQueue<(NodeId Destination, byte[] Frame)>? _udpQueue;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<NodeId, SocketAddress> _udpAddresses = new();
 
     private void OpenUdp()
     {
@@ -33,29 +37,64 @@ public sealed partial class NetworkTransport
         _udpReceive.Bind(LocalNode.EndPoint);
 
         // PhxPaxos sends every datagram from one separate socket; its source port means nothing to peers.
+        // Non-blocking: when the socket's send buffer is full the datagram is dropped (and counted), as the
+        // network may drop it anyway, rather than stalling a group's loop.
         _udpSend = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)
         {
             SendBufferSize = 4 * 1024 * 1024,
+            Blocking = false,
         };
         _udpSend.Bind(new IPEndPoint(LocalNode.Address, 0));
-        _udpQueue = new SendQueue<(NodeId, byte[])>(_udpQueueMaxFrames);
     }
 
-    private void StartUdpThreads()
-    {
-        StartThread(UdpReceiveLoop, $"paxos-udp-recv {LocalNode}");
-        StartThread(UdpSendLoop, $"paxos-udp-send {LocalNode}");
-    }
+    private void StartUdpThreads() => StartThread(UdpReceiveLoop, $"paxos-udp-recv {LocalNode}");
 
-    private bool EnqueueUdp(NodeId destination, byte[] frame)
+    /// <summary>Sends one datagram on the calling thread. Thread-safe.</summary>
+    private bool SendUdp(NodeId destination, byte[] frame)
     {
-        if (_udpQueue!.TryAdd((destination, frame)))
+        if (!_udpAddresses.TryGetValue(destination, out var address))
         {
+            if (_udpAddresses.Count >= MaxCachedUdpAddresses)
+            {
+                _udpAddresses.Clear();
+            }
+
+            // The SocketAddress overload of SendTo sends without allocating an endpoint per datagram.
+            address = _udpAddresses.GetOrAdd(destination, static d => d.EndPoint.Serialize());
+        }
+
+        SocketError error;
+        try
+        {
+            error = _udpSend!.SendTo(frame, SocketFlags.None, address) == frame.Length ? SocketError.Success : SocketError.MessageSize;
+        }
+        catch (SocketException ex)
+        {
+            error = ex.SocketErrorCode;
+        }
+        catch (ObjectDisposedException)
+        {
+            // Dispose closed the socket between the caller's state check and this send.
+            Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped);
+            return false;
+        }
+
+        if (error == SocketError.Success)
+        {
+            Statistics.OnSent(TransportKind.Udp, 1, frame.Length);
             return true;
         }
 
-        // Full, or Dispose completed the queue between our state check and the add.
-        Statistics.OnDropped(TransportKind.Udp, _stopping ? DropReason.Stopped : DropReason.QueueFull);
+        if (error is SocketError.WouldBlock or SocketError.NoBufferSpaceAvailable)
+        {
+            Statistics.OnDropped(TransportKind.Udp, DropReason.QueueFull);
+        }
+        else
+        {
+            Statistics.OnDropped(TransportKind.Udp, DropReason.SendError);
+            NetworkTransportLog.UdpSendFailed(_logger, LocalNode, destination, error);
+        }
+
         return false;
     }
 
@@ -110,49 +149,8 @@ public sealed partial class NetworkTransport
         }
     }
 
-    private void UdpSendLoop()
-    {
-        var socket = _udpSend!;
-        var addresses = new Dictionary<NodeId, SocketAddress>();
-        var queue = _udpQueue!;
-        while (queue.TryTake(out var item))
-        {
-            var (destination, frame) = item;
-            if (_stopping)
-            {
-                Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped);
-                continue;
-            }
-
-            if (!addresses.TryGetValue(destination, out var address))
-            {
-                if (addresses.Count >= MaxCachedUdpAddresses)
-                {
-                    addresses.Clear();
-                }
-
-                address = destination.EndPoint.Serialize();
-                addresses.Add(destination, address);
-            }
-
-            try
-            {
-                // The SocketAddress overload sends without allocating an endpoint per datagram.
-                socket.SendTo(frame, SocketFlags.None, address);
-                Statistics.OnSent(TransportKind.Udp, 1, frame.Length);
-            }
-            catch (SocketException ex)
-            {
-                Statistics.OnDropped(TransportKind.Udp, DropReason.SendError);
-                NetworkTransportLog.UdpSendFailed(_logger, LocalNode, destination, ex.SocketErrorCode);
-            }
-        }
-    }
-
     private void WakeUdpThreads()
     {
-        _udpQueue?.CompleteAdding();
-
         // An empty datagram to our own port wakes the receive thread at once instead of after its timeout.
         try
         {
@@ -164,26 +162,9 @@ public sealed partial class NetworkTransport
         }
     }
 
-    private void DropUdpQueueOnStop()
-    {
-        if (_udpQueue is null)
-        {
-            return;
-        }
-
-        var left = 0;
-        while (_udpQueue.TryTakeNow(out _))
-        {
-            left++;
-        }
-
-        Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped, left);
-    }
-
     private void CloseUdpSockets()
     {
         _udpReceive?.Dispose();
         _udpSend?.Dispose();
-        _udpQueue?.Dispose();
     }
 }

@@ -36,7 +36,6 @@ public sealed partial class NetworkTransport : ITransport
     private readonly int _tcpQueueMaxFrames;
     private readonly long _tcpQueueMaxBytes;
     private readonly long _tcpDropTimeTicks;
-    private readonly int _udpQueueMaxFrames;
     private readonly TimeSpan _reconnectBackoff;
     private readonly TimeSpan _maxReconnectBackoff;
     private readonly long _connectTimeoutTicks;
@@ -61,7 +60,6 @@ public sealed partial class NetworkTransport : ITransport
         _tcpQueueMaxFrames = options.TcpQueueMaxFrames;
         _tcpQueueMaxBytes = options.TcpQueueMaxBytes;
         _tcpDropTimeTicks = ToStopwatchTicks(options.TcpQueueDropTime);
-        _udpQueueMaxFrames = options.UdpQueueMaxFrames;
         _reconnectBackoff = options.ReconnectBackoff;
         _maxReconnectBackoff = options.MaxReconnectBackoff;
         _connectTimeoutTicks = ToStopwatchTicks(options.ConnectTimeout);
@@ -130,7 +128,7 @@ public sealed partial class NetworkTransport : ITransport
             return false;
         }
 
-        return kind == TransportKind.Udp ? EnqueueUdp(destination, frame) : EnqueueTcp(destination, frame);
+        return kind == TransportKind.Udp ? SendUdp(destination, frame) : EnqueueTcp(destination, frame);
     }
 
     /// <summary>Stops every thread and closes every socket; frames still queued are dropped. Idempotent; does not wait on peers.</summary>
@@ -164,7 +162,7 @@ public sealed partial class NetworkTransport : ITransport
         }
 
         CloseSockets();
-        DropQueuedOnStop();
+        DropTcpQueuesOnStop();
         NetworkTransportLog.Stopped(_logger, LocalNode, Statistics);
     }
 
@@ -196,12 +194,6 @@ public sealed partial class NetworkTransport : ITransport
     {
         CloseUdpSockets();
         CloseTcpSockets();
-    }
-
-    private void DropQueuedOnStop()
-    {
-        DropUdpQueueOnStop();
-        DropTcpQueuesOnStop();
     }
 
     /// <summary>A UDP socket connected to itself on loopback: a datagram to it wakes a thread blocked in <c>Socket.Select</c>.</summary>

@@ -34,9 +34,6 @@ public sealed class NetworkTransportOptions
     /// <summary>A TCP frame queued longer than this is dropped instead of sent. Default 5000 ms (<c>TCP_OUTQUEUE_DROP_TIMEMS</c>).</summary>
     public TimeSpan TcpQueueDropTime { get; set; } = TimeSpan.FromMilliseconds(5000);
 
-    /// <summary>Most datagrams queued for the UDP sender; more are dropped. Default 10240 (<c>UDP_QUEUE_MAXLEN</c>).</summary>
-    public int UdpQueueMaxFrames { get; set; } = 10240;
-
     /// <summary>First wait before reconnecting after a TCP error; doubles per failure up to <see cref="MaxReconnectBackoff"/>. Default 200 ms.</summary>
     public TimeSpan ReconnectBackoff { get; set; } = TimeSpan.FromMilliseconds(200);
 
@@ -71,7 +68,6 @@ public sealed class NetworkTransportOptions
         ArgumentOutOfRangeException.ThrowIfGreaterThan(TcpIoThreadCount, 64, nameof(TcpIoThreadCount));
         ArgumentOutOfRangeException.ThrowIfLessThan(TcpQueueMaxFrames, 1, nameof(TcpQueueMaxFrames));
         ArgumentOutOfRangeException.ThrowIfLessThan(TcpQueueMaxBytes, 1, nameof(TcpQueueMaxBytes));
-        ArgumentOutOfRangeException.ThrowIfLessThan(UdpQueueMaxFrames, 1, nameof(UdpQueueMaxFrames));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(TcpQueueDropTime, TimeSpan.Zero, nameof(TcpQueueDropTime));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ReconnectBackoff, TimeSpan.Zero, nameof(ReconnectBackoff));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxReconnectBackoff, ReconnectBackoff, nameof(MaxReconnectBackoff));

@@ -8,7 +8,7 @@ namespace Orleans.Paxos.Engine.Transport;
 /// <summary>Why a frame was dropped by a transport.</summary>
 public enum DropReason
 {
-    /// <summary>The send queue was at its frame or byte cap.</summary>
+    /// <summary>The TCP send queue was at its frame or byte cap, or the UDP socket's send buffer was full.</summary>
     QueueFull = 0,
 
     /// <summary>Larger than the maximum frame length (sent or received).</summary>
