@@ -1,5 +1,5 @@
-using System.Buffers;
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Globalization;
 using Orleans.Paxos.Engine.Hashing;
 
@@ -37,7 +37,9 @@ public sealed partial class FileLogStorage : ILogStorage
         ArgumentException.ThrowIfNullOrEmpty(options.RootPath);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.GroupCount, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.DataFileSize, 4096);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.IndexFlushInterval, TimeSpan.Zero);
         _options = options;
+        _indexFlushTicks = (long)Math.Min(options.IndexFlushInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
         Directory.CreateDirectory(options.RootPath);
 
         _groups = new GroupLog[options.GroupCount];
@@ -134,8 +136,10 @@ public sealed partial class FileLogStorage : ILogStorage
             int currentFileId;
             lock (group.WriteLock)
             {
-                // Under the write lock every record written so far is indexed and lies before the
-                // current position, so the floor's position separates deleted records from later ones.
+                // Under the write lock, once the held-back rows are written, every record written so far is
+                // indexed and lies before the current position, so the floor's position separates deleted
+                // records from later ones.
+                IndexPending(group);
                 currentFileId = group.CurrentFileId;
                 group.Index.DeleteBelow(instanceId, currentFileId, group.WriteOffset);
             }
@@ -201,6 +205,8 @@ public sealed partial class FileLogStorage : ILogStorage
         {
             lock (group.WriteLock)
             {
+                group.PendingIndex.Clear();
+                group.PendingSnapshots.Clear();
                 ClearFiles(group);
                 OpenCurrentFile(group, 0, 0);
             }
@@ -345,5 +351,4 @@ public sealed partial class FileLogStorage : ILogStorage
         return _groups[groupIndex];
     }
 
-    private static void ReturnBuffer(byte[] buffer) => ArrayPool<byte>.Shared.Return(buffer);
 }

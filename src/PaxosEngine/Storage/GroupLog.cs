@@ -85,7 +85,11 @@ internal sealed class GroupLog : IDisposable
 
     public bool InBatch { get; set; }
 
+    /// <summary>Rows of records already durable in the data files but not yet written to the index (writer thread, under <see cref="WriteLock"/>).</summary>
     public List<IndexEntry> PendingIndex { get; } = [];
+
+    /// <summary>The <see cref="Unindexed"/> entries that the next index flush retires, in put order.</summary>
+    public List<KeyValuePair<ulong, byte[]>> PendingSnapshots { get; } = [];
 
     /// <summary>
     /// Records put but not yet in the index, newest per instance: <see cref="FileLogStorage.Get"/>

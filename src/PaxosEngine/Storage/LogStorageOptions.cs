@@ -24,4 +24,11 @@ public sealed record LogStorageOptions
     /// group's writes stay on one thread, in order. Default 8 (capped at the group count).
     /// </summary>
     public int WriterThreads { get; init; } = 8;
+
+    /// <summary>
+    /// Longest time the index row of a durable record is held back so that many rows share one SQLite
+    /// transaction (a put completes when its record is fsynced, not when it is indexed). A crash loses
+    /// nothing: recovery indexes the records after the last index commit from the data files. Default 50 ms.
+    /// </summary>
+    public TimeSpan IndexFlushInterval { get; init; } = TimeSpan.FromMilliseconds(50);
 }
