@@ -16,7 +16,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </summary>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --metrics off,on,traces --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --json)";
 
     private sealed class Options
     {
@@ -40,6 +40,9 @@ internal static class ConsensusBenchmark
         public int Procs { get; set; } = 1;
 
         public int BatchCount { get; set; } = 5;
+
+        /// <summary>Loop threads per node (<see cref="PaxosNodeOptions.LoopThreadCount"/>); 0 = the node's default.</summary>
+        public int Loops { get; set; }
 
         public bool Json { get; set; }
 
@@ -82,7 +85,7 @@ internal static class ConsensusBenchmark
         if (!options.Json)
         {
             Console.WriteLine($"consensus: 3 nodes on 127.0.0.1, {options.Procs} process(es), proposals from node 0, sync {(options.Sync ? "on" : "off")}, " +
-                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
             Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule (count {options.BatchCount}, 20 ms, 512000 B)");
             Console.WriteLine();
@@ -249,6 +252,7 @@ internal static class ConsensusBenchmark
         AutoBatch = batch != "off",
         BatchCount = o.BatchCount,
         MaxWaitingProposals = 100_000,
+        LoopThreadCount = o.Loops,
     };
 
     private static double SumNow(PaxosNode node, int groups)
@@ -287,7 +291,7 @@ internal static class ConsensusBenchmark
             psi.ArgumentList.Add(typeof(ConsensusBenchmark).Assembly.Location);
         }
 
-        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture) })
+        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture) })
         {
             psi.ArgumentList.Add(a);
         }
@@ -328,6 +332,7 @@ internal static class ConsensusBenchmark
         {
             Sync = args[3] == "on",
             BatchCount = int.Parse(args[6], CultureInfo.InvariantCulture),
+            Loops = int.Parse(args[7], CultureInfo.InvariantCulture),
         };
         using var node = new PaxosNode(NodeOptions(members, int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture), o, args[4], args[5]));
         node.AddStateMachine(new CountingStateMachine());
@@ -389,6 +394,7 @@ internal static class ConsensusBenchmark
                 case "--seconds": o.Seconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--procs": o.Procs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--loops": o.Loops = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--path": o.BasePath = Next(); break;
                 case "--json": o.Json = true; break;
                 default: throw new FormatException($"unknown option {args[i]}");

@@ -34,6 +34,7 @@ internal sealed partial class GroupLoop : IDisposable
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private long _nextTimerId;
+    private int _groupCount;
     private int _sleeping;
     private volatile bool _stopping;
 
@@ -43,6 +44,9 @@ internal sealed partial class GroupLoop : IDisposable
         _logger = logger;
         _thread = new Thread(Run) { IsBackground = true, Name = name };
     }
+
+    /// <summary>Number of groups served by this loop.</summary>
+    public int GroupCount => Volatile.Read(ref _groupCount);
 
     /// <summary>The loop's clock.</summary>
     public TimeProvider Time => _time;
@@ -54,6 +58,9 @@ internal sealed partial class GroupLoop : IDisposable
     public long NowMs => (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
 
     public void Start() => _thread.Start();
+
+    /// <summary>Counts a group that runs on this loop.</summary>
+    public void AddGroup() => Interlocked.Increment(ref _groupCount);
 
     /// <summary>Queues work for the loop thread. Thread-safe.</summary>
     public void Post(ILoopWork work)

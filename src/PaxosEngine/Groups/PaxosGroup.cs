@@ -39,6 +39,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _storage = storage;
         _transport = transport;
         _loop = loop;
+        loop.AddGroup();
         _logger = logger;
         _acceptor = new Acceptor(settings.MyNodeId);
         _proposer = new Proposer(this, settings.Timeouts);
@@ -392,7 +393,10 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         var persistStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted));
+            // The loop thread writes the record itself when the storage is idle, unless that would make other
+            // groups of its loop wait for an fsync.
+            var callerWrite = !sync || _loop.GroupCount == 1;
+            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted, callerWrite));
         }
         catch (LogStorageException ex)
         {
@@ -400,9 +404,11 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
     }
 
-    /// <summary>A reply waiting for its record to be durable; completes on a storage thread.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted) : IPutCallback
+    /// <summary>A reply waiting for its record to be durable; completes on a storage thread or, when the loop writes it itself, on the loop.</summary>
+    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted, bool callerWrite) : IPutCallback
     {
+        public bool AllowsCallerWrite => callerWrite;
+
         public void OnPutCompleted(Exception? error)
         {
             if (error is null)

@@ -48,7 +48,12 @@ public sealed partial class FileLogStorage
     }
 
     /// <inheritdoc/>
-    /// <remarks>The callback runs on the writer thread once the batch holding the record is written and indexed.</remarks>
+    /// <remarks>
+    /// The callback runs once the batch holding the record is written and fsynced: on a writer thread, or,
+    /// when the group's writer lane was idle and <see cref="IPutCallback.AllowsCallerWrite"/> is true, on the
+    /// calling thread before this method returns (the caller writes the batch itself instead of waking the
+    /// writer thread, which saves two thread switches per put).
+    /// </remarks>
     public void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
     {
         ArgumentNullException.ThrowIfNull(callback);
@@ -94,14 +99,60 @@ public sealed partial class FileLogStorage
             group.LastInstanceId = instanceId;
             group.Unindexed[instanceId] = snapshot;
             lane.Incoming.Add(new PendingPut(groupIndex, instanceId, snapshot, sync, completion, callback));
-            if (lane.Incoming.Count == 1)
+            if (lane.WriterActive)
             {
-                // The writer only waits when the queue is empty, so only the first put needs to wake it.
+                // Whoever writes now takes this put with its next batch (group commit).
+                return null;
+            }
+
+            if (callback is null || !callback.AllowsCallerWrite)
+            {
+                // PutAsync never blocks its caller: the writer thread takes it.
+                Monitor.Pulse(lane.QueueLock);
+                return null;
+            }
+
+            lane.WriterActive = true;
+        }
+
+        WriteOneBatch(lane);
+        return null;
+    }
+
+    /// <summary>
+    /// Writes the lane's queue as one batch on the calling thread, which found the lane idle and made
+    /// itself its writer: no hand-off to the writer thread when nothing else is being written. Puts that
+    /// arrive meanwhile are left to the writer thread, so a caller writes one batch at most.
+    /// </summary>
+    private void WriteOneBatch(WriterLane lane)
+    {
+        List<PendingPut> batch;
+        lock (lane.QueueLock)
+        {
+            batch = lane.Incoming;
+            lane.Incoming = lane.Draining;
+            lane.Draining = batch;
+        }
+
+        CommitBatch(lane, batch);
+        batch.Clear();
+        FlushIndexIfDue(lane);
+        lock (lane.QueueLock)
+        {
+            lane.WriterActive = false;
+            if (lane.Incoming.Count > 0 || lane.Stopping)
+            {
                 Monitor.Pulse(lane.QueueLock);
             }
         }
+    }
 
-        return null;
+    private void FlushIndexIfDue(WriterLane lane)
+    {
+        if (lane.IndexPendingRows >= IndexFlushRecords || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue))
+        {
+            FlushIndex(lane);
+        }
     }
 
     private static LogStorageException Stopped(LogStorageException failure) =>
@@ -111,37 +162,42 @@ public sealed partial class FileLogStorage
 
     private void WriterLoop(WriterLane lane)
     {
+        var flushTimeoutMs = (int)Math.Clamp(_indexFlushTicks * 1000 / Stopwatch.Frequency, 1, int.MaxValue);
         while (true)
         {
             List<PendingPut>? batch = null;
             var stopping = false;
             lock (lane.QueueLock)
             {
-                while (lane.Incoming.Count == 0 && !lane.Stopping)
+                while (true)
                 {
-                    if (lane.IndexDue == 0)
+                    if (!lane.WriterActive)
                     {
-                        Monitor.Wait(lane.QueueLock);
-                        continue;
+                        if (lane.Incoming.Count > 0)
+                        {
+                            batch = lane.Incoming;
+                            lane.Incoming = lane.Draining;
+                            lane.Draining = batch;
+                            break;
+                        }
+
+                        if (lane.Stopping || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue))
+                        {
+                            stopping = lane.Stopping;
+                            break;
+                        }
                     }
 
-                    var waitMs = (int)Math.Clamp(Math.Ceiling(Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), lane.IndexDue).TotalMilliseconds), 0, int.MaxValue);
-                    if (waitMs <= 0 || !Monitor.Wait(lane.QueueLock, waitMs))
-                    {
-                        break;
-                    }
+                    // While a caller writes, or rows are held back, wake up in time to write their index rows.
+                    var waitMs = lane.WriterActive
+                        ? flushTimeoutMs
+                        : lane.IndexDue == 0
+                            ? Timeout.Infinite
+                            : (int)Math.Clamp(Math.Ceiling(Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), lane.IndexDue).TotalMilliseconds), 1, int.MaxValue);
+                    Monitor.Wait(lane.QueueLock, waitMs);
                 }
 
-                if (lane.Incoming.Count > 0)
-                {
-                    batch = lane.Incoming;
-                    lane.Incoming = lane.Draining;
-                    lane.Draining = batch;
-                }
-                else
-                {
-                    stopping = lane.Stopping;
-                }
+                lane.WriterActive = true;
             }
 
             if (batch is null)
@@ -152,15 +208,17 @@ public sealed partial class FileLogStorage
                 {
                     return;
                 }
-
-                continue;
+            }
+            else
+            {
+                CommitBatch(lane, batch);
+                batch.Clear();
+                FlushIndexIfDue(lane);
             }
 
-            CommitBatch(lane, batch);
-            batch.Clear();
-            if (lane.IndexPendingRows >= IndexFlushRecords || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue))
+            lock (lane.QueueLock)
             {
-                FlushIndex(lane);
+                lane.WriterActive = false;
             }
         }
     }
@@ -463,6 +521,9 @@ public sealed partial class FileLogStorage
         public List<PendingPut> Draining { get; set; } = [];
 
         public bool Stopping { get; set; }
+
+        /// <summary>Whether a thread (the writer thread or a caller) is writing a batch or index rows; guarded by <see cref="QueueLock"/>. Only that thread touches the lane's batch state.</summary>
+        public bool WriterActive { get; set; }
 
         /// <summary>Groups with index rows held back (writer thread only).</summary>
         public HashSet<GroupLog> IndexGroups { get; } = [];

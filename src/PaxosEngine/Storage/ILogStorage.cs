@@ -28,8 +28,10 @@ public interface ILogStorage : IDisposable
 
     /// <summary>
     /// Appends a record like <see cref="PutAsync"/> but reports completion through
-    /// <paramref name="callback"/>, which may run on a storage thread: it must be quick, must not block
-    /// and must not throw. Saves a thread hop on the acceptor's persist-then-reply path.
+    /// <paramref name="callback"/>, which may run on a storage thread or on the calling thread before this
+    /// method returns (an implementation may write on the caller's thread, so the call may take as long as
+    /// an fsync): it must be quick, must not block and must not throw. Saves thread hops on the acceptor's
+    /// persist-then-reply path.
     /// </summary>
     void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
     {
@@ -82,4 +84,11 @@ public interface IPutCallback
 {
     /// <summary>The record is durable (or written, without sync) when <paramref name="error"/> is null; otherwise it is not.</summary>
     void OnPutCompleted(Exception? error);
+
+    /// <summary>
+    /// Whether the storage may write the record on the thread that calls <see cref="ILogStorage.Put"/> (when it
+    /// has nothing else to write) and so complete before <c>Put</c> returns. A thread that serves other work
+    /// answers false for a put that needs an fsync, so as not to wait for the disk. Default true.
+    /// </summary>
+    bool AllowsCallerWrite => true;
 }
