@@ -54,6 +54,13 @@ public static class SiloProgram
         var advertised = IPAddress.Parse(config["Orleans:AdvertisedIP"] ?? "127.0.0.1");
         var primary = config["Orleans:PrimarySilo"] is { Length: > 0 } p ? IPEndPoint.Parse(p) : new IPEndPoint(advertised, siloPort);
         ConfigureSilo(builder, siloPort, gatewayPort, advertised, primary, network: null);
+        if (config[FaultInjectionTransportFactory.ConfigurationKey] is { Length: > 0 } controlFile)
+        {
+            // Testing only: the harness partitions silo processes by rewriting this file.
+            builder.Services.AddSingleton<IPaxosTransportFactory>(sp => new FaultInjectionTransportFactory(controlFile, sp.GetRequiredService<ILoggerFactory>()));
+            Console.WriteLine($"Fault injection on: Paxos traffic obeys {Path.GetFullPath(controlFile)}.");
+        }
+
         var telemetry = TelemetrySettings.From(config);
         builder.AddPaxosTelemetry(telemetry, config["Paxos:MyNode"]!);
         using var host = builder.Build();

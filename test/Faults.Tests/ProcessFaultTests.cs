@@ -1,18 +1,20 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 using Orleans.Paxos.Faults.Cluster;
 using Xunit.Abstractions;
 
 namespace Orleans.Paxos.Faults.Tests;
 
 /// <summary>
-/// Real silo processes on loopback under kill -9 and SIGSTOP/SIGCONT with a colliding key-value workload;
+/// Real silo processes on loopback under kill -9 and SIGSTOP/SIGCONT, or partitions of the Paxos traffic
+/// (majority/minority, bridge, one-way), with a colliding key-value workload;
 /// every history is checked (linearizability per key, no acknowledged write lost, equal stores after
 /// healing). Short by default; PAXOS_FAULT_SOAK=1 runs longer; PAXOS_FAULT_SEED=N replays a seed.
 /// </summary>
 [Collection(nameof(ProcessFaultTests))]
 [CollectionDefinition(nameof(ProcessFaultTests), DisableParallelization = true)]
 [Trait("Category", "Fault")]
-public sealed class ProcessFaultTests(ITestOutputHelper output)
+public sealed partial class ProcessFaultTests(ITestOutputHelper output)
 {
     private static bool Soak => Environment.GetEnvironmentVariable("PAXOS_FAULT_SOAK") == "1";
 
@@ -22,7 +24,26 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
     [Fact]
     public Task Five_silo_processes_under_kill_and_pause_stay_linearizable() => RunAsync(nodes: 5, seconds: Soak ? 300 : 15);
 
-    private async Task RunAsync(int nodes, int seconds)
+    [Fact]
+    public async Task Five_silo_processes_under_partitions_stay_linearizable()
+    {
+        var result = await RunAsync(nodes: 5, seconds: Soak ? 300 : 20, FaultKinds.Partition, minimumFaults: Soak ? 10 : 2);
+        Assert.All(result.Faults, f => Assert.Equal(FaultKinds.Partition, f.Kind));
+
+        // The partitions took effect: silos report Paxos frames dropped by their fault-control rules.
+        var dropped = Directory.EnumerateFiles(result.WorkDirectory, "silo-*.log")
+            .SelectMany(f => DroppedPattern().Matches(File.ReadAllText(f)))
+            .Select(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) + long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture))
+            .DefaultIfEmpty(0)
+            .Max();
+        output.WriteLine($"most Paxos frames one silo reported dropped by partitions: {dropped}");
+        Assert.True(dropped > 0, "no silo logged a frame dropped by a partition");
+    }
+
+    [GeneratedRegex(@"dropped so far: (\d+) out, (\d+) in")]
+    private static partial Regex DroppedPattern();
+
+    private async Task<FaultRunResult> RunAsync(int nodes, int seconds, FaultKinds faults = FaultKinds.Kill | FaultKinds.Pause, int? minimumFaults = null)
     {
         var seed = int.TryParse(Environment.GetEnvironmentVariable("PAXOS_FAULT_SEED"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var s)
             ? s
@@ -36,7 +57,7 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
             Clients = 6,
             Keys = 4,
             Seed = seed,
-            Faults = FaultKinds.Kill | FaultKinds.Pause,
+            Faults = faults,
         };
         FaultRunResult result;
         try
@@ -50,7 +71,7 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
 
         Assert.True(result.Passed, $"seed {seed}, history {result.HistoryPath}:\n{log}");
         // A short run may fit only one long pause or kill; the soak requires several.
-        Assert.True(result.Faults.Count >= (Soak ? 2 : 1), $"only {result.Faults.Count} faults injected (seed {seed})");
+        Assert.True(result.Faults.Count >= (minimumFaults ?? (Soak ? 2 : 1)), $"only {result.Faults.Count} faults injected (seed {seed})");
         Assert.True(result.Report.Operations > 200, $"only {result.Report.Operations} operations recorded (seed {seed})");
 
         // A passing run's data folders are large; its history stays for inspection.
@@ -58,5 +79,7 @@ public sealed class ProcessFaultTests(ITestOutputHelper output)
         {
             Directory.Delete(dir, recursive: true);
         }
+
+        return result;
     }
 }

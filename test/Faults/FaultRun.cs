@@ -82,8 +82,9 @@ public sealed record FaultRunOptions
     {
         "kill" => FaultKinds.Kill,
         "pause" => FaultKinds.Pause,
+        "partition" => FaultKinds.Partition,
         "none" => FaultKinds.None,
-        _ => throw new FormatException($"unknown fault '{s}' (kill, pause, none)"),
+        _ => throw new FormatException($"unknown fault '{s}' (kill, pause, partition, none)"),
     });
 }
 

@@ -16,13 +16,14 @@ internal static class DefaultComponents
             DataFileSize = checked((int)options.DataFileSize),
         });
 
-    public static ITransport CreateTransport(PaxosNodeOptions options, NodeId me, ILoggerFactory loggerFactory) =>
+    public static NetworkTransport CreateTransport(PaxosNodeOptions options, NodeId me, ILoggerFactory loggerFactory, PeerFilter? peerFilter = null) =>
         new NetworkTransport(new NetworkTransportOptions
         {
             LocalNode = me,
             UdpMaxSize = options.UdpMaxSize,
             MaxFrameLength = PaxosNode.MaxFrameLength(options),
             TcpIoThreadCount = options.IoThreadCount,
+            PeerFilter = peerFilter,
             Logger = loggerFactory.CreateLogger<NetworkTransport>(),
         });
 }

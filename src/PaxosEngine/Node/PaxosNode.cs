@@ -126,6 +126,19 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     /// <summary>This node's id.</summary>
     public NodeId MyNodeId { get; }
 
+    /// <summary>
+    /// Builds the transport a node builds for itself when none is given (UDP and TCP on the node's port,
+    /// sized from <paramref name="options"/>), with a <paramref name="peerFilter"/> for fault injection.
+    /// Pass it to the constructor; the node disposes it once started.
+    /// </summary>
+    /// <exception cref="ArgumentException">The options are invalid.</exception>
+    public static NetworkTransport CreateNetworkTransport(PaxosNodeOptions options, ILoggerFactory? loggerFactory = null, PeerFilter? peerFilter = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var (me, _) = options.Validate();
+        return DefaultComponents.CreateTransport(options, me, loggerFactory ?? NullLoggerFactory.Instance, peerFilter);
+    }
+
     /// <summary>Number of groups.</summary>
     public int GroupCount => _groups.Length;
 

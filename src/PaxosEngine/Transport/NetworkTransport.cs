@@ -40,6 +40,7 @@ public sealed partial class NetworkTransport : ITransport
     private readonly TimeSpan _maxReconnectBackoff;
     private readonly long _connectTimeoutTicks;
     private readonly int _maxIncomingConnections;
+    private readonly PeerFilter? _peerFilter;
     private readonly object _lifecycle = new();
     private readonly List<Thread> _threads = [];
     private IFrameSink? _sink;
@@ -64,6 +65,7 @@ public sealed partial class NetworkTransport : ITransport
         _maxReconnectBackoff = options.MaxReconnectBackoff;
         _connectTimeoutTicks = ToStopwatchTicks(options.ConnectTimeout);
         _maxIncomingConnections = options.MaxIncomingConnections;
+        _peerFilter = options.PeerFilter;
     }
 
     /// <inheritdoc />
@@ -128,6 +130,12 @@ public sealed partial class NetworkTransport : ITransport
             return false;
         }
 
+        if (_peerFilter is { } filter && filter.DropsOutbound(destination))
+        {
+            Statistics.OnDropped(kind, DropReason.Blocked);
+            return false;
+        }
+
         return kind == TransportKind.Udp ? SendUdp(destination, frame) : EnqueueTcp(destination, frame);
     }
 
@@ -178,6 +186,12 @@ public sealed partial class NetworkTransport : ITransport
     /// <summary>Hands a complete frame to the sink; the sink must not take the transport thread down.</summary>
     private void Deliver(ReadOnlySpan<byte> frame, TransportKind via)
     {
+        if (_peerFilter is { } filter && filter.DropsInbound(frame, _maxFrameLength))
+        {
+            Statistics.OnDropped(via, DropReason.Blocked);
+            return;
+        }
+
         Statistics.OnReceived(via, frame.Length);
         try
         {

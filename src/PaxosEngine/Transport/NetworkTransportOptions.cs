@@ -46,6 +46,12 @@ public sealed class NetworkTransportOptions
     /// <summary>Most accepted (incoming) TCP connections at once; further ones are closed at once. Default 1024.</summary>
     public int MaxIncomingConnections { get; set; } = 1024;
 
+    /// <summary>
+    /// A drop list for fault injection (testing only): frames to or from the peers it lists are dropped and
+    /// counted as <see cref="DropReason.Blocked"/>. Default null: nothing is filtered.
+    /// </summary>
+    public PeerFilter? PeerFilter { get; set; }
+
     /// <summary>Logger; defaults to none.</summary>
     public ILogger Logger { get; set; } = NullLogger.Instance;
 

@@ -25,6 +25,9 @@ public enum DropReason
 
     /// <summary>The transport was stopped (or not started).</summary>
     Stopped,
+
+    /// <summary>The peer is blocked by the transport's <see cref="PeerFilter"/> (fault injection).</summary>
+    Blocked,
 }
 
 /// <summary>
@@ -40,7 +43,7 @@ public sealed class TransportStatistics
     private static readonly Counter<long> BytesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.bytes.received", "By", "Frame bytes handed to the sink.");
     private static readonly Counter<long> FramesDroppedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.dropped", "{frame}", "Frames dropped by the transport, by reason.");
     private static readonly KeyValuePair<string, object?>[] KindTags = [new("kind", "udp"), new("kind", "tcp")];
-    private static readonly string[] ReasonNames = ["queue_full", "too_large", "stale", "send_error", "bad_length", "stopped"];
+    private static readonly string[] ReasonNames = ["queue_full", "too_large", "stale", "send_error", "bad_length", "stopped", "blocked"];
     private static readonly int ReasonCount = ReasonNames.Length;
 
     private readonly long[] _sentFrames = new long[2];

@@ -14,6 +14,9 @@ public enum FaultKinds
 
     /// <summary>kill -STOP a silo, later kill -CONT.</summary>
     Pause = 2,
+
+    /// <summary>Cut Paxos traffic between silos (majority/minority, bridge, one-way), later heal.</summary>
+    Partition = 4,
 }
 
 /// <summary>One injected fault.</summary>
@@ -21,12 +24,15 @@ public enum FaultKinds
 /// <param name="Silo">Which silo.</param>
 /// <param name="Start">When, since the run started.</param>
 /// <param name="Duration">How long until healed.</param>
-public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration);
+/// <param name="Detail">What exactly (e.g. the sides of a partition).</param>
+public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration, string? Detail = null);
 
 /// <summary>
 /// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded: kill -9 then restart
 /// (never the Orleans primary, silo 0, whose development-clustering membership table is not durable),
-/// and pause/resume (any silo, briefly, so Orleans does not declare it dead). Keeps a majority up.
+/// pause/resume (any silo, briefly, so Orleans does not declare it dead), and partitions of the Paxos
+/// traffic (<see cref="ProcessCluster.SetPartition"/>: majority/minority, bridge, one-way). Keeps a
+/// majority up; a partition may leave no majority connected (a bridge) for a while, then heals.
 /// </summary>
 public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, TextWriter log)
 {
@@ -49,6 +55,11 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         if (kinds.HasFlag(FaultKinds.Pause))
         {
             options.Add(FaultKinds.Pause);
+        }
+
+        if (kinds.HasFlag(FaultKinds.Partition) && cluster.Silos.Count > 1)
+        {
+            options.Add(FaultKinds.Partition);
         }
 
         try
@@ -84,6 +95,17 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                         _events.Add(new FaultEvent(FaultKinds.Kill, v.Index, start, clock.Elapsed - start));
                     }
                 }
+                else if (kind == FaultKinds.Partition)
+                {
+                    var (drops, detail, center) = ChoosePartition(random, cluster.Silos.Count);
+                    var hold = TimeSpan.FromMilliseconds(random.Next(1000, 6000));
+                    log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] partition {detail} for {hold.TotalSeconds:0.0}s");
+                    cluster.SetPartition(drops);
+                    await Delay(hold, stop);
+                    cluster.HealPartition();
+                    log.WriteLine($"[nemesis {clock.Elapsed.TotalSeconds,6:0.0}s] partition healed");
+                    _events.Add(new FaultEvent(FaultKinds.Partition, center, start, clock.Elapsed - start, detail));
+                }
                 else
                 {
                     var victim = cluster.Silos[random.Next(cluster.Silos.Count)];
@@ -114,6 +136,44 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
     public string Summary() =>
         string.Join(", ", _events.GroupBy(e => e.Kind).Select(g => $"{g.Key.ToString().ToLowerInvariant()} x{g.Count().ToString(CultureInfo.InvariantCulture)}"))
         is { Length: > 0 } s ? s : "no faults";
+
+    /// <summary>
+    /// A random partition of <paramref name="n"/> silos as (from, to) pairs whose frames are dropped, its
+    /// description, and the silo it centres on (the minority's first, the bridge, or the one-way sender).
+    /// </summary>
+    public static (List<(int From, int To)> Drops, string Detail, int Center) ChoosePartition(Random random, int n)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        var order = Enumerable.Range(0, n).OrderBy(_ => random.Next()).ToList();
+        var shape = random.Next(n >= 3 ? 3 : 2);
+        if (shape == 0)
+        {
+            // Majority/minority: the minority (1 of 3, 1 or 2 of 5) hears nobody in the majority.
+            var minority = order.Take(random.Next(1, ((n - 1) / 2) + 1)).ToHashSet();
+            var majority = order.Where(i => !minority.Contains(i)).ToHashSet();
+            return (Cut(minority, majority), $"majority/minority {Side(majority)} | {Side(minority)}", minority.Min());
+        }
+
+        if (shape == 1)
+        {
+            // One-way: one silo's frames to some others are dropped; it still hears them.
+            var from = order[0];
+            var to = order.Skip(1).Take(random.Next(1, n)).ToHashSet();
+            return (to.Select(t => (from, t)).ToList(), $"one-way {from} -> {Side(to)} dropped", from);
+        }
+
+        // Bridge: two halves that cannot hear each other; the bridge hears both (on 5: {a,b} - c - {d,e}).
+        var bridge = order[0];
+        var rest = order.Skip(1).ToList();
+        var left = rest.Take(rest.Count / 2).ToHashSet();
+        var right = rest.Skip(rest.Count / 2).ToHashSet();
+        return (Cut(left, right), $"bridge {Side(left)} - {bridge} - {Side(right)}", bridge);
+    }
+
+    private static List<(int From, int To)> Cut(HashSet<int> a, HashSet<int> b) =>
+        [.. a.SelectMany(x => b.Select(y => (x, y))), .. b.SelectMany(y => a.Select(x => (y, x)))];
+
+    private static string Side(IEnumerable<int> silos) => "{" + string.Join(",", silos.Order()) + "}";
 
     private static async Task RestartAsync(SiloProcess silo)
     {

@@ -32,6 +32,40 @@ public sealed class ProcessCluster : IAsyncDisposable
     /// <summary>The data folder of silo <paramref name="index"/>.</summary>
     public string DataDirectory(int index) => Path.Combine(Options.WorkDirectory, "node-" + SiloProcess.Port(index));
 
+    /// <summary>The silo setting naming its fault-control file (Grains' FaultInjectionTransportFactory.ConfigurationKey).</summary>
+    public const string FaultControlKey = "Paxos:FaultInjection:ControlFile";
+
+    /// <summary>The Paxos node id (ip:port) of every silo.</summary>
+    public IReadOnlyList<string> PaxosNodes => Silos.Select(s => "127.0.0.1:" + SiloProcess.Port(s.PaxosPort)).ToArray();
+
+    /// <summary>Whether some Paxos traffic is blocked now.</summary>
+    public bool IsPartitioned { get; private set; }
+
+    /// <summary>
+    /// Blocks Paxos traffic: every pair (a, b) in <paramref name="drops"/> drops silo a's frames to silo b
+    /// (a one-way cut; add (b, a) for both ways). Each silo gets its outbound rules and the matching inbound
+    /// ones (dropped on arrival too, so a rule holds even if one side has not read its file yet). Replaces
+    /// earlier rules; the silos poll their files every 100 ms. Only the Paxos engine's traffic is cut:
+    /// Orleans membership, grain calls between silos and client connections go on.
+    /// </summary>
+    public void SetPartition(IEnumerable<(int From, int To)> drops)
+    {
+        ArgumentNullException.ThrowIfNull(drops);
+        var list = drops.Distinct().ToList();
+        var nodes = PaxosNodes;
+        for (var i = 0; i < Silos.Count; i++)
+        {
+            var lines = list.Where(d => d.From == i).Select(d => "outbound " + nodes[d.To])
+                .Concat(list.Where(d => d.To == i).Select(d => "inbound " + nodes[d.From]));
+            WriteAtomically(ControlFile(Options.WorkDirectory, i), string.Join('\n', lines) + "\n");
+        }
+
+        IsPartitioned = list.Count > 0;
+    }
+
+    /// <summary>Lets all Paxos traffic through again.</summary>
+    public void HealPartition() => SetPartition([]);
+
     /// <summary>Creates the processes (not started).</summary>
     public static ProcessCluster Create(ClusterOptions options, string? siloDll = null)
     {
@@ -54,6 +88,7 @@ public sealed class ProcessCluster : IAsyncDisposable
                 $"--Orleans:SiloPort={silo + i}",
                 $"--Orleans:GatewayPort={gateway + i}",
                 $"--Orleans:PrimarySilo=127.0.0.1:{silo}",
+                $"--{FaultControlKey}={ControlFile(options.WorkDirectory, i)}",
                 "--Logging:LogLevel:Default=Warning",
                 "--Logging:LogLevel:Orleans.Paxos=Warning",
 
@@ -79,9 +114,10 @@ public sealed class ProcessCluster : IAsyncDisposable
         await Task.WhenAll(Silos.Skip(1).Select(s => s.StartAsync(TimeSpan.FromSeconds(60))));
     }
 
-    /// <summary>Resumes paused silos and starts stopped ones.</summary>
+    /// <summary>Heals partitions, resumes paused silos and starts stopped ones.</summary>
     public async Task HealAsync()
     {
+        HealPartition();
         foreach (var s in Silos)
         {
             s.Resume();
@@ -123,6 +159,15 @@ public sealed class ProcessCluster : IAsyncDisposable
         var repo = baseDir.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
         var path = Path.Combine(repo, "src", "Silo", "bin", configuration, tfm, "Orleans.Paxos.Silo.dll");
         return File.Exists(path) ? path : throw new FileNotFoundException($"{path} is missing; build src/Silo first or set PAXOS_SILO_DLL", path);
+    }
+
+    private static string ControlFile(string workDirectory, int index) => Path.Combine(workDirectory, "fault-control-" + SiloProcess.Port(index) + ".txt");
+
+    private static void WriteAtomically(string path, string text)
+    {
+        var temp = path + ".tmp";
+        File.WriteAllText(temp, text);
+        File.Move(temp, path, overwrite: true);
     }
 
     private static int FreeRange(int count)

@@ -46,6 +46,43 @@ public sealed class NetworkTransportTests : TransportConformanceTests
     }
 
     [Fact]
+    public void Peer_filter_drops_blocked_directions_only_and_heals()
+    {
+        var filterA = new PeerFilter();
+        var filterB = new PeerFilter();
+        var (a, sinkA) = StartReal(o => o.PeerFilter = filterA);
+        var (b, sinkB) = StartReal(o => o.PeerFilter = filterB);
+        var (c, sinkC) = StartReal();
+
+        // One-way: a's frames to b are not sent; b's to a still arrive, and so do a's to c.
+        filterA.SetBlockedPeers(new HashSet<NodeId> { b.LocalNode }, new HashSet<NodeId>());
+        Assert.False(a.Send(b.LocalNode, Frame(a.LocalNode, 1), TransportKind.Udp));
+        Assert.False(a.Send(b.LocalNode, Frame(a.LocalNode, 2), TransportKind.Tcp));
+        Assert.True(b.Send(a.LocalNode, Frame(b.LocalNode, 3), TransportKind.Udp));
+        Assert.True(a.Send(c.LocalNode, Frame(a.LocalNode, 4), TransportKind.Tcp));
+        WaitUntil(() => sinkA.HasSeen(3) && sinkC.HasSeen(4), "the unblocked directions carry frames");
+        Assert.Equal(2, filterA.DroppedOutbound);
+        Assert.Equal(1, a.Statistics.Dropped(TransportKind.Udp, DropReason.Blocked));
+        Assert.Equal(1, a.Statistics.Dropped(TransportKind.Tcp, DropReason.Blocked));
+
+        // Inbound: b drops what a sends on arrival (the sender is the node id in the frame), not what c sends.
+        filterA.Clear();
+        filterB.SetBlockedPeers(new HashSet<NodeId>(), new HashSet<NodeId> { a.LocalNode });
+        Assert.True(a.Send(b.LocalNode, Frame(a.LocalNode, 5), TransportKind.Udp));
+        Assert.True(a.Send(b.LocalNode, Frame(a.LocalNode, 6), TransportKind.Tcp));
+        Assert.True(c.Send(b.LocalNode, Frame(c.LocalNode, 7), TransportKind.Udp));
+        WaitUntil(() => sinkB.HasSeen(7) && filterB.DroppedInbound == 2, "c's frame arrives, a's two are dropped on arrival");
+        Assert.Equal(2, b.Statistics.Dropped(TransportKind.Udp, DropReason.Blocked) + b.Statistics.Dropped(TransportKind.Tcp, DropReason.Blocked));
+
+        // Healed: everything flows again; nothing blocked earlier shows up late.
+        filterB.Clear();
+        Assert.True(a.Send(b.LocalNode, Frame(a.LocalNode, 8), TransportKind.Udp));
+        WaitUntil(() => sinkB.HasSeen(8), "a's frame after healing");
+        Assert.False(sinkB.HasSeen(1) || sinkB.HasSeen(2) || sinkB.HasSeen(5) || sinkB.HasSeen(6));
+        Assert.False(filterA.IsActive || filterB.IsActive);
+    }
+
+    [Fact]
     public void Queue_caps_drop_and_count_frames_for_a_down_peer()
     {
         var (byFrames, _) = StartReal(o => o.TcpQueueMaxFrames = 100);
