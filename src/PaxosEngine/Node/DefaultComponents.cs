@@ -14,6 +14,7 @@ internal static class DefaultComponents
             RootPath = options.StoragePath,
             GroupCount = options.GroupCount,
             DataFileSize = checked((int)options.DataFileSize),
+            Logger = loggerFactory.CreateLogger<FileLogStorage>(),
         });
 
     public static ITransport CreateTransport(PaxosNodeOptions options, NodeId me, ILoggerFactory loggerFactory) =>

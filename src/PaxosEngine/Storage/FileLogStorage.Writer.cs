@@ -17,7 +17,7 @@ public sealed partial class FileLogStorage
         "paxos.storage.commit.batch_size", "{record}", "Records written by one group commit of the log writer.");
 
     private readonly WriterLane[] _lanes;
-    private volatile LogStorageException? _failure;
+    private LogStorageException? _failure;
     private long _fsyncCount;
 
     /// <inheritdoc/>
@@ -58,7 +58,7 @@ public sealed partial class FileLogStorage
                 $"A record of {acceptorStateData.Length + 12} bytes does not fit in a data file of {_options.DataFileSize} bytes.");
         }
 
-        var failure = _failure;
+        var failure = Volatile.Read(ref _failure);
         if (failure is not null)
         {
             return Stopped(failure);
@@ -129,7 +129,7 @@ public sealed partial class FileLogStorage
     private void CommitBatch(WriterLane lane, List<PendingPut> batch)
     {
         var batchGroups = lane.BatchGroups;
-        var failure = _failure;
+        var failure = Volatile.Read(ref _failure);
         if (failure is null)
         {
             CommitBatchSize.Record(batch.Count);
@@ -169,9 +169,8 @@ public sealed partial class FileLogStorage
             }
             catch (Exception e)
             {
-                failure = e as LogStorageException
-                    ?? new LogStorageException("The log writer failed unexpectedly; the storage is stopped.", e);
-                _failure = failure;
+                failure = Fail(e as LogStorageException
+                    ?? new LogStorageException("The log writer failed unexpectedly; the storage is stopped.", e));
             }
             finally
             {
@@ -254,19 +253,20 @@ public sealed partial class FileLogStorage
             return;
         }
 
+        var path = group.DataFilePath(group.CurrentFileId);
         try
         {
-            RandomAccess.Write(group.WriteHandle!, group.Buffer.AsSpan(0, group.BufferLength), group.BufferFileOffset);
+            group.Files.Write(group.WriteHandle!, path, group.Buffer.AsSpan(0, group.BufferLength), group.BufferFileOffset);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
-            var path = group.DataFilePath(group.CurrentFileId);
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: writing {group.BufferLength} bytes to data file {path} at offset {group.BufferFileOffset} failed; the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: writing {group.BufferLength} bytes to data file {path} at offset {group.BufferFileOffset} failed: {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
                 path,
                 group.BufferFileOffset,
-                e);
+                e)
+            { Operation = LogFileOperation.Write };
         }
 
         group.BufferLength = 0;
@@ -275,19 +275,20 @@ public sealed partial class FileLogStorage
     private void Fsync(GroupLog group, Microsoft.Win32.SafeHandles.SafeFileHandle handle, int fileId)
     {
         var started = Stopwatch.GetTimestamp();
+        var path = group.DataFilePath(fileId);
         try
         {
-            DataSync.Flush(handle);
+            group.Files.Flush(handle, path, dataOnly: true);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
-            var path = group.DataFilePath(fileId);
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: fsync of data file {path} failed (written up to offset {group.WriteOffset}); the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: fsync of data file {path} failed (written up to offset {group.WriteOffset}): {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
                 path,
                 group.WriteOffset,
-                e);
+                e)
+            { Operation = LogFileOperation.Fsync };
         }
 
         Interlocked.Increment(ref _fsyncCount);
@@ -313,7 +314,20 @@ public sealed partial class FileLogStorage
                     $"Group {group.GroupIndex}: cannot roll over to data file {path}: it already exists and is not empty.", group.GroupIndex, path, 0);
             }
 
-            group.WriteMeta(newFileId);
+            try
+            {
+                group.WriteMeta(newFileId);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: rewriting {group.MetaPath} to start data file {newFileId} failed: {e.Message} The storage is stopped and accepts no more writes.",
+                    group.GroupIndex,
+                    group.MetaPath,
+                    0,
+                    e)
+                { Operation = LogFileOperation.Meta };
+            }
 
             // The new file's directory entry is not fsynced separately (.NET cannot open a directory
             // handle); on ext4/xfs the first fsync of the file commits the journal that created it, and
@@ -328,11 +342,12 @@ public sealed partial class FileLogStorage
         catch (Exception e) when (e is IOException and not LogStorageException or UnauthorizedAccessException)
         {
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: rolling over from data file {oldFileId}.f to {path} failed; the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: creating and preallocating data file {path} (rolling over from {oldFileId}.f) failed: {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
                 path,
                 0,
-                e);
+                e)
+            { Operation = LogFileOperation.Preallocate };
         }
 
         group.EventLog.Write($"new file expand ok, fileid {newFileId} filesize {group.CurrentFileSize}");
@@ -347,11 +362,12 @@ public sealed partial class FileLogStorage
         catch (Microsoft.Data.Sqlite.SqliteException e)
         {
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: indexing {group.PendingIndex.Count} records in {Path.Combine(group.Directory, IndexDatabase.FileName)} failed; the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: indexing {group.PendingIndex.Count} records in {group.Index.Path} failed: {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
-                Path.Combine(group.Directory, IndexDatabase.FileName),
+                group.Index.Path,
                 -1,
-                e);
+                e)
+            { Operation = LogFileOperation.Index };
         }
     }
 

@@ -38,6 +38,7 @@ public sealed partial class FileLogStorage : ILogStorage
         ArgumentOutOfRangeException.ThrowIfLessThan(options.GroupCount, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.DataFileSize, 4096);
         _options = options;
+        _logger = options.Logger ?? throw new ArgumentNullException(nameof(options), "LogStorageOptions.Logger must not be null.");
         Directory.CreateDirectory(options.RootPath);
 
         _groups = new GroupLog[options.GroupCount];
@@ -45,7 +46,7 @@ public sealed partial class FileLogStorage : ILogStorage
         {
             for (var i = 0; i < _groups.Length; i++)
             {
-                _groups[i] = new GroupLog(i, Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture)), options.DataFileSize);
+                _groups[i] = new GroupLog(i, Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture)), options.DataFileSize, options.FileOperations);
                 Recover(_groups[i]);
             }
         }
@@ -76,7 +77,7 @@ public sealed partial class FileLogStorage : ILogStorage
     public long FsyncCount => Interlocked.Read(ref _fsyncCount);
 
     /// <summary>The error that stopped the storage, or null while it accepts writes.</summary>
-    public LogStorageException? Failure => _failure;
+    public LogStorageException? Failure => Volatile.Read(ref _failure);
 
     /// <inheritdoc/>
     public string GetGroupDirectory(int groupIndex) => GetGroup(groupIndex).Directory;

@@ -52,8 +52,12 @@ internal sealed class IndexDatabase : IDisposable
     private readonly SqliteCommand _lookup;
     private readonly SqliteParameter _lookupInstance;
 
-    public IndexDatabase(string path)
+    private readonly LogFileOperations _files;
+
+    public IndexDatabase(string path, LogFileOperations files)
     {
+        Path = path;
+        _files = files;
         // Pooling is off: the connections live as long as the storage, and a pooled handle would keep
         // the file open after Dispose (tests and ClearAllLog delete the folder).
         var connectionString = new SqliteConnectionStringBuilder
@@ -94,6 +98,9 @@ internal sealed class IndexDatabase : IDisposable
             throw;
         }
     }
+
+    /// <summary>The database file.</summary>
+    public string Path { get; }
 
     public bool TryGet(ulong instanceId, out IndexEntry entry)
     {
@@ -173,6 +180,7 @@ internal sealed class IndexDatabase : IDisposable
                     Step(db, _upsert);
                 }
 
+                _files.BeforeIndexCommit(Path);
                 Step(db, _commit);
             }
             catch
@@ -213,6 +221,7 @@ internal sealed class IndexDatabase : IDisposable
                 SetVariable(_durableWriter, transaction, FloorKey, floor);
             }
 
+            _files.BeforeIndexCommit(Path);
             transaction.Commit();
         }
     }
@@ -281,6 +290,7 @@ internal sealed class IndexDatabase : IDisposable
     {
         lock (_writeLock)
         {
+            _files.BeforeIndexCommit(Path);
             SetVariable(_durableWriter, null, name, value.ToArray());
         }
     }

@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace Orleans.Paxos.Engine.Storage;
 
 /// <summary>Options of <see cref="FileLogStorage"/>.</summary>
@@ -24,4 +27,13 @@ public sealed record LogStorageOptions
     /// group's writes stay on one thread, in order. Default 8 (capped at the group count).
     /// </summary>
     public int WriterThreads { get; init; } = 8;
+
+    /// <summary>
+    /// Where the storage logs; defaults to none. The storage logs once, at Critical level, when a write
+    /// or fsync fails and it stops accepting writes, and at Warning level when it rebuilds a damaged index.
+    /// </summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
+
+    /// <summary>The file operations that can fail on a full or failing disk; the OS calls unless a test injects faults.</summary>
+    internal LogFileOperations FileOperations { get; init; } = LogFileOperations.Os;
 }

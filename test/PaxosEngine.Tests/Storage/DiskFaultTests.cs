@@ -1,0 +1,201 @@
+using System.Buffers.Binary;
+using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Tests.Checkpoints;
+using Orleans.Paxos.Engine.Tests.Support;
+using Orleans.Paxos.Engine.Tests.Telemetry;
+
+namespace Orleans.Paxos.Engine.Tests.Storage;
+
+/// <summary>
+/// A full disk (ENOSPC) and a failing disk (EIO) under <see cref="FileLogStorage"/>, injected through its
+/// file operations: the storage stops, says why once, and never acknowledges a record that is not durable.
+/// In the telemetry collection because it reads the process-wide meter.
+/// </summary>
+[Collection(TelemetryCollection.Name)]
+public sealed class DiskFaultTests : IDisposable
+{
+    private const int DataFileSize = 4096;
+    private readonly TempDirectory _root = new();
+
+    public static TheoryData<string, DiskError> Faults => new()
+    {
+        { "Write", DiskError.NoSpace },
+        { "Write", DiskError.Io },
+        { "Fsync", DiskError.NoSpace },
+        { "Fsync", DiskError.Io },
+        { "Preallocate", DiskError.NoSpace },
+        { "Meta", DiskError.Io },
+        { "Index", DiskError.NoSpace },
+    };
+
+    public void Dispose() => _root.Dispose();
+
+    [Theory]
+    [MemberData(nameof(Faults))]
+    public async Task Disk_error_stops_the_storage_once_and_only_durable_puts_succeed(string failing, DiskError error)
+    {
+        var operation = Enum.Parse<LogFileOperation>(failing);
+        using var capture = new MeterCapture();
+        var logs = new CollectingLoggerFactory();
+        var files = new FaultyFileOperations();
+        var storage = Open(files, logs);
+        var groupDirectory = storage.GetGroupDirectory(0);
+        var acked = new List<(ulong Instance, byte[] Body)>();
+        for (ulong i = 0; i < 3; i++)
+        {
+            var body = StorageTestData.Sized(i, 700, (int)i);
+            await storage.PutAsync(0, i, body, sync: true);
+            acked.Add((i, body));
+        }
+
+        files.Fail(operation, error);
+
+        // Records of ~750 bytes in 4 KiB files: a rollover (fsync, meta, preallocate) within every five puts.
+        LogStorageException? failure = null;
+        ulong failedInstance = 0;
+        for (ulong i = 3; i < 20 && failure is null; i++)
+        {
+            var body = StorageTestData.Sized(i, 700, (int)i);
+            try
+            {
+                await storage.PutAsync(0, i, body, sync: true);
+                acked.Add((i, body));
+            }
+            catch (LogStorageException e)
+            {
+                failure = e;
+                failedInstance = i;
+            }
+        }
+
+        Assert.NotNull(failure);
+        Assert.True(files.FailuresInjected >= 1);
+        Assert.Same(failure, storage.Failure);
+        Assert.Equal(0, failure.GroupIndex);
+        var expectedFile = operation switch
+        {
+            LogFileOperation.Meta => Path.Combine(groupDirectory, "vfile", "meta"),
+            LogFileOperation.Index => Path.Combine(groupDirectory, "index.db"),
+            _ => failure.File!,
+        };
+        Assert.Equal(expectedFile, failure.File);
+        Assert.StartsWith(groupDirectory, failure.File, StringComparison.Ordinal);
+        Assert.Contains(failure.File!, failure.Message, StringComparison.Ordinal);
+        var osText = (operation, error) switch
+        {
+            (LogFileOperation.Index, DiskError.NoSpace) => "database or disk is full",
+            (_, DiskError.NoSpace) => "No space left on device",
+            _ => "Input/output error",
+        };
+        Assert.Contains(osText, failure.Message, StringComparison.Ordinal);
+        if (operation is LogFileOperation.Write or LogFileOperation.Fsync or LogFileOperation.Preallocate)
+        {
+            Assert.EndsWith(".f", failure.File, StringComparison.Ordinal);
+        }
+
+        // Every later put fails at once, in this group and in the others, and names the cause.
+        foreach (var group in new[] { 0, 1 })
+        {
+            var later = await Assert.ThrowsAsync<LogStorageException>(() => storage.PutAsync(group, 100, StorageTestData.Promise(100), sync: false));
+            Assert.Contains("stopped", later.Message, StringComparison.Ordinal);
+            Assert.Contains(osText, later.Message, StringComparison.Ordinal);
+        }
+
+        // Nothing acknowledged was left unflushed.
+        foreach (var (instance, body) in acked)
+        {
+            Assert.True(files.IsDurable(groupDirectory, Record(instance, body)), $"instance {instance} was acknowledged but is not durable");
+        }
+
+        // Said once, at Critical level, with the group, the step, the file and the error; counted once.
+        var errorName = (operation, error) switch
+        {
+            (LogFileOperation.Index, DiskError.NoSpace) => "SQLITE_FULL",
+            (LogFileOperation.Index, DiskError.Io) => "SQLITE_IOERR",
+            (_, DiskError.NoSpace) => "ENOSPC",
+            _ => "EIO",
+        };
+        var opName = operation.ToString().ToLowerInvariant();
+        var critical = logs.Lines.Where(l => l.Contains("Critical:", StringComparison.Ordinal)).ToList();
+        var line = Assert.Single(critical);
+        Assert.Contains($"Log storage for group 0 stopped: {opName} failed on {failure.File} ({errorName})", line, StringComparison.Ordinal);
+        Assert.Equal(1, capture.Sum("paxos.storage.failures", ("operation", opName), ("error", errorName)));
+
+        // After a power loss only the durable bytes remain; every acknowledged record is read back intact.
+        storage.Dispose();
+        files.SimulatePowerLoss();
+        using var reopened = Open(LogFileOperations.Os, logs);
+        Assert.Null(reopened.Failure);
+        foreach (var (instance, body) in acked)
+        {
+            Assert.Equal(body, reopened.Get(0, instance));
+        }
+
+        // The failed record either never landed or landed whole; it is never other bytes.
+        var failedRead = reopened.Get(0, failedInstance);
+        Assert.True(failedRead is null || failedRead.AsSpan().SequenceEqual(StorageTestData.Sized(failedInstance, 700, (int)failedInstance)));
+        await reopened.PutAsync(0, 50, StorageTestData.Promise(50), sync: true);
+        Assert.Equal(StorageTestData.Promise(50), reopened.Get(0, 50));
+    }
+
+    [Fact]
+    public async Task Concurrent_sync_puts_racing_a_failing_fsync_are_acknowledged_only_when_durable()
+    {
+        var files = new FaultyFileOperations();
+        var storage = Open(files, new CollectingLoggerFactory());
+        var groupDirectory = storage.GetGroupDirectory(0);
+        var bodies = Enumerable.Range(0, 400).Select(i => StorageTestData.Sized((ulong)i, 60, i)).ToArray();
+        var puts = new Task[bodies.Length];
+        for (var i = 0; i < bodies.Length; i++)
+        {
+            puts[i] = storage.PutAsync(0, (ulong)i, bodies[i], sync: true);
+            if (i == 150)
+            {
+                files.Fail(LogFileOperation.Fsync, DiskError.Io);
+            }
+        }
+
+        try
+        {
+            await Task.WhenAll(puts);
+        }
+        catch (LogStorageException)
+        {
+            // Checked put by put below.
+        }
+
+        var acked = Enumerable.Range(0, bodies.Length).Where(i => puts[i].IsCompletedSuccessfully).ToList();
+        Assert.True(acked.Count < bodies.Length, "the failing fsync failed no put");
+        Assert.All(puts, p => Assert.True(p.IsCompleted));
+        Assert.All(acked, i => Assert.True(files.IsDurable(groupDirectory, Record((ulong)i, bodies[i])), $"instance {i} acknowledged but not durable"));
+
+        // Puts are committed in order: once one failed, no later one succeeded.
+        var firstFailed = Enumerable.Range(0, bodies.Length).First(i => !puts[i].IsCompletedSuccessfully);
+        Assert.All(acked, i => Assert.True(i < firstFailed, $"instance {i} succeeded after instance {firstFailed} failed"));
+
+        storage.Dispose();
+        files.SimulatePowerLoss();
+        using var reopened = Open(LogFileOperations.Os, new CollectingLoggerFactory());
+        Assert.All(acked, i => Assert.Equal(bodies[i], reopened.Get(0, (ulong)i)));
+    }
+
+    /// <summary>A record as it lies in a data file: <c>[int32 len][uint64 instance][body]</c>.</summary>
+    private static byte[] Record(ulong instance, byte[] body)
+    {
+        var record = new byte[12 + body.Length];
+        BinaryPrimitives.WriteInt32LittleEndian(record, 8 + body.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(record.AsSpan(4), instance);
+        body.CopyTo(record, 12);
+        return record;
+    }
+
+    private FileLogStorage Open(LogFileOperations files, CollectingLoggerFactory logs) =>
+        new(new LogStorageOptions
+        {
+            RootPath = _root.Path,
+            GroupCount = 2,
+            DataFileSize = DataFileSize,
+            Logger = logs.CreateLogger("storage"),
+            FileOperations = files,
+        });
+}
