@@ -1,4 +1,7 @@
 using System.Buffers.Binary;
+using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Telemetry;
 using Orleans.Paxos.Engine.Storage;
 using Orleans.Paxos.Engine.Tests.Checkpoints;
 using Orleans.Paxos.Engine.Tests.Support;
@@ -177,6 +180,94 @@ public sealed class DiskFaultTests : IDisposable
         files.SimulatePowerLoss();
         using var reopened = Open(LogFileOperations.Os, new CollectingLoggerFactory());
         Assert.All(acked, i => Assert.Equal(bodies[i], reopened.Get(0, (ulong)i)));
+    }
+
+    [Fact]
+    public async Task Node_whose_fsync_fails_stops_acknowledging_and_catches_up_after_a_restart()
+    {
+        using var capture = new MeterCapture();
+        var logs = new CollectingLoggerFactory();
+        var files = new FaultyFileOperations();
+        using var cluster = new TestCluster(3, 1, seed: 4242, configure: o => o.Sync = true, startNodes: 0)
+        {
+            LoggerFactory = logs,
+            ConfigureStorage = (i, options) => i == 2 ? options with { FileOperations = files } : options,
+        };
+        for (var i = 0; i < 3; i++)
+        {
+            cluster.Start(i);
+        }
+
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(i % 3, 0, $"before-{i}")).Status);
+        }
+
+        await cluster.WaitConvergedAsync(0, 10, TimeSpan.FromSeconds(60));
+
+        // From here node 2 must not promise or accept anything: every such reply needs a durable record.
+        // Nothing is in flight (no master, every proposal returned), so no record of the current instance
+        // can have been made durable before the fault.
+        var faultInstance = cluster.Node(2).GetNowInstanceId(0);
+        var acknowledgedAfterFault = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        cluster.Network.SendObserver = (from, to, frame) =>
+        {
+            if (from == cluster.Ids[2]
+                && FrameCodec.TryDecode(frame, FrameCodec.DefaultMaxFrameLength, out var decoded) == FrameError.None
+                && decoded!.Paxos is { } message
+                && message.MsgType is (int)PaxosMsgType.PrepareReply or (int)PaxosMsgType.AcceptReply
+                && message.RejectByPromiseID == 0
+                && message.InstanceID >= faultInstance)
+            {
+                acknowledgedAfterFault.Enqueue($"{(PaxosMsgType)message.MsgType} for instance {message.InstanceID} to {to}");
+            }
+        };
+        files.Fail(LogFileOperation.Fsync, DiskError.NoSpace);
+
+        // The other two keep choosing values.
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(i % 2, 0, $"during-{i}")).Status);
+        }
+
+        await WaitUntil(() => cluster.Node(2).GetGroupStoppedReason(0) is not null, "node 2's group did not stop");
+        Assert.Equal(ProposeStatus.GroupStopped, (await cluster.Propose(2, 0, "on-the-failed-node")).Status);
+        Assert.Empty(acknowledgedAfterFault);
+        Assert.True(files.FailuresInjected >= 1);
+
+        var stopped = Assert.Single(logs.Lines, l => l.Contains("Critical: Log storage for group 0 stopped: fsync failed on", StringComparison.Ordinal));
+        Assert.Contains("(ENOSPC)", stopped, StringComparison.Ordinal);
+        Assert.Contains("No space left on device", stopped, StringComparison.Ordinal);
+        Assert.Contains(logs.Lines, l => l.Contains("Critical: Group 0 STOPPED", StringComparison.Ordinal));
+        Assert.Equal(1, capture.Sum("paxos.storage.failures", ("operation", "fsync"), ("error", "ENOSPC")));
+        capture.ObserveGauges();
+        Assert.Equal(1, capture.Gauge("paxos.storage.failed", (PaxosMetrics.NodeTag, cluster.Ids[2].ToString()), (PaxosMetrics.GroupTag, "0")));
+        Assert.Equal(0, capture.Gauge("paxos.storage.failed", (PaxosMetrics.NodeTag, cluster.Ids[0].ToString()), (PaxosMetrics.GroupTag, "0")));
+
+        // Power loss on node 2: what was never flushed is gone. Restarted on a healthy disk it recovers and catches up.
+        cluster.Stop(2);
+        files.SimulatePowerLoss();
+        cluster.ConfigureStorage = null;
+        cluster.Start(2);
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(i % 3, 0, $"after-{i}")).Status);
+        }
+
+        await cluster.WaitConvergedAsync(0, 35, TimeSpan.FromSeconds(90));
+        cluster.AssertSafety(0);
+        var reference = cluster.Machines[0][0].Snapshot();
+        Assert.Equal(reference.Select(e => (e.Instance, Convert.ToHexString(e.Value))), cluster.Machines[2][0].Snapshot().Select(e => (e.Instance, Convert.ToHexString(e.Value))));
+    }
+
+    private static async Task WaitUntil(Func<bool> condition, string failure)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, failure);
+            await Task.Delay(50);
+        }
     }
 
     /// <summary>A record as it lies in a data file: <c>[int32 len][uint64 instance][body]</c>.</summary>
