@@ -46,8 +46,16 @@ public sealed partial class FileLogStorage : ILogStorage
         {
             for (var i = 0; i < _groups.Length; i++)
             {
-                _groups[i] = new GroupLog(i, Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture)), options.DataFileSize, options.FileOperations);
-                Recover(_groups[i]);
+                var directory = Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture));
+                try
+                {
+                    _groups[i] = new GroupLog(i, directory, options.DataFileSize, options.FileOperations);
+                    Recover(_groups[i]);
+                }
+                catch (Microsoft.Data.Sqlite.SqliteException e)
+                {
+                    throw IndexDamaged(i, Path.Combine(directory, IndexDatabase.FileName), e);
+                }
             }
         }
         catch
@@ -99,7 +107,20 @@ public sealed partial class FileLogStorage : ILogStorage
         group.FilesLock.EnterReadLock();
         try
         {
-            return group.Index.TryGet(instanceId, out var entry) ? ReadRecord(group, entry) : null;
+            IndexEntry entry;
+            try
+            {
+                if (!group.Index.TryGet(instanceId, out entry))
+                {
+                    return null;
+                }
+            }
+            catch (Microsoft.Data.Sqlite.SqliteException e)
+            {
+                throw IndexDamaged(group.GroupIndex, group.Index.Path, e);
+            }
+
+            return ReadRecord(group, entry);
         }
         finally
         {
@@ -329,8 +350,16 @@ public sealed partial class FileLogStorage : ILogStorage
         return body;
     }
 
+    /// <summary>The index database cannot be read; it also holds the variables, which the data files cannot restore.</summary>
+    private static LogStorageException IndexDamaged(int groupIndex, string path, Microsoft.Data.Sqlite.SqliteException e) =>
+        new($"Group {groupIndex}: the index database {path} is damaged or unreadable ({e.Message}). Besides the index it holds the group's system and master variables, min chosen instance and delete floor, which the data files cannot restore: restore the file from a backup, or retire this node and add a fresh one through a membership change (a node that restarts with an empty folder forgets its promises).",
+            groupIndex,
+            path,
+            -1,
+            e);
+
     private static LogStorageException Damaged(GroupLog group, IndexEntry entry, string path, string reason) =>
-        new($"Group {group.GroupIndex}: the record of instance {entry.InstanceId} in data file {path} at offset {entry.Offset} is damaged: {reason}.",
+        new($"Group {group.GroupIndex}: the record of instance {entry.InstanceId} in data file {path} at offset {entry.Offset} does not match its index row in {group.Index.Path}: {reason}. The data file or the index is damaged.",
             group.GroupIndex,
             path,
             entry.Offset);

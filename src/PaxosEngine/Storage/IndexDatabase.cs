@@ -83,6 +83,18 @@ internal sealed class IndexDatabase : IDisposable
                     value BLOB NOT NULL);
                 """);
 
+            // A damaged page must be found now, not as a wrong row later: quick_check reads every page
+            // and checks the b-tree structure (O(size of the index), which DeleteBefore keeps bounded).
+            using (var check = _reader.CreateCommand())
+            {
+                check.CommandText = "PRAGMA quick_check";
+                var result = check.ExecuteScalar() as string;
+                if (result != "ok")
+                {
+                    throw new SqliteException($"SQLite quick_check of {path} failed: {result}", 11);
+                }
+            }
+
             _begin = Prepare(_indexWriter, "BEGIN");
             _upsert = Prepare(_indexWriter, "INSERT OR REPLACE INTO log_index (instance_id, file_id, offset, crc) VALUES (?1, ?2, ?3, ?4)");
             _commit = Prepare(_indexWriter, "COMMIT");

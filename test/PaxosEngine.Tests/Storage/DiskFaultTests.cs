@@ -183,6 +183,103 @@ public sealed class DiskFaultTests : IDisposable
     }
 
     [Fact]
+    public async Task Flipped_byte_in_the_index_header_is_reported_naming_the_file()
+    {
+        var storage = Open(LogFileOperations.Os, new CollectingLoggerFactory());
+        for (ulong i = 0; i < 20; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, 40, (int)i), sync: true);
+        }
+
+        storage.Dispose();
+        var index = Path.Combine(_root.Path, "g0", "index.db");
+        FlipByte(index, 3); // inside "SQLite format 3"
+
+        var error = Assert.Throws<LogStorageException>(() => Open(LogFileOperations.Os, new CollectingLoggerFactory()));
+        Assert.Equal(index, error.File);
+        Assert.Equal(0, error.GroupIndex);
+        Assert.Contains(index, error.Message, StringComparison.Ordinal);
+        Assert.Contains("damaged", error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Flips, one at a time, bytes of the pages holding index rows. Each flip is found when the index is
+    /// opened (quick_check, naming index.db) or when a row is used (the record at the indexed position must
+    /// hold the instance and crc of the row, naming the file); no read ever returns other bytes.
+    /// </summary>
+    [Fact]
+    public async Task Flipped_byte_in_an_index_page_is_detected_and_never_returns_other_bytes()
+    {
+        var storage = Open(LogFileOperations.Os, new CollectingLoggerFactory());
+        var bodies = Enumerable.Range(0, 300).Select(i => StorageTestData.Sized((ulong)i, 30, i)).ToArray();
+        for (var i = 0; i < bodies.Length; i++)
+        {
+            await storage.PutAsync(0, (ulong)i, bodies[i], sync: i % 50 == 49);
+        }
+
+        storage.Dispose();
+        var index = Path.Combine(_root.Path, "g0", "index.db");
+        var original = File.ReadAllBytes(index);
+        var pageSize = BinaryPrimitives.ReadUInt16BigEndian(original.AsSpan(16));
+        Assert.True(original.Length >= 3 * pageSize, $"index of {original.Length} bytes has too few pages");
+
+        int detectedOnOpen = 0, detectedOnRead = 0, harmless = 0;
+        var random = new Random(1234);
+        for (var trial = 0; trial < 60; trial++)
+        {
+            // Pages after the schema page hold the rows; flip a byte in the cell area (the second half of a page).
+            var page = random.Next(1, original.Length / pageSize);
+            var offset = ((long)page * pageSize) + random.Next(pageSize / 2, pageSize);
+            File.WriteAllBytes(index, original);
+            FlipByte(index, offset);
+            FileLogStorage reopened;
+            try
+            {
+                reopened = Open(LogFileOperations.Os, new CollectingLoggerFactory());
+            }
+            catch (LogStorageException e)
+            {
+                Assert.NotNull(e.File);
+                Assert.Contains(e.File, e.Message, StringComparison.Ordinal);
+                detectedOnOpen++;
+                continue;
+            }
+
+            using (reopened)
+            {
+                var failed = false;
+                for (var i = 0; i < bodies.Length; i++)
+                {
+                    try
+                    {
+                        var read = reopened.Get(0, (ulong)i);
+                        Assert.True(read is not null, $"trial {trial}, byte {offset}: instance {i} vanished");
+                        Assert.True(read.AsSpan().SequenceEqual(bodies[i]), $"trial {trial}, byte {offset}: instance {i} read other bytes");
+                    }
+                    catch (LogStorageException e)
+                    {
+                        Assert.NotNull(e.File);
+                        Assert.Contains(e.File, e.Message, StringComparison.Ordinal);
+                        failed = true;
+                    }
+                }
+
+                if (failed)
+                {
+                    detectedOnRead++;
+                }
+                else
+                {
+                    harmless++;
+                }
+            }
+        }
+
+        File.WriteAllBytes(index, original);
+        Assert.True(detectedOnOpen + detectedOnRead > 0, $"no flip was detected ({harmless} harmless)");
+    }
+
+    [Fact]
     public async Task Node_whose_fsync_fails_stops_acknowledging_and_catches_up_after_a_restart()
     {
         using var capture = new MeterCapture();
@@ -268,6 +365,15 @@ public sealed class DiskFaultTests : IDisposable
             Assert.True(DateTime.UtcNow < deadline, failure);
             await Task.Delay(50);
         }
+    }
+
+    private static void FlipByte(string path, long offset)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+        file.Position = offset;
+        var value = file.ReadByte();
+        file.Position = offset;
+        file.WriteByte((byte)(value ^ 0x5A));
     }
 
     /// <summary>A record as it lies in a data file: <c>[int32 len][uint64 instance][body]</c>.</summary>
