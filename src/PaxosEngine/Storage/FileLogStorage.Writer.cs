@@ -239,7 +239,7 @@ public sealed partial class FileLogStorage
 
         // PhxPaxos's index crc: instance id (8 bytes) then the body, every 8th byte.
         var crc = SkipCrc32.Compute(0, record[4..], SkipCrc32.ValueSkip);
-        group.PendingIndex.Add(new IndexEntry(put.InstanceId, group.CurrentFileId, checked((int)group.WriteOffset), crc));
+        group.PendingIndex.Add(new IndexEntry(put.InstanceId, group.CurrentFileId, checked((int)group.WriteOffset), crc, System.IO.Hashing.Crc32.HashToUInt32(record[4..])));
         group.BufferLength += recordLength;
         group.WriteOffset += recordLength;
         group.NeedsSync |= put.Sync;

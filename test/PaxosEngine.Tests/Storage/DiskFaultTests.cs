@@ -279,6 +279,52 @@ public sealed class DiskFaultTests : IDisposable
         Assert.True(detectedOnOpen + detectedOnRead > 0, $"no flip was detected ({harmless} harmless)");
     }
 
+    /// <summary>
+    /// Flips, one at a time, every byte of a record in the middle of a data file (length, instance id,
+    /// ballot, value, checksum). A read of that instance fails naming the data file and the record's
+    /// offset, or (for a byte that changes nothing the record means) returns the original bytes.
+    /// </summary>
+    [Fact]
+    public async Task Flipped_byte_anywhere_in_a_middle_record_fails_the_read_naming_file_and_offset()
+    {
+        var storage = Open(LogFileOperations.Os, new CollectingLoggerFactory());
+        var bodies = Enumerable.Range(0, 5).Select(i => StorageTestData.Sized((ulong)i, 40, i)).ToArray();
+        for (var i = 0; i < bodies.Length; i++)
+        {
+            await storage.PutAsync(0, (ulong)i, bodies[i], sync: true);
+        }
+
+        storage.Dispose();
+        var dataFile = Path.Combine(_root.Path, "g0", "vfile", "0.f");
+        var original = File.ReadAllBytes(dataFile);
+        var recordOffset = (12L * 2) + bodies[0].Length + bodies[1].Length;
+        var undetected = new List<long>();
+        for (var at = recordOffset; at < recordOffset + 12 + bodies[2].Length; at++)
+        {
+            File.WriteAllBytes(dataFile, original);
+            FlipByte(dataFile, at);
+            using var reopened = Open(LogFileOperations.Os, new CollectingLoggerFactory());
+            try
+            {
+                var read = reopened.Get(0, 2);
+                if (read is null || !read.AsSpan().SequenceEqual(bodies[2]))
+                {
+                    undetected.Add(at - recordOffset);
+                }
+            }
+            catch (LogStorageException e)
+            {
+                Assert.Equal(dataFile, e.File);
+                Assert.Equal(recordOffset, e.Offset);
+                Assert.Contains($"offset {recordOffset}", e.Message, StringComparison.Ordinal);
+            }
+
+            Assert.Equal(bodies[3], reopened.Get(0, 3));
+        }
+
+        Assert.True(undetected.Count == 0, $"flips at record bytes {string.Join(",", undetected)} returned other bytes");
+    }
+
     [Fact]
     public async Task Node_whose_fsync_fails_stops_acknowledging_and_catches_up_after_a_restart()
     {
