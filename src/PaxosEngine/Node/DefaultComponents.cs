@@ -14,6 +14,7 @@ internal static class DefaultComponents
             RootPath = options.StoragePath,
             GroupCount = options.GroupCount,
             DataFileSize = checked((int)options.DataFileSize),
+            Logger = loggerFactory.CreateLogger<FileLogStorage>(),
         });
 
     public static NetworkTransport CreateTransport(PaxosNodeOptions options, NodeId me, ILoggerFactory loggerFactory, PeerFilter? peerFilter = null) =>

@@ -26,9 +26,11 @@ public sealed partial class PaxosNode : IGaugeSource
         long logBytes = 0;
         var logFiles = 0;
         var hasLog = false;
+        var storageFailed = 0;
         if (_storage is FileLogStorage files)
         {
             (logBytes, logFiles) = files.GetLogSize(group);
+            storageFailed = files.Failure is null ? 0 : 1;
             hasLog = true;
         }
 
@@ -43,6 +45,7 @@ public sealed partial class PaxosNode : IGaugeSource
             Stopped: g.StoppedReason is null ? 0 : 1,
             LogBytes: logBytes,
             LogFiles: logFiles,
+            StorageFailed: storageFailed,
             HasLogSize: hasLog);
     }
 

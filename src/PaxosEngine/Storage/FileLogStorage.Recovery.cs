@@ -154,8 +154,9 @@ public sealed partial class FileLogStorage
                     var reason = got < length ? "the record is cut short" : Validate(record);
                     var instanceId = BinaryPrimitives.ReadUInt64LittleEndian(record);
                     var crc = SkipCrc32.Compute(0, record, SkipCrc32.ValueSkip);
+                    var fullCrc = reason is null ? System.IO.Hashing.Crc32.HashToUInt32(record) : 0;
                     if (reason is null && startRecord is { } s1 && s1.FileId == fileId && s1.Offset == offset
-                        && (s1.InstanceId != instanceId || s1.Crc != crc))
+                        && (s1.InstanceId != instanceId || s1.Crc != crc || (s1.FullCrc >= 0 && s1.FullCrc != fullCrc)))
                     {
                         reason = $"it differs from its index row (instance {s1.InstanceId}, crc 0x{s1.Crc:x8})";
                     }
@@ -191,7 +192,7 @@ public sealed partial class FileLogStorage
                     lastInstanceId = instanceId;
                     if (!floor.Covers(instanceId, fileId, offset))
                     {
-                        pending.Add(new IndexEntry(instanceId, fileId, checked((int)offset), crc));
+                        pending.Add(new IndexEntry(instanceId, fileId, checked((int)offset), crc, fullCrc));
                         if (pending.Count == IndexChunk)
                         {
                             group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending));

@@ -29,7 +29,7 @@ public sealed partial class FileLogStorage
 
     private readonly WriterLane[] _lanes;
     private readonly long _indexFlushTicks;
-    private volatile LogStorageException? _failure;
+    private LogStorageException? _failure;
     private long _fsyncCount;
 
     /// <inheritdoc/>
@@ -75,7 +75,7 @@ public sealed partial class FileLogStorage
                 $"A record of {acceptorStateData.Length + 12} bytes does not fit in a data file of {_options.DataFileSize} bytes.");
         }
 
-        var failure = _failure;
+        var failure = Volatile.Read(ref _failure);
         if (failure is not null)
         {
             return Stopped(failure);
@@ -232,14 +232,14 @@ public sealed partial class FileLogStorage
             {
                 try
                 {
-                    if (_failure is null)
+                    if (Volatile.Read(ref _failure) is null)
                     {
                         IndexPending(group);
                     }
                 }
                 catch (LogStorageException e)
                 {
-                    _failure ??= e;
+                    Fail(e);
                 }
             }
         }
@@ -272,7 +272,7 @@ public sealed partial class FileLogStorage
     private void CommitBatch(WriterLane lane, List<PendingPut> batch)
     {
         var batchGroups = lane.BatchGroups;
-        var failure = _failure;
+        var failure = Volatile.Read(ref _failure);
         if (failure is null)
         {
             CommitBatchSize.Record(batch.Count);
@@ -317,9 +317,8 @@ public sealed partial class FileLogStorage
             }
             catch (Exception e)
             {
-                failure = e as LogStorageException
-                    ?? new LogStorageException("The log writer failed unexpectedly; the storage is stopped.", e);
-                _failure = failure;
+                failure = Fail(e as LogStorageException
+                    ?? new LogStorageException("The log writer failed unexpectedly; the storage is stopped.", e));
             }
             finally
             {
@@ -389,7 +388,7 @@ public sealed partial class FileLogStorage
 
         // PhxPaxos's index crc: instance id (8 bytes) then the body, every 8th byte.
         var crc = SkipCrc32.Compute(0, record[4..], SkipCrc32.ValueSkip);
-        group.PendingIndex.Add(new IndexEntry(put.InstanceId, group.CurrentFileId, checked((int)group.WriteOffset), crc));
+        group.PendingIndex.Add(new IndexEntry(put.InstanceId, group.CurrentFileId, checked((int)group.WriteOffset), crc, System.IO.Hashing.Crc32.HashToUInt32(record[4..])));
         group.PendingSnapshots.Add(KeyValuePair.Create(put.InstanceId, put.Value));
         group.BufferLength += recordLength;
         group.WriteOffset += recordLength;
@@ -404,19 +403,20 @@ public sealed partial class FileLogStorage
             return;
         }
 
+        var path = group.DataFilePath(group.CurrentFileId);
         try
         {
-            RandomAccess.Write(group.WriteHandle!, group.Buffer.AsSpan(0, group.BufferLength), group.BufferFileOffset);
+            group.Files.Write(group.WriteHandle!, path, group.Buffer.AsSpan(0, group.BufferLength), group.BufferFileOffset);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
-            var path = group.DataFilePath(group.CurrentFileId);
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: writing {group.BufferLength} bytes to data file {path} at offset {group.BufferFileOffset} failed; the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: writing {group.BufferLength} bytes to data file {path} at offset {group.BufferFileOffset} failed: {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
                 path,
                 group.BufferFileOffset,
-                e);
+                e)
+            { Operation = LogFileOperation.Write };
         }
 
         group.BufferLength = 0;
@@ -425,19 +425,20 @@ public sealed partial class FileLogStorage
     private void Fsync(GroupLog group, Microsoft.Win32.SafeHandles.SafeFileHandle handle, int fileId)
     {
         var started = Stopwatch.GetTimestamp();
+        var path = group.DataFilePath(fileId);
         try
         {
-            DataSync.Flush(handle);
+            group.Files.Flush(handle, path, dataOnly: true);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
         {
-            var path = group.DataFilePath(fileId);
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: fsync of data file {path} failed (written up to offset {group.WriteOffset}); the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: fsync of data file {path} failed (written up to offset {group.WriteOffset}): {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
                 path,
                 group.WriteOffset,
-                e);
+                e)
+            { Operation = LogFileOperation.Fsync };
         }
 
         Interlocked.Increment(ref _fsyncCount);
@@ -463,7 +464,20 @@ public sealed partial class FileLogStorage
                     $"Group {group.GroupIndex}: cannot roll over to data file {path}: it already exists and is not empty.", group.GroupIndex, path, 0);
             }
 
-            group.WriteMeta(newFileId);
+            try
+            {
+                group.WriteMeta(newFileId);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: rewriting {group.MetaPath} to start data file {newFileId} failed: {e.Message} The storage is stopped and accepts no more writes.",
+                    group.GroupIndex,
+                    group.MetaPath,
+                    0,
+                    e)
+                { Operation = LogFileOperation.Meta };
+            }
 
             // The new file's directory entry is not fsynced separately (.NET cannot open a directory
             // handle); on ext4/xfs the first fsync of the file commits the journal that created it, and
@@ -478,11 +492,12 @@ public sealed partial class FileLogStorage
         catch (Exception e) when (e is IOException and not LogStorageException or UnauthorizedAccessException)
         {
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: rolling over from data file {oldFileId}.f to {path} failed; the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: creating and preallocating data file {path} (rolling over from {oldFileId}.f) failed: {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
                 path,
                 0,
-                e);
+                e)
+            { Operation = LogFileOperation.Preallocate };
         }
 
         group.EventLog.Write($"new file expand ok, fileid {newFileId} filesize {group.CurrentFileSize}");
@@ -497,11 +512,12 @@ public sealed partial class FileLogStorage
         catch (Microsoft.Data.Sqlite.SqliteException e)
         {
             throw new LogStorageException(
-                $"Group {group.GroupIndex}: indexing {group.PendingIndex.Count} records in {Path.Combine(group.Directory, IndexDatabase.FileName)} failed; the storage is stopped and accepts no more writes.",
+                $"Group {group.GroupIndex}: indexing {group.PendingIndex.Count} records in {group.Index.Path} failed: {e.Message} The storage is stopped and accepts no more writes.",
                 group.GroupIndex,
-                Path.Combine(group.Directory, IndexDatabase.FileName),
+                group.Index.Path,
                 -1,
-                e);
+                e)
+            { Operation = LogFileOperation.Index };
         }
     }
 

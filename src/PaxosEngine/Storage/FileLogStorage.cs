@@ -40,6 +40,7 @@ public sealed partial class FileLogStorage : ILogStorage
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.IndexFlushInterval, TimeSpan.Zero);
         _options = options;
         _indexFlushTicks = (long)Math.Min(options.IndexFlushInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
+        _logger = options.Logger ?? throw new ArgumentNullException(nameof(options), "LogStorageOptions.Logger must not be null.");
         Directory.CreateDirectory(options.RootPath);
 
         _groups = new GroupLog[options.GroupCount];
@@ -47,8 +48,16 @@ public sealed partial class FileLogStorage : ILogStorage
         {
             for (var i = 0; i < _groups.Length; i++)
             {
-                _groups[i] = new GroupLog(i, Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture)), options.DataFileSize);
-                Recover(_groups[i]);
+                var directory = Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture));
+                try
+                {
+                    _groups[i] = new GroupLog(i, directory, options.DataFileSize, options.FileOperations);
+                    Recover(_groups[i]);
+                }
+                catch (Microsoft.Data.Sqlite.SqliteException e)
+                {
+                    throw IndexDamaged(i, Path.Combine(directory, IndexDatabase.FileName), e);
+                }
             }
         }
         catch
@@ -78,7 +87,7 @@ public sealed partial class FileLogStorage : ILogStorage
     public long FsyncCount => Interlocked.Read(ref _fsyncCount);
 
     /// <summary>The error that stopped the storage, or null while it accepts writes.</summary>
-    public LogStorageException? Failure => _failure;
+    public LogStorageException? Failure => Volatile.Read(ref _failure);
 
     /// <inheritdoc/>
     public string GetGroupDirectory(int groupIndex) => GetGroup(groupIndex).Directory;
@@ -100,7 +109,20 @@ public sealed partial class FileLogStorage : ILogStorage
         group.FilesLock.EnterReadLock();
         try
         {
-            return group.Index.TryGet(instanceId, out var entry) ? ReadRecord(group, entry) : null;
+            IndexEntry entry;
+            try
+            {
+                if (!group.Index.TryGet(instanceId, out entry))
+                {
+                    return null;
+                }
+            }
+            catch (Microsoft.Data.Sqlite.SqliteException e)
+            {
+                throw IndexDamaged(group.GroupIndex, group.Index.Path, e);
+            }
+
+            return ReadRecord(group, entry);
         }
         finally
         {
@@ -331,11 +353,32 @@ public sealed partial class FileLogStorage : ILogStorage
             throw Damaged(group, entry, path, $"crc 0x{crc:x8} differs from the indexed 0x{entry.Crc:x8}");
         }
 
+        if (entry.FullCrc >= 0)
+        {
+            // PhxPaxos's crc misses 7 bytes in 8; the full one makes any flipped byte fail the read.
+            var full = new System.IO.Hashing.Crc32();
+            full.Append(header[4..]);
+            full.Append(body);
+            var fullCrc = full.GetCurrentHashAsUInt32();
+            if (fullCrc != entry.FullCrc)
+            {
+                throw Damaged(group, entry, path, $"the CRC-32 of its bytes 0x{fullCrc:x8} differs from the indexed 0x{entry.FullCrc:x8}");
+            }
+        }
+
         return body;
     }
 
+    /// <summary>The index database cannot be read; it also holds the variables, which the data files cannot restore.</summary>
+    private static LogStorageException IndexDamaged(int groupIndex, string path, Microsoft.Data.Sqlite.SqliteException e) =>
+        new($"Group {groupIndex}: the index database {path} is damaged or unreadable ({e.Message}). Besides the index it holds the group's system and master variables, min chosen instance and delete floor, which the data files cannot restore: restore the file from a backup, or retire this node and add a fresh one through a membership change (a node that restarts with an empty folder forgets its promises).",
+            groupIndex,
+            path,
+            -1,
+            e);
+
     private static LogStorageException Damaged(GroupLog group, IndexEntry entry, string path, string reason) =>
-        new($"Group {group.GroupIndex}: the record of instance {entry.InstanceId} in data file {path} at offset {entry.Offset} is damaged: {reason}.",
+        new($"Group {group.GroupIndex}: the record of instance {entry.InstanceId} in data file {path} at offset {entry.Offset} does not match its index row in {group.Index.Path}: {reason}. The data file or the index is damaged.",
             group.GroupIndex,
             path,
             entry.Offset);

@@ -24,8 +24,9 @@ internal sealed class GroupLog : IDisposable
     private readonly ConcurrentDictionary<int, SafeFileHandle> _readHandles = new();
     private readonly object _readHandlesLock = new();
 
-    public GroupLog(int groupIndex, string directory, int dataFileSize)
+    public GroupLog(int groupIndex, string directory, int dataFileSize, LogFileOperations files)
     {
+        Files = files;
         GroupIndex = groupIndex;
         Directory = directory;
         DataDirectory = System.IO.Path.Combine(directory, "vfile");
@@ -33,8 +34,11 @@ internal sealed class GroupLog : IDisposable
         DataFileSize = dataFileSize;
         System.IO.Directory.CreateDirectory(DataDirectory);
         EventLog = new DataFileEventLog(System.IO.Path.Combine(DataDirectory, "LOG"));
-        Index = new IndexDatabase(System.IO.Path.Combine(directory, IndexDatabase.FileName));
+        Index = new IndexDatabase(System.IO.Path.Combine(directory, IndexDatabase.FileName), files);
     }
+
+    /// <summary>The file operations that can fail on a full or failing disk.</summary>
+    public LogFileOperations Files { get; }
 
     public int GroupIndex { get; }
 
@@ -159,8 +163,8 @@ internal sealed class GroupLog : IDisposable
         BinaryPrimitives.WriteInt32LittleEndian(bytes, fileId);
         BinaryPrimitives.WriteUInt32LittleEndian(bytes[4..], SkipCrc32.Compute(0, bytes[..4], SkipCrc32.MetaSkip));
         using var handle = File.OpenHandle(MetaPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
-        RandomAccess.Write(handle, bytes, 0);
-        RandomAccess.FlushToDisk(handle);
+        Files.Write(handle, MetaPath, bytes, 0);
+        Files.Flush(handle, MetaPath, dataOnly: false);
     }
 
     /// <summary>Empties <c>meta</c> (file 0) durably.</summary>
@@ -184,7 +188,7 @@ internal sealed class GroupLog : IDisposable
             fileSize = RandomAccess.GetLength(handle);
             if (fileSize < DataFileSize)
             {
-                RandomAccess.Write(handle, [0], DataFileSize - 1);
+                Files.Preallocate(handle, path, DataFileSize);
                 fileSize = DataFileSize;
             }
 

@@ -4,8 +4,12 @@ using SQLitePCL;
 
 namespace Orleans.Paxos.Engine.Storage;
 
-/// <summary>Where the last record of an instance lies: data file id, offset of its length field, and its crc.</summary>
-internal readonly record struct IndexEntry(ulong InstanceId, int FileId, int Offset, uint Crc);
+/// <summary>
+/// Where the last record of an instance lies: data file id, offset of its length field, its crc (PhxPaxos's,
+/// over every 8th byte) and the CRC-32 of every byte of instance id and body (-1 when unknown: a row
+/// written before the column existed).
+/// </summary>
+internal readonly record struct IndexEntry(ulong InstanceId, int FileId, int Offset, uint Crc, long FullCrc);
 
 /// <summary>
 /// What DeleteBefore removed: instances below <see cref="Bound"/> among the records before position
@@ -52,8 +56,12 @@ internal sealed class IndexDatabase : IDisposable
     private readonly SqliteCommand _lookup;
     private readonly SqliteParameter _lookupInstance;
 
-    public IndexDatabase(string path)
+    private readonly LogFileOperations _files;
+
+    public IndexDatabase(string path, LogFileOperations files)
     {
+        Path = path;
+        _files = files;
         // Pooling is off: the connections live as long as the storage, and a pooled handle would keep
         // the file open after Dispose (tests and ClearAllLog delete the folder).
         var connectionString = new SqliteConnectionStringBuilder
@@ -73,19 +81,42 @@ internal sealed class IndexDatabase : IDisposable
                     instance_id INTEGER PRIMARY KEY,
                     file_id INTEGER NOT NULL,
                     offset INTEGER NOT NULL,
-                    crc INTEGER NOT NULL);
+                    crc INTEGER NOT NULL,
+                    full_crc INTEGER);
                 CREATE TABLE IF NOT EXISTS variables (
                     name TEXT PRIMARY KEY,
                     value BLOB NOT NULL);
                 """);
 
+            using (var columns = _durableWriter.CreateCommand())
+            {
+                // Indexes written before the full crc existed get the column; their rows keep NULL.
+                columns.CommandText = "SELECT COUNT(*) FROM pragma_table_info('log_index') WHERE name = 'full_crc'";
+                if ((long)columns.ExecuteScalar()! == 0)
+                {
+                    Execute(_durableWriter, "ALTER TABLE log_index ADD COLUMN full_crc INTEGER");
+                }
+            }
+
+            // A damaged page must be found now, not as a wrong row later: quick_check reads every page
+            // and checks the b-tree structure (O(size of the index), which DeleteBefore keeps bounded).
+            using (var check = _reader.CreateCommand())
+            {
+                check.CommandText = "PRAGMA quick_check";
+                var result = check.ExecuteScalar() as string;
+                if (result != "ok")
+                {
+                    throw new SqliteException($"SQLite quick_check of {path} failed: {result}", 11);
+                }
+            }
+
             _begin = Prepare(_indexWriter, "BEGIN");
-            _upsert = Prepare(_indexWriter, "INSERT OR REPLACE INTO log_index (instance_id, file_id, offset, crc) VALUES (?1, ?2, ?3, ?4)");
+            _upsert = Prepare(_indexWriter, "INSERT OR REPLACE INTO log_index (instance_id, file_id, offset, crc, full_crc) VALUES (?1, ?2, ?3, ?4, ?5)");
             _commit = Prepare(_indexWriter, "COMMIT");
             _rollback = Prepare(_indexWriter, "ROLLBACK");
 
             _lookup = _reader.CreateCommand();
-            _lookup.CommandText = "SELECT file_id, offset, crc FROM log_index WHERE instance_id = $i";
+            _lookup.CommandText = "SELECT file_id, offset, crc, full_crc FROM log_index WHERE instance_id = $i";
             _lookupInstance = _lookup.Parameters.Add("$i", SqliteType.Integer);
         }
         catch
@@ -94,6 +125,9 @@ internal sealed class IndexDatabase : IDisposable
             throw;
         }
     }
+
+    /// <summary>The database file.</summary>
+    public string Path { get; }
 
     public bool TryGet(ulong instanceId, out IndexEntry entry)
     {
@@ -107,7 +141,7 @@ internal sealed class IndexDatabase : IDisposable
                 return false;
             }
 
-            entry = new IndexEntry(instanceId, reader.GetInt32(0), reader.GetInt32(1), (uint)reader.GetInt64(2));
+            entry = new IndexEntry(instanceId, reader.GetInt32(0), reader.GetInt32(1), (uint)reader.GetInt64(2), reader.IsDBNull(3) ? -1 : reader.GetInt64(3));
             return true;
         }
     }
@@ -118,10 +152,10 @@ internal sealed class IndexDatabase : IDisposable
         lock (_readLock)
         {
             using var command = _reader.CreateCommand();
-            command.CommandText = "SELECT instance_id, file_id, offset, crc FROM log_index ORDER BY instance_id DESC LIMIT 1";
+            command.CommandText = "SELECT instance_id, file_id, offset, crc, full_crc FROM log_index ORDER BY instance_id DESC LIMIT 1";
             using var reader = command.ExecuteReader();
             return reader.Read()
-                ? new IndexEntry((ulong)reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2), (uint)reader.GetInt64(3))
+                ? new IndexEntry((ulong)reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2), (uint)reader.GetInt64(3), reader.IsDBNull(4) ? -1 : reader.GetInt64(4))
                 : null;
         }
     }
@@ -170,9 +204,19 @@ internal sealed class IndexDatabase : IDisposable
                     raw.sqlite3_bind_int64(_upsert, 2, entry.FileId);
                     raw.sqlite3_bind_int64(_upsert, 3, entry.Offset);
                     raw.sqlite3_bind_int64(_upsert, 4, entry.Crc);
+                    if (entry.FullCrc >= 0)
+                    {
+                        raw.sqlite3_bind_int64(_upsert, 5, entry.FullCrc);
+                    }
+                    else
+                    {
+                        raw.sqlite3_bind_null(_upsert, 5);
+                    }
+
                     Step(db, _upsert);
                 }
 
+                _files.BeforeIndexCommit(Path);
                 Step(db, _commit);
             }
             catch
@@ -213,6 +257,7 @@ internal sealed class IndexDatabase : IDisposable
                 SetVariable(_durableWriter, transaction, FloorKey, floor);
             }
 
+            _files.BeforeIndexCommit(Path);
             transaction.Commit();
         }
     }
@@ -281,6 +326,7 @@ internal sealed class IndexDatabase : IDisposable
     {
         lock (_writeLock)
         {
+            _files.BeforeIndexCommit(Path);
             SetVariable(_durableWriter, null, name, value.ToArray());
         }
     }

@@ -32,4 +32,7 @@ public sealed class LogStorageException : IOException
 
     /// <summary>The byte offset in <see cref="File"/>, or -1.</summary>
     public long Offset { get; } = -1;
+
+    /// <summary>The file operation that failed, when a write path failed.</summary>
+    internal LogFileOperation? Operation { get; init; }
 }

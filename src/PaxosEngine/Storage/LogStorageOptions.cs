@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace Orleans.Paxos.Engine.Storage;
 
 /// <summary>Options of <see cref="FileLogStorage"/>.</summary>
@@ -31,4 +34,13 @@ public sealed record LogStorageOptions
     /// nothing: recovery indexes the records after the last index commit from the data files. Default 50 ms.
     /// </summary>
     public TimeSpan IndexFlushInterval { get; init; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// Where the storage logs; defaults to none. The storage logs once, at Critical level, when a write
+    /// or fsync fails and it stops accepting writes, and at Warning level when it rebuilds a damaged index.
+    /// </summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
+
+    /// <summary>The file operations that can fail on a full or failing disk; the OS calls unless a test injects faults.</summary>
+    internal LogFileOperations FileOperations { get; init; } = LogFileOperations.Os;
 }

@@ -27,6 +27,7 @@ internal readonly record struct GroupGaugeSnapshot(
     int Stopped,
     long LogBytes,
     int LogFiles,
+    int StorageFailed,
     bool HasLogSize);
 
 /// <summary>
@@ -62,6 +63,8 @@ internal static class NodeGauges
             "Bytes used by the group's data files (full files plus the current file's write offset); file storage only.");
         m.CreateObservableGauge("paxos.log.files", () => ObserveLog(static s => s.LogFiles), "{file}",
             "Data files the group's log spans; file storage only.");
+        m.CreateObservableGauge("paxos.storage.failed", () => ObserveLog(static s => s.StorageFailed), "1",
+            "1 when the node's log storage stopped after a failed write, fsync or index write (full disk, I/O error), else 0; file storage only.");
     }
 
     /// <summary>Adds a node to the gauges.</summary>

@@ -1,4 +1,6 @@
 using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
@@ -106,8 +108,11 @@ public sealed class TestCluster : IDisposable
     /// <summary>Mounts more state machines on a node before it starts (node index, node, its options).</summary>
     public Action<int, PaxosNode, PaxosNodeOptions>? Mount { get; set; }
 
+    /// <summary>Adjusts a node's storage options before it starts (node index, options); e.g. injects disk faults.</summary>
+    public Func<int, LogStorageOptions, LogStorageOptions>? ConfigureStorage { get; set; }
+
     /// <summary>Where nodes started from now on log; none when null.</summary>
-    public Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; set; }
+    public ILoggerFactory? LoggerFactory { get; set; }
 
     public void Start(int i)
     {
@@ -124,7 +129,14 @@ public sealed class TestCluster : IDisposable
         };
         _configure?.Invoke(options);
         _configureNode?.Invoke(i, options);
-        var storage = new FileLogStorage(new LogStorageOptions { RootPath = options.StoragePath, GroupCount = _groups, DataFileSize = (int)options.DataFileSize });
+        var storageOptions = new LogStorageOptions
+        {
+            RootPath = options.StoragePath,
+            GroupCount = _groups,
+            DataFileSize = (int)options.DataFileSize,
+            Logger = LoggerFactory?.CreateLogger<FileLogStorage>() ?? (ILogger)NullLogger.Instance,
+        };
+        var storage = new FileLogStorage(ConfigureStorage?.Invoke(i, storageOptions) ?? storageOptions);
         var node = new PaxosNode(options, LoggerFactory, Network.CreateTransport(Ids[i]), storage);
         Machines[i] = new RecordingStateMachine[_groups];
         for (var g = 0; g < _groups; g++)

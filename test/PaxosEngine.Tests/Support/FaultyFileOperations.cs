@@ -1,0 +1,194 @@
+using Microsoft.Data.Sqlite;
+using Microsoft.Win32.SafeHandles;
+using Orleans.Paxos.Engine.Storage;
+
+namespace Orleans.Paxos.Engine.Tests.Support;
+
+/// <summary>An error a failing disk reports.</summary>
+public enum DiskError
+{
+    /// <summary>ENOSPC, "No space left on device" (SQLITE_FULL for the index).</summary>
+    NoSpace,
+
+    /// <summary>EIO, "Input/output error" (SQLITE_IOERR for the index).</summary>
+    Io,
+}
+
+/// <summary>
+/// The storage's real file operations with injectable failures, and a shadow of what was made durable:
+/// every write is remembered until a successful flush of its file makes it durable. A failed flush leaves
+/// it pending, as a kernel that drops dirty pages after a failed fsync would. <see cref="SimulatePowerLoss"/>
+/// then puts back on disk only what was durable. Thread-safe.
+/// </summary>
+internal sealed class FaultyFileOperations : LogFileOperations
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, byte[]> _durable = [];
+    private readonly Dictionary<string, List<(long Offset, byte[] Data)>> _pending = [];
+    private LogFileOperation? _failing;
+    private DiskError _error;
+    private int _failuresInjected;
+
+    /// <summary>Number of calls failed so far.</summary>
+    public int FailuresInjected => Volatile.Read(ref _failuresInjected);
+
+    /// <summary>Makes every later call of <paramref name="operation"/> fail with <paramref name="error"/> until <see cref="Heal"/>.</summary>
+    public void Fail(LogFileOperation operation, DiskError error)
+    {
+        lock (_gate)
+        {
+            _error = error;
+            _failing = operation;
+        }
+    }
+
+    /// <summary>Stops failing.</summary>
+    public void Heal()
+    {
+        lock (_gate)
+        {
+            _failing = null;
+        }
+    }
+
+    public override void Write(SafeFileHandle handle, string path, ReadOnlySpan<byte> data, long offset)
+    {
+        ThrowIfFailing(IsMeta(path) ? LogFileOperation.Meta : LogFileOperation.Write, path, "write");
+        base.Write(handle, path, data, offset);
+        lock (_gate)
+        {
+            Pending(path).Add((offset, data.ToArray()));
+        }
+    }
+
+    public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
+    {
+        ThrowIfFailing(dataOnly ? LogFileOperation.Fsync : LogFileOperation.Meta, path, dataOnly ? "fdatasync" : "fsync");
+        lock (_gate)
+        {
+            // Taken under the lock so that a write of the same file cannot slip between the flush and the bookkeeping.
+            base.Flush(handle, path, dataOnly);
+            var image = _durable.GetValueOrDefault(path, []);
+            foreach (var (offset, data) in Pending(path))
+            {
+                if (image.Length < offset + data.Length)
+                {
+                    Array.Resize(ref image, (int)(offset + data.Length));
+                }
+
+                data.CopyTo(image, offset);
+            }
+
+            _durable[path] = image;
+            Pending(path).Clear();
+        }
+    }
+
+    public override void Preallocate(SafeFileHandle handle, string path, long size)
+    {
+        ThrowIfFailing(LogFileOperation.Preallocate, path, "write");
+        base.Preallocate(handle, path, size);
+    }
+
+    public override void BeforeIndexCommit(string path)
+    {
+        lock (_gate)
+        {
+            if (_failing == LogFileOperation.Index)
+            {
+                Interlocked.Increment(ref _failuresInjected);
+                throw _error == DiskError.NoSpace
+                    ? new SqliteException("SQLite Error 13: 'database or disk is full'.", 13)
+                    : new SqliteException("SQLite Error 10: 'disk I/O error'.", 10);
+            }
+        }
+    }
+
+    /// <summary>Whether <paramref name="bytes"/> lie, whole, in the durable part of a file under <paramref name="directory"/>.</summary>
+    public bool IsDurable(string directory, ReadOnlySpan<byte> bytes)
+    {
+        lock (_gate)
+        {
+            foreach (var (path, image) in _durable)
+            {
+                if (path.StartsWith(directory, StringComparison.Ordinal) && image.AsSpan().IndexOf(bytes) >= 0)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// What a power loss after the failure leaves: every byte written but never flushed goes back to its
+    /// durable content (zeros past it). Call with the storage closed.
+    /// </summary>
+    /// <returns>The number of bytes put back.</returns>
+    public long SimulatePowerLoss()
+    {
+        lock (_gate)
+        {
+            long reverted = 0;
+            foreach (var (path, writes) in _pending)
+            {
+                if (!File.Exists(path))
+                {
+                    continue;
+                }
+
+                var image = _durable.GetValueOrDefault(path, []);
+                using var file = new FileStream(path, FileMode.Open, FileAccess.Write);
+                foreach (var (offset, data) in writes)
+                {
+                    var original = new byte[data.Length];
+                    if (offset < image.Length)
+                    {
+                        image.AsSpan((int)offset, (int)Math.Min(data.Length, image.Length - offset)).CopyTo(original);
+                    }
+
+                    file.Position = offset;
+                    file.Write(original);
+                    reverted += data.Length;
+                }
+
+                writes.Clear();
+            }
+
+            return reverted;
+        }
+    }
+
+    private static bool IsMeta(string path) => Path.GetFileName(path) == "meta";
+
+    private void ThrowIfFailing(LogFileOperation operation, string path, string call)
+    {
+        lock (_gate)
+        {
+            if (_failing != operation)
+            {
+                return;
+            }
+
+            Interlocked.Increment(ref _failuresInjected);
+
+            // The messages and HResults .NET and DataSync give for these errno values on Linux.
+            var (errno, text) = _error == DiskError.NoSpace ? (28, "No space left on device") : (5, "Input/output error");
+            throw call == "write"
+                ? new IOException($"{text} : '{path}'", errno)
+                : new IOException($"{call} failed: {text} (errno {errno}).", errno);
+        }
+    }
+
+    private List<(long Offset, byte[] Data)> Pending(string path)
+    {
+        if (!_pending.TryGetValue(path, out var list))
+        {
+            list = [];
+            _pending[path] = list;
+        }
+
+        return list;
+    }
+}
