@@ -23,6 +23,7 @@ internal static class DefaultComponents
             UdpMaxSize = options.UdpMaxSize,
             MaxFrameLength = PaxosNode.MaxFrameLength(options),
             TcpIoThreadCount = options.IoThreadCount,
+            AuthenticationKey = options.PeerAuthentication.ResolveKey(),
             Logger = loggerFactory.CreateLogger<NetworkTransport>(),
         });
 }

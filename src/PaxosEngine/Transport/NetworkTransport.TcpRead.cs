@@ -230,11 +230,13 @@ public sealed partial class NetworkTransport
                 }
 
                 var prefix = buffer.AsSpan(connection.Start, TcpFraming.PrefixLength);
-                if (!TcpFraming.TryReadFrameLength(prefix, _owner._maxFrameLength, out var length))
+                // With authentication the length covers the frame and its tag, so it can be no shorter than the tag.
+                var tagLength = _owner._tagLength;
+                if (!TcpFraming.TryReadFrameLength(prefix, _owner._maxMessageLength, out var length) || length < tagLength)
                 {
                     // The stream cannot be resynchronised after a bad prefix: drop the connection, as PhxPaxos does.
                     _owner.Statistics.OnDropped(TransportKind.Tcp, DropReason.BadLength);
-                    NetworkTransportLog.BadTcpLength(_owner._logger, _owner.LocalNode, connection.Remote, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(prefix), _owner._maxFrameLength);
+                    NetworkTransportLog.BadTcpLength(_owner._logger, _owner.LocalNode, connection.Remote, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(prefix), _owner._maxMessageLength);
                     return false;
                 }
 
@@ -245,7 +247,14 @@ public sealed partial class NetworkTransport
                     return true;
                 }
 
-                _owner.Deliver(buffer.AsSpan(connection.Start + TcpFraming.PrefixLength, length), TransportKind.Tcp);
+                var message = buffer.AsSpan(connection.Start + TcpFraming.PrefixLength, length);
+                if (tagLength > 0 && !_owner.Authenticate(message, TransportKind.Tcp, connection.Remote))
+                {
+                    // A peer without the secret (or a corrupted stream): nothing more from this connection is trusted.
+                    return false;
+                }
+
+                _owner.Deliver(message[..(length - tagLength)], TransportKind.Tcp);
                 connection.Start += total;
             }
 

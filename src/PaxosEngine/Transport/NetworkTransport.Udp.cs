@@ -84,18 +84,22 @@ public sealed partial class NetworkTransport
                     continue;
                 }
 
-                if (length > _maxFrameLength)
+                if (length > _maxMessageLength)
                 {
                     Statistics.OnDropped(TransportKind.Udp, DropReason.TooLarge);
                 }
-                else if (length <= FrameCodec.PrefixLength)
+                else if (length <= FrameCodec.PrefixLength + _tagLength)
                 {
                     // PhxPaxos drops a message of 6 bytes or fewer: it cannot hold a header.
                     Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
                 }
-                else
+                else if (_authenticator is null)
                 {
                     Deliver(buffer.AsSpan(0, length), TransportKind.Udp);
+                }
+                else if (Authenticate(buffer.AsSpan(0, length), TransportKind.Udp, remote: null))
+                {
+                    Deliver(buffer.AsSpan(0, length - _tagLength), TransportKind.Udp);
                 }
             }
         }
@@ -115,6 +119,9 @@ public sealed partial class NetworkTransport
         var socket = _udpSend!;
         var addresses = new Dictionary<NodeId, SocketAddress>();
         var queue = _udpQueue!;
+
+        // With authentication a datagram is the frame and its tag, assembled here (no allocation per datagram).
+        var datagram = _authenticator is null ? null : new byte[_udpMaxSize + _tagLength];
         while (queue.TryTake(out var item))
         {
             var (destination, frame) = item;
@@ -138,7 +145,17 @@ public sealed partial class NetworkTransport
             try
             {
                 // The SocketAddress overload sends without allocating an endpoint per datagram.
-                socket.SendTo(frame, SocketFlags.None, address);
+                if (datagram is null)
+                {
+                    socket.SendTo(frame, SocketFlags.None, address);
+                }
+                else
+                {
+                    frame.CopyTo(datagram, 0);
+                    _authenticator!.WriteTag(frame, datagram.AsSpan(frame.Length));
+                    socket.SendTo(datagram.AsSpan(0, frame.Length + _tagLength), SocketFlags.None, address);
+                }
+
                 Statistics.OnSent(TransportKind.Udp, 1, frame.Length);
             }
             catch (SocketException ex)

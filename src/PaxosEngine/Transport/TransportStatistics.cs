@@ -25,6 +25,9 @@ public enum DropReason
 
     /// <summary>The transport was stopped (or not started).</summary>
     Stopped,
+
+    /// <summary>A received frame without a valid peer-authentication tag (<see cref="NetworkTransportOptions.AuthenticationKey"/>).</summary>
+    Unauthenticated,
 }
 
 /// <summary>
@@ -39,8 +42,9 @@ public sealed class TransportStatistics
     private static readonly Counter<long> FramesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.received", "{frame}", "Frames handed to the sink.");
     private static readonly Counter<long> BytesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.bytes.received", "By", "Frame bytes handed to the sink.");
     private static readonly Counter<long> FramesDroppedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.dropped", "{frame}", "Frames dropped by the transport, by reason.");
+    private static readonly Counter<long> AuthenticationFailuresCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.authentication.failures", "{frame}", "Received frames refused because their peer-authentication tag was missing or wrong.");
     private static readonly KeyValuePair<string, object?>[] KindTags = [new("kind", "udp"), new("kind", "tcp")];
-    private static readonly string[] ReasonNames = ["queue_full", "too_large", "stale", "send_error", "bad_length", "stopped"];
+    private static readonly string[] ReasonNames = ["queue_full", "too_large", "stale", "send_error", "bad_length", "stopped", "unauthenticated"];
     private static readonly int ReasonCount = ReasonNames.Length;
 
     private readonly long[] _sentFrames = new long[2];
@@ -80,6 +84,12 @@ public sealed class TransportStatistics
         return total;
     }
 
+    /// <summary>
+    /// Received frames refused because their peer-authentication tag was missing or wrong (both kinds); each is
+    /// also counted as dropped with <see cref="DropReason.Unauthenticated"/>. Always 0 without an authentication key.
+    /// </summary>
+    public long AuthenticationFailures => Dropped(TransportKind.Udp, DropReason.Unauthenticated) + Dropped(TransportKind.Tcp, DropReason.Unauthenticated);
+
     /// <summary>Outgoing TCP connections established.</summary>
     public long ConnectionsOpened => Interlocked.Read(ref _connectionsOpened);
 
@@ -107,7 +117,7 @@ public sealed class TransportStatistics
             sb.Append("; ");
         }
 
-        sb.Append(CultureInfo.InvariantCulture, $"connections opened {ConnectionsOpened}, accepted {ConnectionsAccepted}, refused {ConnectionsRefused}, connect failures {ConnectFailures}");
+        sb.Append(CultureInfo.InvariantCulture, $"connections opened {ConnectionsOpened}, accepted {ConnectionsAccepted}, refused {ConnectionsRefused}, connect failures {ConnectFailures}, authentication failures {AuthenticationFailures}");
         return sb.ToString();
     }
 
@@ -136,6 +146,12 @@ public sealed class TransportStatistics
 
         Interlocked.Add(ref _dropped[((int)kind * ReasonCount) + (int)reason], frames);
         FramesDroppedCounter.Add(frames, KindTags[(int)kind], new KeyValuePair<string, object?>("reason", ReasonNames[(int)reason]));
+    }
+
+    internal void OnAuthenticationFailure(TransportKind kind)
+    {
+        OnDropped(kind, DropReason.Unauthenticated);
+        AuthenticationFailuresCounter.Add(1, KindTags[(int)kind]);
     }
 
     internal void OnConnectionOpened() => Interlocked.Increment(ref _connectionsOpened);
