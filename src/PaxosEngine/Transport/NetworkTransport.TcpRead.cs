@@ -290,21 +290,26 @@ public sealed partial class NetworkTransport
 
             public int End { get; set; }
 
-            /// <summary>Makes the buffer able to hold a frame of <paramref name="total"/> bytes starting at <see cref="Start"/>.</summary>
+            /// <summary>
+            /// Makes room for more of a frame of <paramref name="total"/> bytes starting at <see cref="Start"/>. The
+            /// buffer grows only when it is full and then at most doubles, so memory follows the bytes that actually
+            /// arrived, not the length a peer announced: a prefix announcing 10 MiB followed by silence costs nothing.
+            /// </summary>
             public void EnsureRoom(int total)
             {
-                if (Buffer.Length - Start >= total)
+                if (Buffer.Length - Start >= total || End < Buffer.Length)
                 {
+                    // The frame fits from Start, or the buffer still has room at its end for the next receive.
                     return;
                 }
 
-                if (total <= Buffer.Length)
+                if (Start > 0)
                 {
                     MoveToFront(Buffer);
                     return;
                 }
 
-                var larger = ArrayPool<byte>.Shared.Rent(total);
+                var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(total, 2L * Buffer.Length));
                 MoveToFront(larger);
             }
 

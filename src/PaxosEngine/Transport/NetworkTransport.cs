@@ -89,6 +89,9 @@ public sealed partial class NetworkTransport : ITransport
     /// <inheritdoc />
     public NodeId LocalNode { get; }
 
+    /// <summary>Accepted (incoming) TCP connections open right now.</summary>
+    public int IncomingConnections => Volatile.Read(ref _incomingCount);
+
     /// <summary>Whether frames are authenticated (<see cref="NetworkTransportOptions.AuthenticationKey"/> is set).</summary>
     public bool IsAuthenticating => _authenticator is not null;
 
