@@ -182,6 +182,7 @@ public static class SiloProgram
         {
             Args = args,
             ContentRootPath = AppContext.BaseDirectory,
+            EnvironmentName = ResolveEnvironment(args),
         });
 
         // Defaults go first so that appsettings.json, the environment and the command line override them.
@@ -197,6 +198,17 @@ public static class SiloProgram
             o.TimestampFormat = "HH:mm:ss ";
         });
         return builder;
+    }
+
+    /// <summary>
+    /// The host environment: <c>DOTNET_ENVIRONMENT</c> or <c>--environment</c> when given, else
+    /// <see cref="Environments.Development"/> (not .NET's usual Production), so that a plain run needs no secret.
+    /// <c>Production</c> loads <c>appsettings.Production.json</c>, which turns peer authentication on.
+    /// </summary>
+    private static string ResolveEnvironment(string[] args)
+    {
+        var probe = new ConfigurationBuilder().AddEnvironmentVariables("DOTNET_").AddCommandLine(args).Build();
+        return probe[HostDefaults.EnvironmentKey] is { Length: > 0 } name ? name : Environments.Development;
     }
 
     private static void ConfigureSilo(HostApplicationBuilder builder, int siloPort, int gatewayPort, IPAddress advertised, IPEndPoint primary, InProcessPaxosNetwork? network)

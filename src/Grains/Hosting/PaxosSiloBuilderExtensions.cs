@@ -24,6 +24,7 @@ public static class PaxosSiloBuilderExtensions
     /// <c>Paxos</c> and then applies <paramref name="configure"/>; starts the node before grains activate
     /// and stops it after they deactivate; registers the group, node and key-value grains' placement.
     /// </summary>
+    /// <exception cref="ArgumentException">Peer authentication is enabled without a usable secret (<c>Paxos:PeerAuthentication</c>).</exception>
     /// <remarks>
     /// Publishes the node id as silo metadata (<c>UseSiloMetadata</c>), which master placement uses to find
     /// the silo of a group's master; a silo that also sets its own metadata must include
@@ -43,6 +44,9 @@ public static class PaxosSiloBuilderExtensions
         var probe = new PaxosNodeOptions();
         builder.Configuration.GetSection(ConfigurationSection).Bind(probe);
         configure?.Invoke(probe);
+
+        // A missing or bad peer-authentication secret stops the silo here, before anything starts, with a clear message.
+        _ = probe.PeerAuthentication?.ResolveKey();
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
         if (!string.IsNullOrWhiteSpace(probe.MyNode))
         {

@@ -234,7 +234,14 @@ internal sealed partial class PaxosGroup
 
     private void OnAskForLearn(PaxosMsg message)
     {
-        SetSeen(message.InstanceID);
+        // Only a member's progress can tell this node it is behind. Taken from anyone (as PhxPaxos does), one
+        // stray datagram naming a far instance would keep this node from proposing for good: it would wait to
+        // catch up with instances nobody has. Followers still ask and are served below.
+        if (_members.Contains(message.NodeID))
+        {
+            SetSeen(message.InstanceID);
+        }
+
         if (message.ProposalNodeID == _settings.MyNodeId && message.NodeID != _settings.MyNodeId)
         {
             // A follower of this node: push it every value learned here for three ask intervals.
@@ -287,6 +294,13 @@ internal sealed partial class PaxosGroup
 
     private void OnSendNowInstanceId(PaxosMsg message)
     {
+        // The answer to our AskForLearn, which goes to members only: from anyone else it is not an answer, and its
+        // instance (see OnAskForLearn) or system variables must not be taken.
+        if (!_members.Contains(message.NodeID))
+        {
+            return;
+        }
+
         SetSeen(message.NowInstanceID);
         if (message.HasSystemVariables && Membership.UpdateFromPeer(message.SystemVariables.Span))
         {

@@ -25,6 +25,7 @@ internal static class DefaultComponents
             MaxFrameLength = PaxosNode.MaxFrameLength(options),
             TcpIoThreadCount = options.IoThreadCount,
             PeerFilter = peerFilter,
+            AuthenticationKey = options.PeerAuthentication.ResolveKey(),
             Logger = loggerFactory.CreateLogger<NetworkTransport>(),
         });
 }

@@ -10,6 +10,13 @@ namespace Orleans.Paxos.Engine.Node;
 public sealed partial class PaxosNode : IGaugeSource
 {
     private string? _nodeTag;
+    private long _invalidFrames;
+
+    /// <summary>
+    /// Frames the transport delivered that this node refused before any group saw them: undecodable (bad length,
+    /// header, checksum or body) or for a group it does not have. Also counted on <c>paxos.frames.invalid</c>.
+    /// </summary>
+    public long InvalidFramesReceived => Interlocked.Read(ref _invalidFrames);
 
     /// <inheritdoc />
     string IGaugeSource.NodeTagValue => NodeTagValue;
@@ -61,6 +68,15 @@ public sealed partial class PaxosNode : IGaugeSource
 
         MasterChanged += (group, _, _) => EngineInstruments.MasterChanges.Add(1, new(PaxosMetrics.NodeTag, node), new(PaxosMetrics.GroupTag, EngineInstruments.GroupTagValue(group)));
         NodeGauges.Register(this);
+    }
+
+    private void CountInvalidFrame(string reason)
+    {
+        Interlocked.Increment(ref _invalidFrames);
+        if (EngineInstruments.InvalidFrames.Enabled)
+        {
+            EngineInstruments.InvalidFrames.Add(1, new(PaxosMetrics.NodeTag, NodeTagValue), new("reason", reason));
+        }
     }
 
     /// <summary>Removes the node from the gauges. Called by <see cref="Dispose"/>.</summary>

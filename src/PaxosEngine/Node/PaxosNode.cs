@@ -352,12 +352,14 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         var error = FrameCodec.TryDecode(frame, _maxFrameLength, out var decoded);
         if (error != FrameError.None)
         {
+            CountInvalidFrame(Telemetry.EngineInstruments.FrameErrorName(error));
             LogBadFrame(MyNodeId, via, error, frame.Length);
             return;
         }
 
         if ((uint)decoded!.GroupIndex >= (uint)_groups.Length)
         {
+            CountInvalidFrame("unknown_group");
             LogUnknownGroup(MyNodeId, decoded.GroupIndex);
             return;
         }

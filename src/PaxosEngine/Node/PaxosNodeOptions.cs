@@ -145,6 +145,9 @@ public sealed partial class PaxosNodeOptions
             throw new ArgumentException("Paxos option Members must list every member's ip:port.");
         }
 
+        ArgumentNullException.ThrowIfNull(PeerAuthentication, nameof(PeerAuthentication));
+        _ = PeerAuthentication.ResolveKey();
+
         return (me, members);
     }
 }

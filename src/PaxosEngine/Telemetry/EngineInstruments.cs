@@ -50,6 +50,9 @@ internal static class EngineInstruments
     public static readonly Counter<long> CheckpointBytes = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.checkpoint.bytes", "By", "Checkpoint file bytes sent (direction=sent) or installed (direction=received), by group.");
 
+    public static readonly Counter<long> InvalidFrames = PaxosMetrics.Meter.CreateCounter<long>(
+        "paxos.frames.invalid", "{frame}", "Frames from the transport the node refused before any group saw them, by node and reason (a FrameError in snake case, or unknown_group).");
+
     public static readonly Counter<long> InboundDropped = PaxosMetrics.Meter.CreateCounter<long>(
         "paxos.group.inbound.dropped", "{message}", "Paxos messages dropped because the group's inbound queue was full, by group.");
 
@@ -73,6 +76,19 @@ internal static class EngineInstruments
         ProposeStatus.GroupStopped => "group_stopped",
         ProposeStatus.InvalidGroup => "invalid_group",
         ProposeStatus.NodeStopped => "node_stopped",
+        _ => "other",
+    };
+
+    /// <summary>The snake-case name of a frame error, as tagged on <see cref="InvalidFrames"/>.</summary>
+    public static string FrameErrorName(Protocol.FrameError error) => error switch
+    {
+        Protocol.FrameError.TooShort => "too_short",
+        Protocol.FrameError.TooLarge => "too_large",
+        Protocol.FrameError.BadHeaderLength => "bad_header_length",
+        Protocol.FrameError.BadHeader => "bad_header",
+        Protocol.FrameError.ChecksumMismatch => "checksum_mismatch",
+        Protocol.FrameError.UnknownCommand => "unknown_command",
+        Protocol.FrameError.BadBody => "bad_body",
         _ => "other",
     };
 

@@ -8,8 +8,8 @@ namespace Orleans.Paxos.Engine.Transport;
 /// <summary>Source-generated log messages of <see cref="NetworkTransport"/>.</summary>
 internal static partial class NetworkTransportLog
 {
-    [LoggerMessage(1, LogLevel.Information, "Transport {Node} started: UDP and TCP on port {Port}, UDP up to {UdpMaxSize} B, {Threads} TCP read and {Threads} TCP write thread(s)")]
-    public static partial void Started(ILogger logger, NodeId node, int port, int udpMaxSize, int threads);
+    [LoggerMessage(1, LogLevel.Information, "Transport {Node} started: UDP and TCP on port {Port}, UDP up to {UdpMaxSize} B, {Threads} TCP read and {Threads} TCP write thread(s), peer authentication {Authentication}")]
+    public static partial void Started(ILogger logger, NodeId node, int port, int udpMaxSize, int threads, string authentication);
 
     [LoggerMessage(2, LogLevel.Information, "Transport {Node} stopped; {Statistics}")]
     public static partial void Stopped(ILogger logger, NodeId node, TransportStatistics statistics);
@@ -49,4 +49,7 @@ internal static partial class NetworkTransportLog
 
     [LoggerMessage(14, LogLevel.Error, "Transport {Node}: could not bind UDP and TCP on {EndPoint}")]
     public static partial void BindFailed(ILogger logger, Exception exception, NodeId node, IPEndPoint endPoint);
+
+    [LoggerMessage(15, LogLevel.Warning, "Transport {Node}: refused {Count} frame(s) without a valid peer-authentication tag (the latest by {Kind} from {Remote}; at most one such warning per {IntervalSeconds} s). Do all nodes share the same secret?")]
+    public static partial void AuthenticationFailed(ILogger logger, NodeId node, long count, TransportKind kind, string remote, int intervalSeconds);
 }

@@ -230,11 +230,13 @@ public sealed partial class NetworkTransport
                 }
 
                 var prefix = buffer.AsSpan(connection.Start, TcpFraming.PrefixLength);
-                if (!TcpFraming.TryReadFrameLength(prefix, _owner._maxFrameLength, out var length))
+                // With authentication the length covers the frame and its tag, so it can be no shorter than the tag.
+                var tagLength = _owner._tagLength;
+                if (!TcpFraming.TryReadFrameLength(prefix, _owner._maxMessageLength, out var length) || length < tagLength)
                 {
                     // The stream cannot be resynchronised after a bad prefix: drop the connection, as PhxPaxos does.
                     _owner.Statistics.OnDropped(TransportKind.Tcp, DropReason.BadLength);
-                    NetworkTransportLog.BadTcpLength(_owner._logger, _owner.LocalNode, connection.Remote, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(prefix), _owner._maxFrameLength);
+                    NetworkTransportLog.BadTcpLength(_owner._logger, _owner.LocalNode, connection.Remote, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(prefix), _owner._maxMessageLength);
                     return false;
                 }
 
@@ -245,7 +247,14 @@ public sealed partial class NetworkTransport
                     return true;
                 }
 
-                _owner.Deliver(buffer.AsSpan(connection.Start + TcpFraming.PrefixLength, length), TransportKind.Tcp);
+                var message = buffer.AsSpan(connection.Start + TcpFraming.PrefixLength, length);
+                if (tagLength > 0 && !_owner.Authenticate(message, TransportKind.Tcp, connection.Remote))
+                {
+                    // A peer without the secret (or a corrupted stream): nothing more from this connection is trusted.
+                    return false;
+                }
+
+                _owner.Deliver(message[..(length - tagLength)], TransportKind.Tcp);
                 connection.Start += total;
             }
 
@@ -281,21 +290,26 @@ public sealed partial class NetworkTransport
 
             public int End { get; set; }
 
-            /// <summary>Makes the buffer able to hold a frame of <paramref name="total"/> bytes starting at <see cref="Start"/>.</summary>
+            /// <summary>
+            /// Makes room for more of a frame of <paramref name="total"/> bytes starting at <see cref="Start"/>. The
+            /// buffer grows only when it is full and then at most doubles, so memory follows the bytes that actually
+            /// arrived, not the length a peer announced: a prefix announcing 10 MiB followed by silence costs nothing.
+            /// </summary>
             public void EnsureRoom(int total)
             {
-                if (Buffer.Length - Start >= total)
+                if (Buffer.Length - Start >= total || End < Buffer.Length)
                 {
+                    // The frame fits from Start, or the buffer still has room at its end for the next receive.
                     return;
                 }
 
-                if (total <= Buffer.Length)
+                if (Start > 0)
                 {
                     MoveToFront(Buffer);
                     return;
                 }
 
-                var larger = ArrayPool<byte>.Shared.Rent(total);
+                var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(total, 2L * Buffer.Length));
                 MoveToFront(larger);
             }
 

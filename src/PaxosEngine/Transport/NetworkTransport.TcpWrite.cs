@@ -184,6 +184,10 @@ public sealed partial class NetworkTransport
         private int _batchSent;
         private byte[]? _large;
         private int _largeSent;
+
+        // With authentication: the tag of _large, written after it.
+        private byte[]? _largeTag;
+        private int _largeTagSent;
         private int _chunkFrames;
         private long _chunkBytes;
 
@@ -433,6 +437,7 @@ public sealed partial class NetworkTransport
         private bool FillChunk(long now)
         {
             var batch = _batch!;
+            var tagLength = _owner._tagLength;
             while (_queue.TryPeek(out var head))
             {
                 var length = head.Frame.Length;
@@ -440,7 +445,7 @@ public sealed partial class NetworkTransport
                 var large = length > BatchLength / 2;
 
                 // A large frame is written from its own array after its prefix, so it is never copied.
-                if (room < TcpFraming.PrefixLength + (large ? 0 : length))
+                if (room < TcpFraming.PrefixLength + (large ? 0 : length + tagLength))
                 {
                     break;
                 }
@@ -452,18 +457,30 @@ public sealed partial class NetworkTransport
                     continue;
                 }
 
-                TcpFraming.WritePrefix(batch.AsSpan(_batchLength), length);
+                // The prefix counts the tag too: [prefix][frame][tag].
+                TcpFraming.WritePrefix(batch.AsSpan(_batchLength), length + tagLength);
                 _batchLength += TcpFraming.PrefixLength;
                 _chunkFrames++;
                 _chunkBytes += length;
                 if (large)
                 {
                     _large = item.Frame;
+                    if (tagLength > 0)
+                    {
+                        _largeTag ??= new byte[tagLength];
+                        _owner._authenticator!.WriteTag(item.Frame, _largeTag);
+                    }
+
                     break;
                 }
 
                 item.Frame.CopyTo(batch, _batchLength);
                 _batchLength += length;
+                if (tagLength > 0)
+                {
+                    _owner._authenticator!.WriteTag(item.Frame, batch.AsSpan(_batchLength, tagLength));
+                    _batchLength += tagLength;
+                }
             }
 
             return _chunkFrames > 0;
@@ -496,6 +513,18 @@ public sealed partial class NetworkTransport
                 written += sent;
             }
 
+            while (_large is not null && _largeTag is not null && _largeTagSent < _largeTag.Length)
+            {
+                var sent = socket.Send(_largeTag, _largeTagSent, _largeTag.Length - _largeTagSent, SocketFlags.None, out var error);
+                if (error != SocketError.Success)
+                {
+                    return error;
+                }
+
+                _largeTagSent += sent;
+                written += sent;
+            }
+
             _owner.Statistics.OnSent(TransportKind.Tcp, _chunkFrames, _chunkBytes);
             ResetChunk();
             return SocketError.Success;
@@ -507,6 +536,7 @@ public sealed partial class NetworkTransport
             _batchSent = 0;
             _large = null;
             _largeSent = 0;
+            _largeTagSent = 0;
             _chunkFrames = 0;
             _chunkBytes = 0;
         }

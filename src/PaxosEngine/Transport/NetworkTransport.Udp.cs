@@ -64,9 +64,22 @@ public sealed partial class NetworkTransport
         }
 
         SocketError error;
+        byte[]? datagram = null;
         try
         {
-            error = _udpSend!.SendTo(frame, SocketFlags.None, address) == frame.Length ? SocketError.Success : SocketError.MessageSize;
+            if (_authenticator is null)
+            {
+                error = _udpSend!.SendTo(frame, SocketFlags.None, address) == frame.Length ? SocketError.Success : SocketError.MessageSize;
+            }
+            else
+            {
+                // With authentication a datagram is the frame and its tag, assembled in a pooled buffer.
+                var length = frame.Length + _tagLength;
+                datagram = ArrayPool<byte>.Shared.Rent(length);
+                frame.CopyTo(datagram, 0);
+                _authenticator.WriteTag(frame, datagram.AsSpan(frame.Length, _tagLength));
+                error = _udpSend!.SendTo(datagram.AsSpan(0, length), SocketFlags.None, address) == length ? SocketError.Success : SocketError.MessageSize;
+            }
         }
         catch (SocketException ex)
         {
@@ -77,6 +90,13 @@ public sealed partial class NetworkTransport
             // Dispose closed the socket between the caller's state check and this send.
             Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped);
             return false;
+        }
+        finally
+        {
+            if (datagram is not null)
+            {
+                ArrayPool<byte>.Shared.Return(datagram);
+            }
         }
 
         if (error == SocketError.Success)
@@ -123,18 +143,22 @@ public sealed partial class NetworkTransport
                     continue;
                 }
 
-                if (length > _maxFrameLength)
+                if (length > _maxMessageLength)
                 {
                     Statistics.OnDropped(TransportKind.Udp, DropReason.TooLarge);
                 }
-                else if (length <= FrameCodec.PrefixLength)
+                else if (length <= FrameCodec.PrefixLength + _tagLength)
                 {
                     // PhxPaxos drops a message of 6 bytes or fewer: it cannot hold a header.
                     Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
                 }
-                else
+                else if (_authenticator is null)
                 {
                     Deliver(buffer.AsSpan(0, length), TransportKind.Udp);
+                }
+                else if (Authenticate(buffer.AsSpan(0, length), TransportKind.Udp, remote: null))
+                {
+                    Deliver(buffer.AsSpan(0, length - _tagLength), TransportKind.Udp);
                 }
             }
         }

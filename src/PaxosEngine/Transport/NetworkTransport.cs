@@ -29,6 +29,9 @@ public sealed partial class NetworkTransport : ITransport
     private const int StateStopped = 2;
     private const int ThreadJoinTimeoutMs = 10_000;
 
+    /// <summary>At most one authentication-failure warning per this many seconds; the others are summed into it.</summary>
+    private const int AuthenticationWarningIntervalSeconds = 10;
+
     private readonly ILogger _logger;
     private readonly int _udpMaxSize;
     private readonly int _maxFrameLength;
@@ -41,6 +44,13 @@ public sealed partial class NetworkTransport : ITransport
     private readonly long _connectTimeoutTicks;
     private readonly int _maxIncomingConnections;
     private readonly PeerFilter? _peerFilter;
+    private readonly FrameAuthenticator? _authenticator;
+    private readonly int _tagLength;
+
+    /// <summary>Largest message accepted from the network: a frame and, with authentication, its tag.</summary>
+    private readonly int _maxMessageLength;
+    private long _authenticationFailuresUnreported;
+    private long _nextAuthenticationWarningAt;
     private readonly object _lifecycle = new();
     private readonly List<Thread> _threads = [];
     private IFrameSink? _sink;
@@ -55,8 +65,16 @@ public sealed partial class NetworkTransport : ITransport
         options.Validate();
         LocalNode = options.LocalNode;
         _logger = options.Logger;
-        _udpMaxSize = options.UdpMaxSize;
+        if (options.AuthenticationKey is { } key)
+        {
+            _authenticator = new FrameAuthenticator(key);
+            _tagLength = FrameAuthenticator.TagLength;
+        }
+
+        // With a tag the datagram must still fit in UDP's limit; larger frames go by TCP.
+        _udpMaxSize = Math.Min(options.UdpMaxSize, NetworkTransportOptions.MaxUdpPayload - _tagLength);
         _maxFrameLength = options.MaxFrameLength;
+        _maxMessageLength = (int)Math.Min((long)_maxFrameLength + _tagLength, int.MaxValue - TcpFraming.PrefixLength);
         _ioThreadCount = options.TcpIoThreadCount;
         _tcpQueueMaxFrames = options.TcpQueueMaxFrames;
         _tcpQueueMaxBytes = options.TcpQueueMaxBytes;
@@ -70,6 +88,12 @@ public sealed partial class NetworkTransport : ITransport
 
     /// <inheritdoc />
     public NodeId LocalNode { get; }
+
+    /// <summary>Accepted (incoming) TCP connections open right now.</summary>
+    public int IncomingConnections => Volatile.Read(ref _incomingCount);
+
+    /// <summary>Whether frames are authenticated (<see cref="NetworkTransportOptions.AuthenticationKey"/> is set).</summary>
+    public bool IsAuthenticating => _authenticator is not null;
 
     /// <summary>Counters of this transport (also published on the <c>Orleans.Paxos</c> meter).</summary>
     public TransportStatistics Statistics { get; } = new();
@@ -109,7 +133,7 @@ public sealed partial class NetworkTransport : ITransport
             Volatile.Write(ref _state, StateStarted);
         }
 
-        NetworkTransportLog.Started(_logger, LocalNode, LocalNode.Port, _udpMaxSize, _ioThreadCount);
+        NetworkTransportLog.Started(_logger, LocalNode, LocalNode.Port, _udpMaxSize, _ioThreadCount, IsAuthenticating ? "on" : "off");
     }
 
     /// <inheritdoc />
@@ -202,6 +226,32 @@ public sealed partial class NetworkTransport : ITransport
             // The sink belongs to the node; a bug there must cost one frame, not the receive thread.
             NetworkTransportLog.SinkFailed(_logger, ex, LocalNode, via, frame.Length);
         }
+    }
+
+    /// <summary>
+    /// Checks the tag at the end of <paramref name="message"/> (frame then tag); on failure counts it and warns at
+    /// most every <see cref="AuthenticationWarningIntervalSeconds"/> seconds. Never logs the tag or the key.
+    /// </summary>
+    private bool Authenticate(ReadOnlySpan<byte> message, TransportKind via, EndPoint? remote)
+    {
+        var frameLength = message.Length - _tagLength;
+        if (frameLength >= 0 && _authenticator!.Verify(message[..frameLength], message[frameLength..]))
+        {
+            return true;
+        }
+
+        Statistics.OnAuthenticationFailure(via);
+        Interlocked.Increment(ref _authenticationFailuresUnreported);
+        var now = Stopwatch.GetTimestamp();
+        var next = Volatile.Read(ref _nextAuthenticationWarningAt);
+        if (now >= next
+            && Interlocked.CompareExchange(ref _nextAuthenticationWarningAt, now + (AuthenticationWarningIntervalSeconds * Stopwatch.Frequency), next) == next)
+        {
+            var count = Interlocked.Exchange(ref _authenticationFailuresUnreported, 0);
+            NetworkTransportLog.AuthenticationFailed(_logger, LocalNode, count, via, remote?.ToString() ?? "a UDP sender", AuthenticationWarningIntervalSeconds);
+        }
+
+        return false;
     }
 
     private void CloseSockets()

@@ -10,6 +10,15 @@ namespace Orleans.Paxos.Engine.Transport;
 /// </summary>
 public sealed class NetworkTransportOptions
 {
+    /// <summary>Length of the authentication tag appended to every frame when <see cref="AuthenticationKey"/> is set: 16 bytes.</summary>
+    public const int AuthenticationTagLength = 16;
+
+    /// <summary>Shortest accepted <see cref="AuthenticationKey"/>: 16 bytes.</summary>
+    public const int MinAuthenticationKeyLength = 16;
+
+    /// <summary>Largest UDP payload over IPv4.</summary>
+    internal const int MaxUdpPayload = 65507;
+
     /// <summary>
     /// This node. Its address and port are where UDP and TCP listen (the same port number for both, as PhxPaxos);
     /// peers reply to this port whatever source port our datagrams carry.
@@ -52,6 +61,24 @@ public sealed class NetworkTransportOptions
     /// </summary>
     public PeerFilter? PeerFilter { get; set; }
 
+    /// <summary>
+    /// The cluster secret that authenticates frames between nodes, at least <see cref="MinAuthenticationKeyLength"/>
+    /// bytes; null (the default) sends and accepts plain PhxPaxos frames. Copied by the constructor.
+    /// </summary>
+    /// <remarks>
+    /// <para>When set, every frame carries a tag: the first <see cref="AuthenticationTagLength"/> bytes of
+    /// HMAC-SHA256(key, frame), where frame is the PhxPaxos frame <c>[group index][header length][Header][body][crc]</c>.
+    /// A UDP datagram is <c>[frame][tag]</c>; a TCP message is <c>[uint32 big-endian (frame + tag + 4)][frame][tag]</c>,
+    /// the length prefix covering the tag. Frames whose tag is missing or wrong are refused before they reach the
+    /// node, counted in <see cref="TransportStatistics.AuthenticationFailures"/> and reported in a rate-limited
+    /// warning; a TCP connection carrying one is closed. Frames up to <see cref="UdpMaxSize"/> still go by UDP
+    /// (at most 65491 bytes, so that frame and tag fit in a datagram).</para>
+    /// <para>All nodes must share the key: a node without it (or a PhxPaxos C++ node) can neither be heard nor
+    /// hear the others. The tag authenticates the origin (some holder of the key), not freshness: a recorded
+    /// frame can be replayed, which Paxos treats as a duplicate message.</para>
+    /// </remarks>
+    public byte[]? AuthenticationKey { get; set; }
+
     /// <summary>Logger; defaults to none.</summary>
     public ILogger Logger { get; set; } = NullLogger.Instance;
 
@@ -80,5 +107,10 @@ public sealed class NetworkTransportOptions
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ConnectTimeout, TimeSpan.Zero, nameof(ConnectTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxIncomingConnections, 1, nameof(MaxIncomingConnections));
         ArgumentNullException.ThrowIfNull(Logger, nameof(Logger));
+        if (AuthenticationKey is { Length: < MinAuthenticationKeyLength })
+        {
+            // Never the key itself, nor its length: only that it is too short.
+            throw new ArgumentException($"NetworkTransportOptions.AuthenticationKey is shorter than {MinAuthenticationKeyLength} bytes; use a random secret of at least {MinAuthenticationKeyLength} (better 32) bytes.", nameof(AuthenticationKey));
+        }
     }
 }

@@ -28,6 +28,9 @@ public enum DropReason
 
     /// <summary>The peer is blocked by the transport's <see cref="PeerFilter"/> (fault injection).</summary>
     Blocked,
+
+    /// <summary>A received frame without a valid peer-authentication tag (<see cref="NetworkTransportOptions.AuthenticationKey"/>).</summary>
+    Unauthenticated,
 }
 
 /// <summary>
@@ -42,8 +45,9 @@ public sealed class TransportStatistics
     private static readonly Counter<long> FramesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.received", "{frame}", "Frames handed to the sink.");
     private static readonly Counter<long> BytesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.bytes.received", "By", "Frame bytes handed to the sink.");
     private static readonly Counter<long> FramesDroppedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.dropped", "{frame}", "Frames dropped by the transport, by reason.");
+    private static readonly Counter<long> AuthenticationFailuresCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.authentication.failures", "{frame}", "Received frames refused because their peer-authentication tag was missing or wrong.");
     private static readonly KeyValuePair<string, object?>[] KindTags = [new("kind", "udp"), new("kind", "tcp")];
-    private static readonly string[] ReasonNames = ["queue_full", "too_large", "stale", "send_error", "bad_length", "stopped", "blocked"];
+    private static readonly string[] ReasonNames = ["queue_full", "too_large", "stale", "send_error", "bad_length", "stopped", "blocked", "unauthenticated"];
     private static readonly int ReasonCount = ReasonNames.Length;
 
     private readonly long[] _sentFrames = new long[2];
@@ -83,6 +87,12 @@ public sealed class TransportStatistics
         return total;
     }
 
+    /// <summary>
+    /// Received frames refused because their peer-authentication tag was missing or wrong (both kinds); each is
+    /// also counted as dropped with <see cref="DropReason.Unauthenticated"/>. Always 0 without an authentication key.
+    /// </summary>
+    public long AuthenticationFailures => Dropped(TransportKind.Udp, DropReason.Unauthenticated) + Dropped(TransportKind.Tcp, DropReason.Unauthenticated);
+
     /// <summary>Outgoing TCP connections established.</summary>
     public long ConnectionsOpened => Interlocked.Read(ref _connectionsOpened);
 
@@ -110,7 +120,7 @@ public sealed class TransportStatistics
             sb.Append("; ");
         }
 
-        sb.Append(CultureInfo.InvariantCulture, $"connections opened {ConnectionsOpened}, accepted {ConnectionsAccepted}, refused {ConnectionsRefused}, connect failures {ConnectFailures}");
+        sb.Append(CultureInfo.InvariantCulture, $"connections opened {ConnectionsOpened}, accepted {ConnectionsAccepted}, refused {ConnectionsRefused}, connect failures {ConnectFailures}, authentication failures {AuthenticationFailures}");
         return sb.ToString();
     }
 
@@ -139,6 +149,12 @@ public sealed class TransportStatistics
 
         Interlocked.Add(ref _dropped[((int)kind * ReasonCount) + (int)reason], frames);
         FramesDroppedCounter.Add(frames, KindTags[(int)kind], new KeyValuePair<string, object?>("reason", ReasonNames[(int)reason]));
+    }
+
+    internal void OnAuthenticationFailure(TransportKind kind)
+    {
+        OnDropped(kind, DropReason.Unauthenticated);
+        AuthenticationFailuresCounter.Add(1, KindTags[(int)kind]);
     }
 
     internal void OnConnectionOpened() => Interlocked.Increment(ref _connectionsOpened);
