@@ -133,7 +133,9 @@ public sealed class PrometheusEndpointTests : IDisposable
     {
         while (true)
         {
-            var first = Random.Shared.Next(20_000, 60_000);
+            // Below Linux's ephemeral range (32768-60999), where outgoing connections of tests running
+            // at the same time could take a port between this check and the silo binding it.
+            var first = Random.Shared.Next(20_000, 32_000);
             if (Enumerable.Range(first, count).All(IsFree))
             {
                 return first;
