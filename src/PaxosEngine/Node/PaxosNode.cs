@@ -82,7 +82,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
 
         var loopCount = options.LoopThreadCount > 0
             ? Math.Min(options.LoopThreadCount, options.GroupCount)
-            : Math.Min(options.GroupCount, Environment.ProcessorCount);
+            : Math.Min(options.GroupCount, PaxosNodeOptions.DefaultMaxLoopThreads);
         _checkpoints = new CheckpointControl(options);
         _loops = new GroupLoop[loopCount];
         for (var i = 0; i < loopCount; i++)

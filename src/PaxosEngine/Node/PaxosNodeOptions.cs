@@ -32,8 +32,16 @@ public sealed partial class PaxosNodeOptions
     /// <summary>TCP read threads and write threads (each). Default 1.</summary>
     public int IoThreadCount { get; set; } = 1;
 
-    /// <summary>Loop threads shared by the groups; 0 = one per group up to the processor count. Default 0.</summary>
+    /// <summary>
+    /// Loop threads shared by the groups; 0 = one per group (as PhxPaxos) up to <see cref="DefaultMaxLoopThreads"/>.
+    /// A loop that serves one group writes that group's acceptor records itself (an fsync on the loop thread, as
+    /// PhxPaxos does); a loop shared by several groups leaves fsyncs to the storage's writer threads so that one
+    /// group's fsync does not hold up the others. Default 0.
+    /// </summary>
     public int LoopThreadCount { get; set; }
+
+    /// <summary>Most loop threads a node starts when <see cref="LoopThreadCount"/> is 0: 16.</summary>
+    public const int DefaultMaxLoopThreads = 16;
 
     /// <summary>Largest packed value (state machine id + value), bytes. Default 10 MiB (PhxPaxos <c>MAX_VALUE_SIZE</c>).</summary>
     public int MaxValueSize { get; set; } = 10 * 1024 * 1024;
