@@ -590,6 +590,45 @@ public sealed class FileLogStorageTests : IDisposable
         Assert.Equal(Enumerable.Range(20, 20).Select(i => (long)i), rows.Select(r => r.Instance));
     }
 
+    [Fact]
+    public void A_put_that_finds_its_lane_idle_is_written_by_the_caller_when_the_callback_allows_it()
+    {
+        var storage = Open(groupCount: 1);
+        var inline = new ThreadRecordingCallback(allowsCallerWrite: true);
+        storage.Put(0, 0, StorageTestData.Promise(0), sync: true, inline);
+
+        // Written, fsynced and reported before Put returned, on this thread.
+        Assert.True(inline.Completed.IsSet);
+        Assert.Null(inline.Error);
+        Assert.Equal(Environment.CurrentManagedThreadId, inline.ThreadId);
+        Assert.Equal(StorageTestData.Promise(0), storage.Get(0, 0));
+
+        var handedOff = new ThreadRecordingCallback(allowsCallerWrite: false);
+        storage.Put(0, 1, StorageTestData.Promise(1), sync: true, handedOff);
+        Assert.True(handedOff.Completed.Wait(TimeSpan.FromSeconds(10)));
+        Assert.Null(handedOff.Error);
+        Assert.NotEqual(Environment.CurrentManagedThreadId, handedOff.ThreadId);
+        Assert.Equal(StorageTestData.Promise(1), storage.Get(0, 1));
+    }
+
+    private sealed class ThreadRecordingCallback(bool allowsCallerWrite) : IPutCallback
+    {
+        public ManualResetEventSlim Completed { get; } = new();
+
+        public int ThreadId { get; private set; }
+
+        public Exception? Error { get; private set; }
+
+        public bool AllowsCallerWrite => allowsCallerWrite;
+
+        public void OnPutCompleted(Exception? error)
+        {
+            Error = error;
+            ThreadId = Environment.CurrentManagedThreadId;
+            Completed.Set();
+        }
+    }
+
     private FileLogStorage OpenHoldingIndex(int dataFileSize = LogStorageOptions.DefaultDataFileSize)
     {
         var storage = new FileLogStorage(new LogStorageOptions
