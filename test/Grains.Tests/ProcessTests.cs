@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 
 namespace Orleans.Paxos.Grains.Tests;
@@ -17,7 +15,7 @@ public sealed class ProcessTests : IDisposable
     public ProcessTests()
     {
         Directory.CreateDirectory(_work);
-        (_paxosPort, _siloPort, _gatewayPort) = (FreeRange(), FreeRange(), FreeRange());
+        (_paxosPort, _siloPort, _gatewayPort) = (LoopbackPortRange.Free(3), LoopbackPortRange.Free(3), LoopbackPortRange.Free(3));
     }
 
     public void Dispose()
@@ -148,36 +146,6 @@ public sealed class ProcessTests : IDisposable
         var path = Path.Combine(repo, "src", project, "bin", configuration, tfm, dll);
         Assert.True(File.Exists(path), $"{path} is missing; build the solution first");
         return path;
-    }
-
-    /// <summary>The first of three consecutive loopback ports free for TCP and UDP.</summary>
-    private static int FreeRange()
-    {
-        while (true)
-        {
-            // Below Linux's ephemeral range (32768-60999), where outgoing connections of tests running
-            // at the same time could take a port between this check and the silo binding it.
-            var first = Random.Shared.Next(20_000, 32_000);
-            if (Enumerable.Range(first, 3).All(IsFree))
-            {
-                return first;
-            }
-        }
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            using var tcp = new TcpListener(IPAddress.Loopback, port);
-            tcp.Start();
-            using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, port));
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 
     private sealed class SiloProcess : IDisposable

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 
 namespace Orleans.Paxos.Grains.Tests;
@@ -28,7 +27,7 @@ public sealed class PrometheusEndpointTests : IDisposable
     [Fact]
     public async Task Silo_serves_engine_orleans_and_runtime_metrics_to_prometheus()
     {
-        var (paxos, silo, gateway, metrics) = (FreeRange(3), FreeRange(3), FreeRange(3), FreeRange(1));
+        var (paxos, silo, gateway, metrics) = (LoopbackPortRange.Free(3), LoopbackPortRange.Free(3), LoopbackPortRange.Free(3), LoopbackPortRange.Free(1));
         using var process = StartSilo(paxos, silo, gateway, metrics);
         var ready = await Task.WhenAny(process.Ready.Task, Task.Delay(TimeSpan.FromSeconds(40)));
         Assert.True(ready == process.Ready.Task, "the silo did not start in 40 s:\n" + process.Output);
@@ -126,36 +125,6 @@ public sealed class PrometheusEndpointTests : IDisposable
         var path = Path.Combine(repo, "src", project, "bin", baseDir.Parent!.Name, baseDir.Name, dll);
         Assert.True(File.Exists(path), $"{path} is missing; build the solution first");
         return path;
-    }
-
-    /// <summary>The first of <paramref name="count"/> consecutive loopback ports free for TCP and UDP.</summary>
-    private static int FreeRange(int count)
-    {
-        while (true)
-        {
-            // Below Linux's ephemeral range (32768-60999), where outgoing connections of tests running
-            // at the same time could take a port between this check and the silo binding it.
-            var first = Random.Shared.Next(20_000, 32_000);
-            if (Enumerable.Range(first, count).All(IsFree))
-            {
-                return first;
-            }
-        }
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            using var tcp = new TcpListener(IPAddress.Loopback, port);
-            tcp.Start();
-            using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, port));
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 
     /// <summary>The samples of a Prometheus text exposition: <c>name{labels} value</c> lines.</summary>

@@ -129,9 +129,7 @@ public sealed partial class FileLogStorage
         List<PendingPut> batch;
         lock (lane.QueueLock)
         {
-            batch = lane.Incoming;
-            lane.Incoming = lane.Draining;
-            lane.Draining = batch;
+            batch = lane.TakeIncoming();
         }
 
         CommitBatch(lane, batch);
@@ -175,9 +173,7 @@ public sealed partial class FileLogStorage
                     {
                         if (lane.Incoming.Count > 0)
                         {
-                            batch = lane.Incoming;
-                            lane.Incoming = lane.Draining;
-                            lane.Draining = batch;
+                            batch = lane.TakeIncoming();
                             break;
                         }
 
@@ -537,6 +533,15 @@ public sealed partial class FileLogStorage
         public List<PendingPut> Draining { get; set; } = [];
 
         public bool Stopping { get; set; }
+
+        /// <summary>Swaps the queue with the drained list and returns the puts queued so far. Under <see cref="QueueLock"/>.</summary>
+        public List<PendingPut> TakeIncoming()
+        {
+            var batch = Incoming;
+            Incoming = Draining;
+            Draining = batch;
+            return batch;
+        }
 
         /// <summary>Whether a thread (the writer thread or a caller) is writing a batch or index rows; guarded by <see cref="QueueLock"/>. Only that thread touches the lane's batch state.</summary>
         public bool WriterActive { get; set; }
