@@ -16,7 +16,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </summary>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --disk --json)";
 
     private sealed class Options
     {
@@ -45,6 +45,9 @@ internal static class ConsensusBenchmark
         public int Loops { get; set; }
 
         public bool Json { get; set; }
+
+        /// <summary>Also report the disk's share: fsyncs/s, fsync and acceptor-persist latency, records per fsync.</summary>
+        public bool Disk { get; set; }
 
         public string BasePath { get; set; } = Path.GetTempPath();
     }
@@ -91,7 +94,14 @@ internal static class ConsensusBenchmark
             Console.WriteLine();
             Console.WriteLine("  metrics: on = OpenTelemetry SDK meter provider (all Orleans.Paxos instruments, read every second); traces = that and a tracer provider (every paxos.propose span sampled, batch-exported)");
             Console.WriteLine();
-            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}");
+            if (options.Disk)
+            {
+                Console.WriteLine("  disk (nodes in this process): fsync/s, fsync mean and p99 ms, acceptor persist (write until the reply may go) mean and p99 ms, records per fsync");
+                Console.WriteLine();
+            }
+
+            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}" +
+                (options.Disk ? $" {"fsync/s",8} {"fs ms",6} {"fs p99",6} {"pers ms",7} {"pers p99",8} {"rec/fs",6}" : ""));
         }
 
         foreach (var size in options.ValueSizes)
@@ -116,7 +126,9 @@ internal static class ConsensusBenchmark
                         }
                         else
                         {
-                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0}");
+                            var d = r.Disk;
+                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0}" +
+                                (d is null ? "" : $" {d.FsyncsPerSecond,8:0} {d.FsyncMeanMs,6:0.00} {d.FsyncP99Ms,6:0.00} {d.PersistMeanMs,7:0.00} {d.PersistP99Ms,8:0.00} {d.RecordsPerFsync,6:0.0}"));
                         }
                     }
                 }
@@ -131,6 +143,9 @@ internal static class ConsensusBenchmark
         double OpsPerSecond, double InstancesPerSecond, double MeanMs, double P50Ms, double P99Ms, long Failed, double CpuPercent)
     {
         public string Metrics { get; init; } = "off";
+
+        /// <summary>With <c>--disk</c>: the disk's share of the time (nodes in this process).</summary>
+        public DiskFigures? Disk { get; init; }
     }
 
     private static async Task<Result> RunOneAsync(Options o, int groups, int valueSize, int proposers, string batch)
@@ -141,6 +156,7 @@ internal static class ConsensusBenchmark
         var nodes = new List<PaxosNode>();
         var children = new List<Process>();
         CountingStateMachine? counter = null;
+        using var disk = o.Disk ? new DiskProbe() : null;
         try
         {
             for (var i = 0; i < 3; i++)
@@ -200,10 +216,12 @@ internal static class ConsensusBenchmark
             var instancesBefore = SumNow(proposer, groups);
             var cpuBefore = TotalCpu(children);
             var wall = Stopwatch.StartNew();
+            disk?.Begin();
             Volatile.Write(ref measuring, 1);
             await Task.Delay(TimeSpan.FromSeconds(o.Seconds)).ConfigureAwait(false);
             Volatile.Write(ref measuring, 0);
             var elapsed = wall.Elapsed.TotalSeconds;
+            var diskFigures = disk?.End(elapsed);
             var cpu = (TotalCpu(children) - cpuBefore).TotalSeconds;
             var instances = SumNow(proposer, groups) - instancesBefore;
             await stop.CancelAsync().ConfigureAwait(false);
@@ -216,7 +234,10 @@ internal static class ConsensusBenchmark
                 groups, valueSize, proposers, batch, o.Sync, o.Procs, o.Seconds,
                 all.Length / elapsed, instances / elapsed,
                 all.Length == 0 ? double.NaN : all.Average(), Pct(0.50), Pct(0.99),
-                failed.Sum(), 100 * cpu / elapsed);
+                failed.Sum(), 100 * cpu / elapsed)
+            {
+                Disk = diskFigures,
+            };
         }
         finally
         {
@@ -397,6 +418,7 @@ internal static class ConsensusBenchmark
                 case "--loops": o.Loops = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--path": o.BasePath = Next(); break;
                 case "--json": o.Json = true; break;
+                case "--disk": o.Disk = true; break;
                 default: throw new FormatException($"unknown option {args[i]}");
             }
         }
