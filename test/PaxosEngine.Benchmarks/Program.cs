@@ -12,6 +12,7 @@ internal static class Program
         ["storage"] = ("durable log puts/s with 1, 8, 64 writers (group commit)", StorageBenchmark.RunAsync),
         ["transport"] = (TransportBenchmark.Summary, TransportBenchmark.RunAsync),
         ["consensus"] = (ConsensusBenchmark.Summary, ConsensusBenchmark.RunAsync),
+        ["disk"] = (DiskBenchmark.Summary, args => Task.FromResult(DiskBenchmark.Run(args))),
     };
 
     public static async Task<int> Main(string[] args)
