@@ -16,7 +16,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </summary>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --disk --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --disk --json)";
 
     private sealed class Options
     {
@@ -90,7 +90,8 @@ internal static class ConsensusBenchmark
             Console.WriteLine($"consensus: 3 nodes on 127.0.0.1, {options.Procs} process(es), proposals from node 0, sync {(options.Sync ? "on" : "off")}, " +
                 $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
-            Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule (count {options.BatchCount}, 20 ms, 512000 B)");
+            Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule, the default (count {options.BatchCount}, 20 ms, 512000 B);");
+            Console.WriteLine("         idle = BatchProposeAsync with BatchFlushWhenIdle (values go when the group is idle, gather while an instance is in flight)");
             Console.WriteLine();
             Console.WriteLine("  metrics: on = OpenTelemetry SDK meter provider (all Orleans.Paxos instruments, read every second); traces = that and a tracer provider (every paxos.propose span sampled, batch-exported)");
             Console.WriteLine();
@@ -194,7 +195,7 @@ internal static class ConsensusBenchmark
                     while (!stop.IsCancellationRequested)
                     {
                         var start = Stopwatch.GetTimestamp();
-                        var result = batch == "on"
+                        var result = batch is "on" or "idle"
                             ? await proposer.BatchProposeAsync(group, value, context).ConfigureAwait(false)
                             : await proposer.ProposeAsync(group, value, context).ConfigureAwait(false);
                         if (Volatile.Read(ref measuring) == 1)
@@ -271,6 +272,7 @@ internal static class ConsensusBenchmark
         StoragePath = Path.Combine(root, $"node{i}"),
         Sync = o.Sync,
         AutoBatch = batch != "off",
+        BatchFlushWhenIdle = batch == "idle",
         BatchCount = o.BatchCount,
         MaxWaitingProposals = 100_000,
         LoopThreadCount = o.Loops,
@@ -423,9 +425,9 @@ internal static class ConsensusBenchmark
             }
         }
 
-        if (o.Batch.Any(b => b is not ("off" or "on" or "auto")))
+        if (o.Batch.Any(b => b is not ("off" or "on" or "idle" or "auto")))
         {
-            throw new FormatException("--batch takes off, on or auto");
+            throw new FormatException("--batch takes off, on, idle or auto (or a list such as off,auto)");
         }
 
         return o;

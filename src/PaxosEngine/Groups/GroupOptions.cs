@@ -30,6 +30,8 @@ internal sealed record GroupSettings
 
     public int MaxBatchBytes { get; init; } = 512_000;
 
+    public bool BatchFlushWhenIdle { get; init; }
+
     public int BatchCount { get; init; } = 5;
 
     public int BatchDelayMs { get; init; } = 20;

@@ -210,11 +210,18 @@ internal sealed partial class PaxosGroup
     }
 
     /// <summary>
-    /// Plain proposals go at once. Values that came through BatchProposeAsync wait, as in PhxPaxos,
-    /// until enough are queued, their bytes reach the cap, or the oldest waited the batch delay.
+    /// Called with no instance in flight. Plain proposals go at once, and so do values that came through
+    /// BatchProposeAsync unless the group keeps PhxPaxos's rule (<see cref="GroupSettings.BatchFlushWhenIdle"/>
+    /// false): then they wait until enough are queued, their bytes reach the cap, or the oldest waited the
+    /// batch delay.
     /// </summary>
     private bool ShouldFlush()
     {
+        if (_settings.BatchFlushWhenIdle)
+        {
+            return true;
+        }
+
         var count = 0;
         var bytes = 0;
         long oldest = long.MaxValue;
@@ -310,13 +317,14 @@ internal sealed partial class PaxosGroup
     {
         _inFlight.Clear();
         var bytes = 0;
-        var maxCount = _settings.AutoBatch ? _settings.MaxBatchCount : 1;
         var node = _ready.First;
-        while (node is not null && _inFlight.Count < maxCount)
+        while (node is not null && _inFlight.Count < _settings.MaxBatchCount)
         {
             var next = node.Next;
             var p = node.Value;
-            if (_inFlight.Count > 0 && (bytes + p.PackedLength > _settings.MaxBatchBytes || (!_settings.AutoBatch && !p.ExplicitBatch)))
+
+            // Without automatic batching only BatchProposeAsync values share an instance, and only with each other.
+            if (_inFlight.Count > 0 && (bytes + p.PackedLength > _settings.MaxBatchBytes || (!_settings.AutoBatch && !(p.ExplicitBatch && _inFlight[0].ExplicitBatch))))
             {
                 break;
             }

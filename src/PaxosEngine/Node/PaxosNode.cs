@@ -111,6 +111,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
                 AutoBatch = options.AutoBatch,
                 MaxBatchCount = options.MaxBatchCount,
                 MaxBatchBytes = options.MaxBatchBytes,
+                BatchFlushWhenIdle = options.BatchFlushWhenIdle,
                 BatchCount = options.BatchCount,
                 BatchDelayMs = (int)options.BatchDelay.TotalMilliseconds,
                 MaxInboundQueue = (10_240 / options.GroupCount) + 1000,
@@ -220,7 +221,8 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     /// Proposes a value to be merged with other callers' values into one instance, as PhxPaxos
     /// BatchPropose: the batch goes when <see cref="PaxosNodeOptions.BatchCount"/> values wait, their
     /// bytes reach <see cref="PaxosNodeOptions.MaxBatchBytes"/>, or the oldest waited
-    /// <see cref="PaxosNodeOptions.BatchDelay"/>. The result's <see cref="ProposeResult.BatchIndex"/> is
+    /// <see cref="PaxosNodeOptions.BatchDelay"/>; with <see cref="PaxosNodeOptions.BatchFlushWhenIdle"/> the
+    /// values go as soon as the group has no instance in flight. The result's <see cref="ProposeResult.BatchIndex"/> is
     /// the value's execution order within the instance.
     /// </summary>
     public Task<ProposeResult> BatchProposeAsync(int groupIndex, ReadOnlyMemory<byte> value, StateMachineContext? context = null, CancellationToken cancellationToken = default) =>
@@ -440,6 +442,9 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             static state => ((PendingProposal)state!).TryComplete(ProposeResult.Timeout), proposal).ConfigureAwait(false);
         return await proposal.Completion.Task.ConfigureAwait(false);
     }
+
+    /// <summary>Proposals of a group queued or in flight on this node (tests watch batches form).</summary>
+    internal int GetWaitingProposals(int groupIndex) => GetGroup(groupIndex).WaitingProposals;
 
     private PaxosGroup GetGroup(int groupIndex)
     {

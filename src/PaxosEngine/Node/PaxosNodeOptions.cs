@@ -67,10 +67,21 @@ public sealed partial class PaxosNodeOptions
     /// <summary>Byte cap of one batch (PhxPaxos: 512000).</summary>
     public int MaxBatchBytes { get; set; } = 512_000;
 
-    /// <summary>BatchProposeAsync: flush when this many values wait (PhxPaxos default 5).</summary>
+    /// <summary>
+    /// BatchProposeAsync when the group has no instance in flight. False (default): PhxPaxos's rule, the batch
+    /// waits until <see cref="BatchCount"/> values wait, their bytes reach <see cref="MaxBatchBytes"/>, or the
+    /// oldest waited <see cref="BatchDelay"/>; with fewer callers per group than the count, every batch waits
+    /// the delay. True: the values waiting go at once, and values that arrive while an instance is in flight
+    /// gather and go together in the next one (up to <see cref="MaxBatchCount"/> and <see cref="MaxBatchBytes"/>):
+    /// lower latency at light load and no timer wait, but smaller batches, so more fsyncs per value, when the
+    /// disk is the bottleneck.
+    /// </summary>
+    public bool BatchFlushWhenIdle { get; set; }
+
+    /// <summary>BatchProposeAsync with <see cref="BatchFlushWhenIdle"/> false: flush when this many values wait (PhxPaxos default 5).</summary>
     public int BatchCount { get; set; } = 5;
 
-    /// <summary>BatchProposeAsync: flush when the oldest value waited this long (PhxPaxos default 20 ms).</summary>
+    /// <summary>BatchProposeAsync with <see cref="BatchFlushWhenIdle"/> false: flush when the oldest value waited this long (PhxPaxos default 20 ms).</summary>
     public TimeSpan BatchDelay { get; set; } = TimeSpan.FromMilliseconds(20);
 
     /// <summary>Catch-up values sent per second, shared by all groups (PhxPaxos: 100000).</summary>
