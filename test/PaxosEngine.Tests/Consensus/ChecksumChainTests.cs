@@ -1,0 +1,96 @@
+using System.Text;
+using Google.Protobuf;
+using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Node;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Tests.Checkpoints;
+using Orleans.Paxos.Engine.Tests.Support;
+using Orleans.Paxos.Engine.Transport;
+
+namespace Orleans.Paxos.Engine.Tests.Consensus;
+
+/// <summary>The rolling value checksum (PhxPaxos <c>ChecksumLogic</c>): a history that differs stops the group, nothing else.</summary>
+public sealed class ChecksumChainTests
+{
+    private static readonly TimeSpan Generous = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task A_message_whose_checksum_contradicts_the_history_stops_only_that_group_on_that_node()
+    {
+        var logs = new CollectingLoggerFactory();
+        using var cluster = new TestCluster(3, 2, seed: 77, startNodes: 0) { LoggerFactory = logs };
+        for (var i = 0; i < 3; i++)
+        {
+            cluster.Start(i);
+        }
+
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, $"v{i}")).Status);
+        }
+
+        await cluster.WaitConvergedAsync(0, 3, Generous);
+        var now = cluster.Node(1).GetNowInstanceId(0);
+
+        // An accept for node 1's current instance whose "checksum of the previous instance" is not node 1's:
+        // the sender's log differs from this node's, so accepting anything more could only spread the damage.
+        using var stranger = cluster.Network.CreateTransport(NodeId.Parse("127.0.0.1:1999"));
+        var accept = new PaxosMsg
+        {
+            MsgType = (int)PaxosMsgType.Accept,
+            InstanceID = now,
+            NodeID = cluster.Ids[2].Value,
+            ProposalID = 1_000,
+            ProposalNodeID = cluster.Ids[2].Value,
+            Value = ByteString.CopyFromUtf8("diverged"),
+            LastChecksum = 0x0BAD_F00D,
+        };
+        stranger.Send(cluster.Ids[1], FrameCodec.Encode(0, 0, accept), TransportKind.Udp);
+
+        await WaitUntilAsync(() => cluster.Node(1).GetGroupStoppedReason(0) is not null);
+        Assert.Contains("checksum mismatch", cluster.Node(1).GetGroupStoppedReason(0), StringComparison.Ordinal);
+        await WaitUntilAsync(() => logs.Lines.Any(l => l.Contains("Critical: Group 0 STOPPED", StringComparison.Ordinal) && l.Contains("checksum mismatch", StringComparison.Ordinal)));
+
+        // Nothing of the diverged message was taken, the node's other group works, and so do the others.
+        Assert.Equal(now, cluster.Node(1).GetNowInstanceId(0));
+        Assert.Equal(ProposeStatus.GroupStopped, (await cluster.Propose(1, 0, "on-the-stopped-group")).Status);
+        Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(1, 1, "other-group")).Status);
+        Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, "still-chosen")).Status);
+        Assert.Null(cluster.Node(0).GetGroupStoppedReason(0));
+        Assert.Null(cluster.Node(2).GetGroupStoppedReason(0));
+        var chosen = cluster.Node(2).GetInstanceValue(0, now);
+        Assert.Equal(InstanceValueStatus.Ok, chosen.Status);
+        Assert.Equal("still-chosen", Encoding.UTF8.GetString(chosen.Values[0].Value));
+    }
+
+    [Fact]
+    public async Task A_message_with_the_matching_checksum_is_taken()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 78);
+        Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, "a")).Status);
+        await cluster.WaitConvergedAsync(0, 1, Generous);
+
+        // Every later instance carries the checksum chain; a run of proposals from every node must never trip it.
+        for (var i = 0; i < 12; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(i % 3, 0, $"b{i}")).Status);
+        }
+
+        await cluster.WaitConvergedAsync(0, 13, Generous);
+        cluster.AssertSafety(0);
+        for (var n = 0; n < 3; n++)
+        {
+            Assert.Null(cluster.Node(n).GetGroupStoppedReason(0));
+        }
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Generous;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not reached in time");
+            await Task.Delay(10);
+        }
+    }
+}
