@@ -115,8 +115,7 @@ internal static class DiskBenchmark
             var cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds;
             var all = latencies.SelectMany(l => l).ToArray();
             Array.Sort(all);
-            double Pct(double q) => all.Length == 0 ? double.NaN : all[Math.Min(all.Length - 1, (int)(q * all.Length))];
-            return (all.Length / elapsed, all.Length == 0 ? double.NaN : all.Average(), Pct(0.5), Pct(0.99), all.Length == 0 ? double.NaN : cpu * 1e6 / all.Length);
+            return (all.Length / elapsed, all.Length == 0 ? double.NaN : all.Average(), DiskProbe.Percentile(all, 0.5), DiskProbe.Percentile(all, 0.99), all.Length == 0 ? double.NaN : cpu * 1e6 / all.Length);
         }
         finally
         {

@@ -73,7 +73,8 @@ internal sealed class DiskProbe : IDisposable
 
     private static double Mean(List<double> values) => values.Count == 0 ? double.NaN : values.Average();
 
-    private static double Percentile(List<double> sorted, double q) =>
+    /// <summary>The <paramref name="q"/> quantile of ascending <paramref name="sorted"/> values; NaN when empty.</summary>
+    internal static double Percentile(IReadOnlyList<double> sorted, double q) =>
         sorted.Count == 0 ? double.NaN : sorted[Math.Min(sorted.Count - 1, (int)(q * sorted.Count))];
 }
 

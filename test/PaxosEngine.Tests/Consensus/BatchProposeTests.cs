@@ -1,6 +1,7 @@
 using System.Text;
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.Engine.Tests.Checkpoints;
 using Orleans.Paxos.Engine.Tests.Support;
 
 namespace Orleans.Paxos.Engine.Tests.Consensus;
@@ -21,9 +22,9 @@ public sealed class BatchProposeTests
         // The first value's instance cannot finish while node 0 is cut off, so the next five gather behind it.
         cluster.Network.Isolate(cluster.Ids[0]);
         var first = Batch(cluster, "first");
-        await WaitUntilAsync(() => cluster.Network.DroppedByPartition > 0); // its instance is under way
+        await KvCluster.WaitUntil(() => cluster.Network.DroppedByPartition > 0, "the first value's instance to be under way", Generous);
         var rest = Enumerable.Range(0, 5).Select(i => Batch(cluster, $"v{i}")).ToArray();
-        await WaitUntilAsync(() => cluster.Node(0).GetWaitingProposals(0) == 6);
+        await KvCluster.WaitUntil(() => cluster.Node(0).GetWaitingProposals(0) == 6, "six waiting proposals", Generous);
         Assert.False(first.IsCompleted);
         cluster.Network.HealAll();
 
@@ -104,20 +105,10 @@ public sealed class BatchProposeTests
         using var cluster = new TestCluster(3, 1, seed: 45, configure: o => o.AutoBatch = false);
         cluster.Network.Isolate(cluster.Ids[0]);
         var all = Enumerable.Range(0, 4).Select(i => cluster.Propose(0, 0, $"p{i}")).ToArray();
-        await WaitUntilAsync(() => cluster.Node(0).GetWaitingProposals(0) == 4);
+        await KvCluster.WaitUntil(() => cluster.Node(0).GetWaitingProposals(0) == 4, "four waiting proposals", Generous);
         cluster.Network.HealAll();
         var results = await Task.WhenAll(all).WaitAsync(Generous);
         Assert.All(results, r => Assert.Equal(ProposeStatus.Ok, r.Status));
         Assert.Equal(4, results.Select(r => r.InstanceId).Distinct().Count());
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Generous;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not reached in time");
-            await Task.Delay(10);
-        }
     }
 }

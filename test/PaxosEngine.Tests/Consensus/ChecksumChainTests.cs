@@ -47,9 +47,9 @@ public sealed class ChecksumChainTests
         };
         stranger.Send(cluster.Ids[1], FrameCodec.Encode(0, 0, accept), TransportKind.Udp);
 
-        await WaitUntilAsync(() => cluster.Node(1).GetGroupStoppedReason(0) is not null);
+        await KvCluster.WaitUntil(() => cluster.Node(1).GetGroupStoppedReason(0) is not null, "node 1's group 0 to stop", Generous);
         Assert.Contains("checksum mismatch", cluster.Node(1).GetGroupStoppedReason(0), StringComparison.Ordinal);
-        await WaitUntilAsync(() => logs.Lines.Any(l => l.Contains("Critical: Group 0 STOPPED", StringComparison.Ordinal) && l.Contains("checksum mismatch", StringComparison.Ordinal)));
+        await KvCluster.WaitUntil(() => logs.Lines.Any(l => l.Contains("Critical: Group 0 STOPPED", StringComparison.Ordinal) && l.Contains("checksum mismatch", StringComparison.Ordinal)), "the STOPPED log line", Generous);
 
         // Nothing of the diverged message was taken, the node's other group works, and so do the others.
         Assert.Equal(now, cluster.Node(1).GetNowInstanceId(0));
@@ -81,16 +81,6 @@ public sealed class ChecksumChainTests
         for (var n = 0; n < 3; n++)
         {
             Assert.Null(cluster.Node(n).GetGroupStoppedReason(0));
-        }
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Generous;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not reached in time");
-            await Task.Delay(10);
         }
     }
 }
