@@ -58,13 +58,14 @@ public sealed partial class FileLogStorage
             }
 
             var floor = group.Index.GetFloor();
+            var synced = group.Index.GetSynced();
             var (startFile, startOffset) = last is { } l ? (l.FileId, l.Offset) : (group.LowestFileId, 0);
-            var writeOffset = Scan(group, startFile, startOffset, metaFileId, floor, last, out var startRecordCut, out var lastScanned);
+            var writeOffset = Scan(group, startFile, startOffset, metaFileId, floor, synced, last, out var startRecordCut, out var lastScanned);
             if (startRecordCut && startOffset > 0)
             {
                 // The last indexed record itself was torn; earlier records of its instance (a promise
                 // before the accept) may sit before it in the same file, so index that file from the start.
-                writeOffset = Scan(group, startFile, 0, metaFileId, floor, null, out _, out lastScanned);
+                writeOffset = Scan(group, startFile, 0, metaFileId, floor, synced, null, out _, out lastScanned);
 
                 // Rows of records that never reached the disk (non-sync puts indexed before a power loss)
                 // may point anywhere past the end of the data; drop them all.
@@ -79,7 +80,7 @@ public sealed partial class FileLogStorage
 
     /// <summary>Scans data files <paramref name="fromFile"/>..<paramref name="metaFileId"/>, indexing records; returns the write offset in the last one.</summary>
     private static long Scan(
-        GroupLog group, int fromFile, int fromOffset, int metaFileId, DeleteFloor floor, IndexEntry? startRecord, out bool startRecordCut, out ulong? lastInstanceId)
+        GroupLog group, int fromFile, int fromOffset, int metaFileId, DeleteFloor floor, SyncMark? synced, IndexEntry? startRecord, out bool startRecordCut, out ulong? lastInstanceId)
     {
         startRecordCut = false;
         lastInstanceId = null;
@@ -114,6 +115,7 @@ public sealed partial class FileLogStorage
                     var read = RandomAccess.Read(handle, header, offset);
                     if (read == 0)
                     {
+                        ThrowIfDurable(group, synced, fileId, path, offset, "the file ends here");
                         startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
                         break;
                     }
@@ -121,6 +123,7 @@ public sealed partial class FileLogStorage
                     if (read < 4)
                     {
                         ThrowUnlessTail(group, isLastFile, path, offset, "the length field is cut short");
+                        ThrowIfDurable(group, synced, fileId, path, offset, "the length field is cut short");
                         CutTail(group, handle, fileId, offset, fileLength, pending);
                         startRecordCut |= startRecord is { } s0 && s0.FileId == fileId && s0.Offset == offset;
                         break;
@@ -129,6 +132,7 @@ public sealed partial class FileLogStorage
                     var length = BinaryPrimitives.ReadInt32LittleEndian(header);
                     if (length == 0)
                     {
+                        ThrowIfDurable(group, synced, fileId, path, offset, "the data ends here (zeros)");
                         startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
                         break;
                     }
@@ -164,6 +168,7 @@ public sealed partial class FileLogStorage
                     if (reason is not null)
                     {
                         ThrowUnlessTail(group, isLastFile, path, offset, reason);
+                        ThrowIfDurable(group, synced, fileId, path, offset, reason);
                         if (got == length && StartsValidRecord(handle, offset + 4 + length, fileLength))
                         {
                             // A torn write leaves nothing valid behind it; a bad record followed by a good one is damage.
@@ -289,6 +294,25 @@ public sealed partial class FileLogStorage
         finally
         {
             ArrayPool<byte>.Shared.Return(record);
+        }
+    }
+
+    /// <summary>
+    /// Damage before the end of the fsynced data (the mark stored with the index) cannot be a torn write:
+    /// those bytes were durable, and some of them may have been acknowledged. Reported, never cut.
+    /// </summary>
+    private static void ThrowIfDurable(GroupLog group, SyncMark? synced, int fileId, string path, long offset, string reason)
+    {
+        if (synced is { } mark && mark.Covers(fileId, offset))
+        {
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: data file {path} is damaged at offset {offset}: {reason}, but the data up to offset {mark.Offset} of file {mark.FileId}.f " +
+                "was fsynced (recorded in the index), so this is corruption of durable records, not a torn write, and it is not cut. " +
+                $"Remedy: restore the file from a backup, or stop the node, move the folder {group.Directory} aside and restart it: the group is then " +
+                "rebuilt from its peers and votes only once that is safe (README, \"Replacing a disk\").",
+                group.GroupIndex,
+                path,
+                offset);
         }
     }
 

@@ -298,6 +298,7 @@ public sealed partial class FileLogStorage
                     if (group.NeedsSync)
                     {
                         Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                        group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
                     }
                 }
 
@@ -450,6 +451,7 @@ public sealed partial class FileLogStorage
     {
         var oldFileId = group.CurrentFileId;
         Fsync(group, group.WriteHandle!, oldFileId);
+        group.Synced = new SyncMark(oldFileId, group.WriteOffset);
         var newFileId = oldFileId + 1;
         var path = group.DataFilePath(newFileId);
         try
@@ -503,7 +505,7 @@ public sealed partial class FileLogStorage
     {
         try
         {
-            group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(group.PendingIndex));
+            group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(group.PendingIndex), group.Synced);
         }
         catch (Microsoft.Data.Sqlite.SqliteException e)
         {

@@ -87,6 +87,12 @@ internal sealed class GroupLog : IDisposable
 
     public bool NeedsSync { get; set; }
 
+    /// <summary>
+    /// The end of the data the last completed fsync covered: (file id, offset), or null before the first.
+    /// Stored with each index flush, so that recovery can tell a torn write (past it) from damage (before it).
+    /// </summary>
+    public SyncMark? Synced { get; set; }
+
     public bool InBatch { get; set; }
 
     /// <summary>Rows of records already durable in the data files but not yet written to the index (writer thread, under <see cref="WriteLock"/>).</summary>

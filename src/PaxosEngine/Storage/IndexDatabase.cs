@@ -9,6 +9,13 @@ namespace Orleans.Paxos.Engine.Storage;
 /// over every 8th byte) and the CRC-32 of every byte of instance id and body (-1 when unknown: a row
 /// written before the column existed).
 /// </summary>
+/// <summary>The end of the fsynced data of a group's log: every byte before (<paramref name="FileId"/>, <paramref name="Offset"/>) was durable.</summary>
+internal readonly record struct SyncMark(int FileId, long Offset)
+{
+    /// <summary>Whether the byte at (<paramref name="fileId"/>, <paramref name="offset"/>) lies before the mark.</summary>
+    public bool Covers(int fileId, long offset) => fileId < FileId || (fileId == FileId && offset < Offset);
+}
+
 internal readonly record struct IndexEntry(ulong InstanceId, int FileId, int Offset, uint Crc, long FullCrc);
 
 /// <summary>
@@ -41,6 +48,7 @@ internal sealed class IndexDatabase : IDisposable
     private const string MinChosenKey = "min_chosen";
     private const string FloorKey = "delete_floor";
     private const string ClearPendingKey = "clear_pending";
+    private const string SyncedKey = "synced_through";
 
     private readonly object _writeLock = new();
     private readonly object _readLock = new();
@@ -53,6 +61,7 @@ internal sealed class IndexDatabase : IDisposable
     private readonly sqlite3_stmt _upsert;
     private readonly sqlite3_stmt _commit;
     private readonly sqlite3_stmt _rollback;
+    private readonly sqlite3_stmt _setSynced;
     private readonly SqliteCommand _lookup;
     private readonly SqliteParameter _lookupInstance;
 
@@ -114,6 +123,7 @@ internal sealed class IndexDatabase : IDisposable
             _upsert = Prepare(_indexWriter, "INSERT OR REPLACE INTO log_index (instance_id, file_id, offset, crc, full_crc) VALUES (?1, ?2, ?3, ?4, ?5)");
             _commit = Prepare(_indexWriter, "COMMIT");
             _rollback = Prepare(_indexWriter, "ROLLBACK");
+            _setSynced = Prepare(_indexWriter, $"INSERT OR REPLACE INTO variables (name, value) VALUES ('{SyncedKey}', ?1)");
 
             _lookup = _reader.CreateCommand();
             _lookup.CommandText = "SELECT file_id, offset, crc, full_crc FROM log_index WHERE instance_id = $i";
@@ -184,10 +194,13 @@ internal sealed class IndexDatabase : IDisposable
         }
     }
 
-    /// <summary>Writes a batch of index rows in one transaction (not fsynced; see the class remarks). Allocates nothing.</summary>
-    public void Upsert(ReadOnlySpan<IndexEntry> entries)
+    /// <summary>
+    /// Writes a batch of index rows in one transaction (not fsynced; see the class remarks), with the
+    /// group's <paramref name="synced"/> mark when given. Allocates nothing but the mark's bytes.
+    /// </summary>
+    public void Upsert(ReadOnlySpan<IndexEntry> entries, SyncMark? synced = null)
     {
-        if (entries.IsEmpty)
+        if (entries.IsEmpty && synced is null)
         {
             return;
         }
@@ -214,6 +227,15 @@ internal sealed class IndexDatabase : IDisposable
                     }
 
                     Step(db, _upsert);
+                }
+
+                if (synced is { } mark)
+                {
+                    var bytes = new byte[12];
+                    BinaryPrimitives.WriteInt32LittleEndian(bytes, mark.FileId);
+                    BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(4), mark.Offset);
+                    raw.sqlite3_bind_blob(_setSynced, 1, bytes);
+                    Step(db, _setSynced);
                 }
 
                 _files.BeforeIndexCommit(Path);
@@ -284,7 +306,7 @@ internal sealed class IndexDatabase : IDisposable
         lock (_writeLock)
         {
             using var command = _durableWriter.CreateCommand();
-            command.CommandText = $"BEGIN; DELETE FROM log_index; DELETE FROM variables WHERE name IN ('{MinChosenKey}', '{FloorKey}', '{ClearPendingKey}'); COMMIT;";
+            command.CommandText = $"BEGIN; DELETE FROM log_index; DELETE FROM variables WHERE name IN ('{MinChosenKey}', '{FloorKey}', '{ClearPendingKey}', '{SyncedKey}'); COMMIT;";
             command.ExecuteNonQuery();
         }
     }
@@ -303,6 +325,15 @@ internal sealed class IndexDatabase : IDisposable
         {
             return ReadFloor(_reader, null);
         }
+    }
+
+    /// <summary>The last stored end of fsynced data, or null when none was stored.</summary>
+    public SyncMark? GetSynced()
+    {
+        var value = GetVariable(SyncedKey);
+        return value is { Length: 12 }
+            ? new SyncMark(BinaryPrimitives.ReadInt32LittleEndian(value), BinaryPrimitives.ReadInt64LittleEndian(value.AsSpan(4)))
+            : null;
     }
 
     public ulong GetMinChosen()
@@ -337,6 +368,7 @@ internal sealed class IndexDatabase : IDisposable
         _upsert?.Dispose();
         _commit?.Dispose();
         _rollback?.Dispose();
+        _setSynced?.Dispose();
         _lookup?.Dispose();
         _indexWriter.Dispose();
         _durableWriter?.Dispose();

@@ -282,9 +282,10 @@ public sealed class FileLogStorageTests : IDisposable
             var options = new LogStorageOptions { RootPath = root.Path, GroupCount = 1, DataFileSize = 8192 };
             using (var storage = new FileLogStorage(options))
             {
-                foreach (var (id, body) in records)
+                // The torn record's fsync never completed (a tear inside fsynced data is damage, tested below).
+                for (var i = 0; i < records.Count; i++)
                 {
-                    await storage.PutAsync(0, id, body, sync: true);
+                    await storage.PutAsync(0, records[i].Id, records[i].Body, sync: i < records.Count - 1);
                 }
             }
 
@@ -370,6 +371,45 @@ public sealed class FileLogStorageTests : IDisposable
         Assert.Equal(DataFile(0, 0), openError.File);
         Assert.Equal(offset, openError.Offset);
         Assert.Contains("valid record follows", openError.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task DamageToTheLastFsyncedRecordIsReportedNotCut(bool zeroed)
+    {
+        var storage = Open();
+        long offset = 0;
+        for (ulong i = 0; i < 3; i++)
+        {
+            var body = StorageTestData.Sized(i, 50, (int)i);
+            await storage.PutAsync(0, i, body, sync: true);
+            if (i < 2)
+            {
+                offset += 12 + body.Length;
+            }
+        }
+
+        storage.Dispose();
+        if (zeroed)
+        {
+            using var file = new FileStream(DataFile(0, 0), FileMode.Open, FileAccess.ReadWrite);
+            file.Position = offset;
+            file.Write(new byte[12 + 50]);
+        }
+        else
+        {
+            FlipByte(DataFile(0, 0), offset + 12);
+        }
+
+        var error = Assert.Throws<LogStorageException>(() => Open());
+        Assert.Equal(DataFile(0, 0), error.File);
+        Assert.Equal(offset, error.Offset);
+        Assert.Contains("not a torn write", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Remedy", error.Message, StringComparison.Ordinal);
+
+        // Nothing was cut: the record's bytes are still there for an operator to inspect.
+        Assert.DoesNotContain(File.ReadAllLines(Path.Combine(_root.Path, "g0", "vfile", "LOG")), line => line.Contains("truncate", StringComparison.Ordinal));
     }
 
     [Fact]
