@@ -427,7 +427,11 @@ internal sealed partial class PaxosGroup
         }
 
         _senderConfirmed = true;
-        _senderLastChecksum = 0;
+
+        // PhxPaxos sends the first value of a catch-up with checksum 0, so the learner cannot check it
+        // against its chain. This node sends the checksum of the instance before it when it still holds
+        // that record: the learner then stops before executing a value of a different history.
+        _senderLastChecksum = _senderNext > MinChosenInstanceId && _senderNext > 0 ? TryReadRecord(_senderNext - 1)?.Checksum ?? 0 : 0;
         _senderLastAckMs = _loop.NowMs;
         _senderBudget = 0;
         _senderBudgetAtMs = _loop.NowMs;

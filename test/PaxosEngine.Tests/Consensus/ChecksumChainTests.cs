@@ -58,9 +58,53 @@ public sealed class ChecksumChainTests
         Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, "still-chosen")).Status);
         Assert.Null(cluster.Node(0).GetGroupStoppedReason(0));
         Assert.Null(cluster.Node(2).GetGroupStoppedReason(0));
+
+        // Node 0 reported the value chosen; node 2 learns it a moment later.
+        await KvCluster.WaitUntil(() => cluster.Node(2).GetNowInstanceId(0) > now, "node 2 to learn the value", Generous);
         var chosen = cluster.Node(2).GetInstanceValue(0, now);
         Assert.Equal(InstanceValueStatus.Ok, chosen.Status);
         Assert.Equal("still-chosen", Encoding.UTF8.GetString(chosen.Values[0].Value));
+    }
+
+    [Fact]
+    public async Task The_first_value_of_a_catch_up_is_checked_against_the_learners_history()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 79);
+        Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, "a0")).Status);
+        Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, "a1")).Status);
+        await cluster.WaitConvergedAsync(0, 2, Generous);
+        cluster.Stop(2);
+        for (var i = 2; i < 6; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, $"b{i}")).Status);
+        }
+
+        // While node 2 is down its history diverges: its record of instance 0 now carries another checksum. It
+        // restarts at instance 1 (its last record, whose outcome it learns again) and catches up from there.
+        var options = new Engine.Storage.LogStorageOptions { RootPath = Path.Combine(cluster.Root, "node2"), GroupCount = 1, DataFileSize = 1 << 20 };
+        byte[] first, second;
+        using (var storage = new Engine.Storage.FileLogStorage(options))
+        {
+            var record = AcceptorStateData.Parser.ParseFrom(storage.Get(0, 0));
+            record.Checksum ^= 0x5A5A_5A5A;
+            first = record.ToByteArray();
+            second = storage.Get(0, 1)!;
+        }
+
+        Directory.Delete(Path.Combine(options.RootPath, "g0"), recursive: true);
+        using (var storage = new Engine.Storage.FileLogStorage(options))
+        {
+            await storage.PutAsync(0, 0, first, sync: true);
+            await storage.PutAsync(0, 1, second, sync: true);
+        }
+
+        cluster.Start(2);
+        await KvCluster.WaitUntil(() => cluster.Node(2).GetGroupStoppedReason(0) is not null, "node 2's group 0 to stop", Generous);
+        Assert.Contains("checksum mismatch at instance 1", cluster.Node(2).GetGroupStoppedReason(0), StringComparison.Ordinal);
+
+        // It stopped before executing anything of the other history: the first value sent was checked too.
+        Assert.Equal(1UL, cluster.Node(2).GetNowInstanceId(0));
+        Assert.DoesNotContain(cluster.Machines[2][0].Snapshot(), e => e.Instance >= 1);
     }
 
     [Fact]
