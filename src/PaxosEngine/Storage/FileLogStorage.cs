@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
+using Microsoft.Extensions.Logging;
 using Orleans.Paxos.Engine.Hashing;
 
 namespace Orleans.Paxos.Engine.Storage;
@@ -51,12 +52,28 @@ public sealed partial class FileLogStorage : ILogStorage
                 var directory = Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture));
                 try
                 {
-                    _groups[i] = new GroupLog(i, directory, options.DataFileSize, options.FileOperations);
-                    Recover(_groups[i]);
+                    _groups[i] = OpenGroup(i, directory);
                 }
                 catch (Microsoft.Data.Sqlite.SqliteException e)
                 {
-                    throw IndexDamaged(i, Path.Combine(directory, IndexDatabase.FileName), e);
+                    // The data files are the truth: keep the damaged index for inspection and build a new one from them.
+                    _groups[i]?.Dispose();
+                    _groups[i] = null!;
+                    var moved = MoveDamagedIndexAside(directory);
+                    LogIndexDamaged(_logger, i, Path.Combine(directory, IndexDatabase.FileName), e.Message, moved);
+                    try
+                    {
+                        _groups[i] = OpenGroup(i, directory);
+                    }
+                    catch (Microsoft.Data.Sqlite.SqliteException again)
+                    {
+                        throw IndexDamaged(i, Path.Combine(directory, IndexDatabase.FileName), again);
+                    }
+                }
+
+                if (_groups[i].IndexRebuilt)
+                {
+                    LogIndexRebuilt(_logger, i, _groups[i].Index.Path, _groups[i].LastInstanceId ?? 0);
                 }
             }
         }
@@ -370,6 +387,57 @@ public sealed partial class FileLogStorage : ILogStorage
     }
 
     /// <summary>The index database cannot be read; it also holds the variables, which the data files cannot restore.</summary>
+    /// <inheritdoc/>
+    public bool WasIndexRebuilt(int groupIndex) => GetGroup(groupIndex).IndexRebuilt;
+
+    private GroupLog OpenGroup(int groupIndex, string directory)
+    {
+        var group = new GroupLog(groupIndex, directory, _options.DataFileSize, _options.FileOperations);
+        try
+        {
+            Recover(group);
+            if (group.IndexIsNew && group.LastInstanceId is not null)
+            {
+                group.IndexRebuilt = true;
+
+                // The log may have been cleaned: it starts at its first record, not at 0.
+                if (group.Index.GetMinInstanceId() is { } first && first > 0)
+                {
+                    group.Index.SetMinChosen(first);
+                }
+            }
+
+            return group;
+        }
+        catch
+        {
+            group.Dispose();
+            throw;
+        }
+    }
+
+    private static string MoveDamagedIndexAside(string directory)
+    {
+        var path = Path.Combine(directory, IndexDatabase.FileName);
+        var aside = path + ".damaged-" + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", CultureInfo.InvariantCulture);
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        foreach (var suffix in new[] { string.Empty, "-wal", "-shm" })
+        {
+            if (File.Exists(path + suffix))
+            {
+                File.Move(path + suffix, aside + suffix);
+            }
+        }
+
+        return aside;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: the index database {Path} is damaged ({Error}); it was moved to {MovedTo} and a new one is built from the data files.")]
+    private static partial void LogIndexDamaged(ILogger logger, int group, string path, string error, string movedTo);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: the index {Path} was rebuilt from the data files (last instance {LastInstance}). The system variables it held are recovered from the log or from the peers; the group learns before it votes again.")]
+    private static partial void LogIndexRebuilt(ILogger logger, int group, string path, ulong lastInstance);
+
     private static LogStorageException IndexDamaged(int groupIndex, string path, Microsoft.Data.Sqlite.SqliteException e) =>
         new($"Group {groupIndex}: the index database {path} is damaged or unreadable ({e.Message}). Besides the index it holds the group's system and master variables, min chosen instance and delete floor, which the data files cannot restore: restore the file from a backup, or retire this node and add a fresh one through a membership change (a node that restarts with an empty folder forgets its promises).",
             groupIndex,

@@ -34,8 +34,16 @@ internal sealed class GroupLog : IDisposable
         DataFileSize = dataFileSize;
         System.IO.Directory.CreateDirectory(DataDirectory);
         EventLog = new DataFileEventLog(System.IO.Path.Combine(DataDirectory, "LOG"));
-        Index = new IndexDatabase(System.IO.Path.Combine(directory, IndexDatabase.FileName), files);
+        var indexPath = System.IO.Path.Combine(directory, IndexDatabase.FileName);
+        IndexIsNew = !File.Exists(indexPath);
+        Index = new IndexDatabase(indexPath, files);
     }
+
+    /// <summary>The index database did not exist when the group was opened (a new group, a lost index, or a PhxPaxos folder).</summary>
+    public bool IndexIsNew { get; }
+
+    /// <summary>The index was built anew from data files that held records: what it alone kept (system variables) is gone.</summary>
+    public bool IndexRebuilt { get; set; }
 
     /// <summary>The file operations that can fail on a full or failing disk.</summary>
     public LogFileOperations Files { get; }

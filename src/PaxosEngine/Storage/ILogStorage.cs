@@ -77,6 +77,12 @@ public interface ILogStorage : IDisposable
 
     /// <summary>Removes every log record and the min-chosen mark of a group, keeping its system and master variables.</summary>
     void ClearAllLog(int groupIndex);
+
+    /// <summary>
+    /// Whether the group's index was built anew at open from data files that held records (the index was
+    /// lost, damaged, or the folder came from PhxPaxos): what only the index kept may be gone.
+    /// </summary>
+    bool WasIndexRebuilt(int groupIndex) => false;
 }
 
 /// <summary>Completion of <see cref="ILogStorage.Put"/>.</summary>

@@ -327,6 +327,17 @@ internal sealed class IndexDatabase : IDisposable
         }
     }
 
+    /// <summary>The lowest instance id with a row, or null when the index has none.</summary>
+    public ulong? GetMinInstanceId()
+    {
+        lock (_readLock)
+        {
+            using var command = _reader.CreateCommand();
+            command.CommandText = "SELECT MIN(instance_id) FROM log_index";
+            return command.ExecuteScalar() is long value ? (ulong)value : null;
+        }
+    }
+
     /// <summary>The last stored end of fsynced data, or null when none was stored.</summary>
     public SyncMark? GetSynced()
     {
