@@ -40,6 +40,15 @@ internal sealed class Acceptor
         Checksum = record.Checksum;
     }
 
+    /// <summary>Raises the promise to at least <paramref name="floor"/> (a node that may have forgotten promises; see <c>VotingGate</c>).</summary>
+    public void RaisePromise(Ballot floor)
+    {
+        if (floor > Promised)
+        {
+            Promised = floor;
+        }
+    }
+
     /// <summary>Moves to the next instance: the accepted value is forgotten, the promise is kept.</summary>
     public void NewInstance()
     {

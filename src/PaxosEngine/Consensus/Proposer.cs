@@ -61,6 +61,9 @@ internal enum TimerKind
     /// <summary>Time to complete overdue proposals with Timeout.</summary>
     ProposalTimeouts = 7,
 
+    /// <summary>A group that does not vote yet surveys its members (see <c>VotingGate</c>).</summary>
+    VotingGate = 8,
+
     /// <summary>A checkpoint transfer being received went quiet for too long.</summary>
     CheckpointReceive = 20,
 

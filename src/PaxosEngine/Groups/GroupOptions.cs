@@ -32,6 +32,9 @@ internal sealed record GroupSettings
 
     public bool BatchFlushWhenIdle { get; init; }
 
+    /// <summary>A group that starts with no log votes at once (PhxPaxos's behaviour); see <see cref="VotingGate"/>.</summary>
+    public bool VoteWithEmptyLog { get; init; }
+
     public int BatchCount { get; init; } = 5;
 
     public int BatchDelayMs { get; init; } = 20;

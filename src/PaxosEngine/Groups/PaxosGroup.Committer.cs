@@ -160,10 +160,11 @@ internal sealed partial class PaxosGroup
             return;
         }
 
-        if (_settings.UseMembership && Gid == 0 && !_creatingGid)
+        if (_settings.UseMembership && Gid == 0 && !_creatingGid && Now == 0)
         {
-            // As PhxPaxos: the first proposal of a managed group creates its cluster id; the values
-            // waiting go into later instances.
+            // The first proposal of a new managed group creates its cluster id; the values waiting go into
+            // later instances. Unlike PhxPaxos, only at instance 0: a node that lost its variables later in the
+            // log learns the cluster id instead of forking it.
             _creatingGid = true;
             var create = new PendingProposal(ReservedSmIds.SystemVariables, Membership.CreateGidValue(_settings.MyNodeId), null, explicitBatch: false, _loop.NowMs);
             _ = create.Completion.Task.ContinueWith(

@@ -28,9 +28,16 @@ internal sealed partial class PaxosGroup
         {
             case PaxosMsgType.Prepare:
             case PaxosMsgType.Accept:
-                // A follower never votes.
-                if (IsFollower || !IsValidSender(message.NodeID))
+                // A follower never votes; nor does a group whose durable state may be incomplete (VotingGate).
+                if (IsFollower || !_gate.IsVoting || !IsValidSender(message.NodeID))
                 {
+                    return;
+                }
+
+                // A node that lost its cluster id sends gid 0: it may learn, but must not steer an established group.
+                if (Gid != 0 && headerGid == 0)
+                {
+                    LogGidZeroVote(Index, message.NodeID, Gid);
                     return;
                 }
 
@@ -199,6 +206,9 @@ internal sealed partial class PaxosGroup
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a frame from node {Node} with gid {HeaderGid}; this cluster's gid is {Gid}.")]
     private partial void LogGidMismatch(int group, ulong headerGid, ulong gid, ulong node);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Group {Group}: refused a prepare or accept with gid 0 from node {Node}; this cluster's gid is {Gid}.")]
+    private partial void LogGidZeroVote(int group, ulong node, ulong gid);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a message of unknown type {Type} from node {Node}.")]
     private partial void LogInvalidType(int group, int type, ulong node);

@@ -242,6 +242,11 @@ internal sealed partial class PaxosGroup
             SetSeen(message.InstanceID);
         }
 
+        if (message.ProposalID != 0 && message.NodeID != _settings.MyNodeId && _members.Contains(message.NodeID))
+        {
+            AnswerSurvey(message);
+        }
+
         if (message.ProposalNodeID == _settings.MyNodeId && message.NodeID != _settings.MyNodeId)
         {
             // A follower of this node: push it every value learned here for three ask intervals.
@@ -301,6 +306,13 @@ internal sealed partial class PaxosGroup
             return;
         }
 
+        if (message.ProposalID != 0)
+        {
+            // Only an answer to this node's survey carries a proposal id (the survey's nonce).
+            OnSurveyAnswer(message);
+            return;
+        }
+
         SetSeen(message.NowInstanceID);
         if (message.HasSystemVariables && Membership.UpdateFromPeer(message.SystemVariables.Span))
         {
@@ -351,26 +363,8 @@ internal sealed partial class PaxosGroup
         }
 
         // Write the learned record (no fsync: a majority holds it durably already), then learn it.
-        var checksum = Now > 0 && _lastChecksum == 0
-            ? 0u
-            : message.Value.IsEmpty ? 0u : SkipCrc32.Compute(_lastChecksum, message.Value.Span, SkipCrc32.ValueSkip);
-        var record = new AcceptorStateData
+        if (!TryWriteLearnedRecord(new Consensus.Ballot(message.ProposalID, message.ProposalNodeID), message.Value, sync: false, new LearnedWrite(this, Now), out var checksum))
         {
-            InstanceID = Now,
-            PromiseID = message.ProposalID,
-            PromiseNodeID = message.ProposalNodeID,
-            AcceptedID = message.ProposalID,
-            AcceptedNodeID = message.ProposalNodeID,
-            AcceptedValue = message.Value,
-            Checksum = checksum,
-        };
-        try
-        {
-            _storage.Put(Index, Now, record.ToByteArray(), sync: false, new LearnedWrite(this, Now));
-        }
-        catch (LogStorageException ex)
-        {
-            Stop($"could not write learned instance {Now}", ex);
             return;
         }
 
@@ -382,6 +376,39 @@ internal sealed partial class PaxosGroup
         {
             ArmAskForLearnTimer();
             SendLearnValueAck(message.NodeID, force: false);
+        }
+    }
+
+    /// <summary>
+    /// Writes the record of a value learned for the current instance: accepted with <paramref name="ballot"/>.
+    /// Its promise is the higher of that ballot and this acceptor's promise, so that learning never lowers
+    /// the promise a restart restores (PhxPaxos writes the learned ballot as the promise too).
+    /// </summary>
+    private bool TryWriteLearnedRecord(Consensus.Ballot ballot, ByteString value, bool sync, IPutCallback callback, out uint checksum)
+    {
+        checksum = Now > 0 && _lastChecksum == 0
+            ? 0u
+            : value.IsEmpty ? 0u : SkipCrc32.Compute(_lastChecksum, value.Span, SkipCrc32.ValueSkip);
+        var promise = _acceptor.Promised > ballot ? _acceptor.Promised : ballot;
+        var record = new AcceptorStateData
+        {
+            InstanceID = Now,
+            PromiseID = promise.ProposalId,
+            PromiseNodeID = promise.NodeId,
+            AcceptedID = ballot.ProposalId,
+            AcceptedNodeID = ballot.NodeId,
+            AcceptedValue = value,
+            Checksum = checksum,
+        };
+        try
+        {
+            _storage.Put(Index, Now, record.ToByteArray(), sync, callback);
+            return true;
+        }
+        catch (LogStorageException ex)
+        {
+            Stop($"could not write learned instance {Now}", ex);
+            return false;
         }
     }
 

@@ -32,6 +32,8 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private long _nowPublished;
     private long _minChosenPublished;
     private volatile string? _stoppedReason;
+    private readonly VotingGate _gate;
+    private long _gateTimerId;
 
     public PaxosGroup(GroupSettings settings, ILogStorage storage, ITransport transport, GroupLoop loop, ILogger logger)
     {
@@ -44,6 +46,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _acceptor = new Acceptor(settings.MyNodeId);
         _proposer = new Proposer(this, settings.Timeouts);
         _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)Environment.TickCount64)));
+        _gate = new VotingGate(_random);
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
         Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
         Master = new MasterStateMachine(settings.GroupIndex, settings.MyNodeId, storage, loop.Time, logger);
@@ -125,6 +128,12 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
 
         var checkpoint = StateMachines.GetCheckpointInstanceId();
+        DecideVotingAtStart(max, minChosen, checkpoint);
+        if (_storage.WasIndexRebuilt(Index) && Membership.Current.Version == ulong.MaxValue && minChosen == 0)
+        {
+            RecoverSystemVariablesFromLog();
+        }
+
         var replayFrom = checkpoint == StateMachineCheckpoint.None ? 0 : checkpoint + 1;
         if (replayFrom < Now)
         {
@@ -169,6 +178,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     public void OnLoopStarted()
     {
         ArmAskForLearnTimer();
+        OnVotingLoopStarted();
         OnCheckpointLoopStarted();
         if (_settings.UseMaster)
         {
@@ -239,6 +249,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             case TimerKind.ProposalTimeouts:
                 OnTimeoutSweep(timerId);
                 break;
+            case TimerKind.VotingGate:
+                OnVotingGateTimer(timerId);
+                break;
             default:
                 OnCheckpointTimer((TimerKind)kind, timerId);
                 break;
@@ -259,7 +272,11 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     /// <inheritdoc />
     public void BroadcastPrepare(PaxosMsg prepare)
     {
-        OnAcceptorMessage(prepare, isRetry: false);
+        if (_gate.IsVoting)
+        {
+            OnAcceptorMessage(prepare, isRetry: false);
+        }
+
         SendToOthers(prepare, TransportKind.Udp);
     }
 
@@ -267,12 +284,22 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     public void BroadcastAccept(PaxosMsg accept)
     {
         SendToOthers(accept, TransportKind.Udp);
-        OnAcceptorMessage(accept, isRetry: false);
+        if (_gate.IsVoting)
+        {
+            OnAcceptorMessage(accept, isRetry: false);
+        }
     }
 
     /// <inheritdoc />
     public void OnChosen(ulong instanceId, ulong proposalId)
     {
+        if (!_gate.IsVoting)
+        {
+            _chosenByMeInstance = instanceId;
+            LearnOwnChosenWhileClosed(instanceId, proposalId);
+            return;
+        }
+
         var success = new PaxosMsg
         {
             MsgType = (int)PaxosMsgType.ProposerSendSuccess,
@@ -311,6 +338,24 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _stoppedReason ??= "the node stopped";
         _proposer.Abandon();
         FailAllProposals(ProposeResult.NodeStopped);
+    }
+
+    /// <summary>
+    /// The index that held the system variables was rebuilt: executes the membership values of the log again
+    /// (it starts at instance 0 here), so the cluster id and members come back without a new cluster id.
+    /// </summary>
+    private void RecoverSystemVariablesFromLog()
+    {
+        for (var i = 0UL; i < Now; i++)
+        {
+            var record = ReadRecord(i);
+            if (record is not null)
+            {
+                StateMachines.ExecuteOnly(Membership, i, record.AcceptedValue);
+            }
+        }
+
+        LogSystemVariablesRecovered(Index, Membership.Current.Gid, Membership.Current.Version == ulong.MaxValue ? -1 : (long)Membership.Current.Version, Now);
     }
 
     private AcceptorStateData? ReadRecord(ulong instanceId)
@@ -437,6 +482,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             group.OnPaxosMessage(message, headerGid);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: system variables recovered from the log after the index was rebuilt: gid {Gid}, version {Version} (log up to instance {Now}).")]
+    private partial void LogSystemVariablesRecovered(int group, ulong gid, long version, ulong now);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group} started at instance {Now}, min chosen {MinChosen}, checkpoint {Checkpoint}.")]
     private partial void LogStarted(int group, ulong now, ulong minChosen, long checkpoint);

@@ -112,6 +112,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
                 MaxBatchCount = options.MaxBatchCount,
                 MaxBatchBytes = options.MaxBatchBytes,
                 BatchFlushWhenIdle = options.BatchFlushWhenIdle,
+                VoteWithEmptyLog = options.VoteWithEmptyLog,
                 BatchCount = options.BatchCount,
                 BatchDelayMs = (int)options.BatchDelay.TotalMilliseconds,
                 MaxInboundQueue = (10_240 / options.GroupCount) + 1000,
@@ -322,6 +323,17 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
 
     /// <summary>Why a group stopped (storage failure, checksum mismatch), or null while it runs.</summary>
     public string? GetGroupStoppedReason(int groupIndex) => GetGroup(groupIndex).StoppedReason;
+
+    /// <summary>
+    /// Whether a group's acceptor votes, and why not: a group that started with no log or with a rebuilt index
+    /// learns from its peers and votes only once that is safe. Thread-safe.
+    /// </summary>
+    /// <returns>The state and, unless voting, the reason.</returns>
+    public (VotingState State, string? Reason) GetGroupVotingState(int groupIndex)
+    {
+        var group = GetGroup(groupIndex);
+        return (group.VotingState, group.NotVotingReason);
+    }
 
     /// <summary>Turns fsync of a group's acceptor writes on or off at run time (PhxPaxos <c>SetLogSync</c>).</summary>
     public void SetLogSync(int groupIndex, bool sync) => GetGroup(groupIndex).Sync = sync;

@@ -78,6 +78,16 @@ public sealed partial class PaxosNodeOptions
     /// </summary>
     public bool BatchFlushWhenIdle { get; set; }
 
+    /// <summary>
+    /// UNSAFE when a node's data folder may have been emptied: a group that starts with no log votes at once, as
+    /// PhxPaxos does. By default such a group first asks every other member for its state, or, when the group
+    /// already has history, learns and gets a no-op chosen by the other members before it promises or accepts
+    /// anything, so a node whose disk was replaced cannot vote away values it had accepted. Turn this on only for
+    /// the first start of a cluster shared with PhxPaxos nodes that holds fewer of this project's nodes than a
+    /// majority needs besides the PhxPaxos ones (PhxPaxos nodes do not answer the survey). Default false.
+    /// </summary>
+    public bool VoteWithEmptyLog { get; set; }
+
     /// <summary>BatchProposeAsync with <see cref="BatchFlushWhenIdle"/> false: flush when this many values wait (PhxPaxos default 5).</summary>
     public int BatchCount { get; set; } = 5;
 

@@ -136,6 +136,44 @@ internal sealed partial class StateMachineRegistry
         return result;
     }
 
+    /// <summary>Executes the parts of a packed value that belong to <paramref name="machine"/> only (a recovery replay).</summary>
+    public void ExecuteOnly(IStateMachine machine, ulong instanceId, ByteString packed)
+    {
+        if (!ValueCodec.TryUnpack(packed.Span, out var smId, out var body))
+        {
+            return;
+        }
+
+        if (smId == machine.SmId)
+        {
+            machine.Execute(_groupIndex, instanceId, body, null);
+            return;
+        }
+
+        if (smId != ReservedSmIds.Batch)
+        {
+            return;
+        }
+
+        BatchPaxosValues batch;
+        try
+        {
+            batch = BatchPaxosValues.Parser.ParseFrom(body);
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            return;
+        }
+
+        foreach (var entry in batch.Values)
+        {
+            if (entry.SMID == machine.SmId)
+            {
+                machine.Execute(_groupIndex, instanceId, entry.Value.Span, null);
+            }
+        }
+    }
+
     private bool ExecuteOne(ulong instanceId, int smId, ReadOnlySpan<byte> body, StateMachineContext? context)
     {
         if (smId == ReservedSmIds.None)
