@@ -26,7 +26,7 @@ internal static class StatusView
             foreach (var n in g.Nodes)
             {
                 sb.AppendLine(n.Reachable
-                    ? string.Create(CultureInfo.InvariantCulture, $"{g.Group,5}  {n.Node,-21} {n.NowInstanceId,10} {n.MinChosenInstanceId,10} {n.Lag,6}  {n.Master ?? "-",-21} {rate}{string.Join(",", n.Members)}{(n.StoppedReason is null ? string.Empty : "  STOPPED: " + n.StoppedReason)}")
+                    ? string.Create(CultureInfo.InvariantCulture, $"{g.Group,5}  {n.Node,-21} {n.NowInstanceId,10} {n.MinChosenInstanceId,10} {n.Lag,6}  {n.Master ?? "-",-21} {rate}{string.Join(",", n.Members)}{(n.StoppedReason is null ? string.Empty : "  STOPPED: " + n.StoppedReason)}{(n.NotVoting is null ? string.Empty : "  NOT VOTING (" + n.NotVoting + ")")}")
                     : string.Create(CultureInfo.InvariantCulture, $"{g.Group,5}  {n.Silo,-21} unreachable: {n.StoppedReason}"));
             }
         }

@@ -103,6 +103,10 @@ public sealed record MembershipResult(
 /// <param name="Members">The members it sees.</param>
 /// <param name="Lag">How many instances it is behind the most advanced node in this report.</param>
 /// <param name="StoppedReason">Why the group stopped on that node, or null while it runs.</param>
+/// <param name="NotVoting">
+/// Null while the node votes in the group; otherwise its state and why (e.g. "rebuilding: its index was rebuilt ..."):
+/// a node that started with no log or a rebuilt index learns from its peers and votes only once that is safe.
+/// </param>
 [GenerateSerializer, Immutable, Alias("paxos.NodeGroupStatus")]
 public sealed record NodeGroupStatus(
     [property: Id(0)] string Node,
@@ -113,7 +117,8 @@ public sealed record NodeGroupStatus(
     [property: Id(5)] string? Master,
     [property: Id(6)] IReadOnlyList<string> Members,
     [property: Id(7)] ulong Lag,
-    [property: Id(8)] string? StoppedReason);
+    [property: Id(8)] string? StoppedReason,
+    [property: Id(9)] string? NotVoting = null);
 
 /// <summary>Every node's view of one group.</summary>
 /// <param name="Group">The group.</param>

@@ -12,6 +12,7 @@ public sealed class PaxosNodeGrain(PaxosEngineHost host, ILocalSiloDetails silo)
     {
         var node = host.Node;
         var (master, _) = host.GetMaster(group);
+        var (voting, reason) = node.GetGroupVotingState(group);
         return Task.FromResult(new NodeGroupStatus(
             host.MyNodeId.ToString(),
             silo.SiloAddress.ToString(),
@@ -21,6 +22,7 @@ public sealed class PaxosNodeGrain(PaxosEngineHost host, ILocalSiloDetails silo)
             master.IsNull ? null : master.ToString(),
             [.. host.GetMembership(group).Select(m => m.ToString())],
             0,
-            node.GetGroupStoppedReason(group)));
+            node.GetGroupStoppedReason(group),
+            voting == Engine.Groups.VotingState.Voting ? null : $"{voting.ToString().ToLowerInvariant()}: {reason}"));
     }
 }
