@@ -247,6 +247,7 @@ public sealed partial class FileLogStorage : ILogStorage
                 group.PendingIndex.Clear();
                 group.PendingSnapshots.Clear();
                 ClearFiles(group);
+                group.Synced = null;
                 OpenCurrentFile(group, 0, 0);
             }
 
