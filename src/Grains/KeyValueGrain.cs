@@ -18,7 +18,7 @@ public sealed class KeyValueGrain(PaxosEngineHost host) : Grain, IKeyValueGrain
     private int Group => (int)this.GetPrimaryKeyLong();
 
     private KeyValueStateMachine Machine => host.KeyValue
-        ?? throw new InvalidOperationException($"Node {host.MyNodeId} has no key-value store mounted; call AddPaxosKeyValueStore() on the silo.");
+        ?? throw new InvalidOperationException($"Node {host.MyNodeId} has no key-value store mounted: call AddPaxosKeyValueStore() on the silo (the Silo program mounts it unless Paxos:KeyValueStore:Enabled=false).");
 
     /// <inheritdoc />
     public Task<KvResult> GetAsync(string key) => Run(key, KeyValueCommand.Get(Key(key)));

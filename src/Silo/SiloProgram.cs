@@ -287,9 +287,15 @@ public static class SiloProgram
             });
             silo.AddActivityPropagation();
             silo.AddPaxos();
-            if (KeyValueStoreSettings.From(builder.Configuration) is { Enabled: true } kv)
+            var kv = KeyValueStoreSettings.From(builder.Configuration);
+            if (kv.Enabled)
             {
                 silo.AddPaxosKeyValueStore(kv.SmId);
+            }
+
+            foreach (var id in LogOnlyStateMachine.IdsFrom(builder.Configuration, kv))
+            {
+                silo.AddPaxosStateMachine(group: null, (_, _) => new LogOnlyStateMachine(id));
             }
         });
     }
