@@ -152,14 +152,33 @@ public static class ClientCommands
                 {
                     var started = Stopwatch.GetTimestamp();
                     var any = false;
-                    await foreach (var e in grain.WatchAsync(next, ct).WithCancellation(ct))
+                    var feed = grain.WatchAsync(next, ct).GetAsyncEnumerator(ct);
+                    try
                     {
-                        any = true;
-                        Print(json, e, () => string.Create(CultureInfo.InvariantCulture, $"{e.Group}:{e.InstanceId}.{e.BatchIndex} sm={e.SmId} {Printable(e.Value)}"));
-                        next = e.InstanceId + 1;
-                        if (limit is { } l && ++seen >= l)
+                        // A signal must end the wait at once, not when the grain's idle feed ends.
+                        while (await MoveNextOrStopAsync(feed, ct))
                         {
-                            return ExitCodes.Ok;
+                            var e = feed.Current;
+                            any = true;
+                            Print(json, e, () => string.Create(CultureInfo.InvariantCulture, $"{e.Group}:{e.InstanceId}.{e.BatchIndex} sm={e.SmId} {Printable(e.Value)}"));
+                            next = e.InstanceId + 1;
+                            if (limit is { } l && ++seen >= l)
+                            {
+                                return ExitCodes.Ok;
+                            }
+                        }
+                    }
+                    finally
+                    {
+                        // Abandoned, not awaited, when stopping: its pending call may take until the grain answers.
+                        var disposed = feed.DisposeAsync().AsTask();
+                        if (!ct.IsCancellationRequested)
+                        {
+                            await disposed;
+                        }
+                        else
+                        {
+                            _ = disposed.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
                         }
                     }
 
@@ -181,6 +200,13 @@ public static class ClientCommands
 
         root.Subcommands.Add(Bench.Build(WithCluster));
         return root;
+    }
+
+    private static async Task<bool> MoveNextOrStopAsync<T>(IAsyncEnumerator<T> feed, CancellationToken ct)
+    {
+        var move = feed.MoveNextAsync().AsTask();
+        _ = move.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        return await move.WaitAsync(ct);
     }
 
     private static Option<string?> FileOption() =>

@@ -13,6 +13,9 @@ public sealed class CliCluster : IAsyncLifetime
     /// <summary>The cluster's largest value, small so that a test can exceed it cheaply.</summary>
     public const int MaxValueSize = 512 * 1024;
 
+    /// <summary>The key-value store's state machine id here (not the default 1).</summary>
+    public const int KeyValueSmId = 7;
+
     public string Work { get; } = Path.Combine(Path.GetTempPath(), "paxos-cli-" + Guid.NewGuid().ToString("N"));
 
     public int PaxosPort { get; } = LoopbackPortRange.Free(3);
@@ -41,7 +44,7 @@ public sealed class CliCluster : IAsyncLifetime
 
         Silo = SiloProcess.Start(Work, [
             $"--LocalCluster:PaxosPort={PaxosPort}", $"--LocalCluster:SiloPort={SiloPort}", $"--LocalCluster:GatewayPort={GatewayPort}",
-            "--Paxos:DataFileSize=1048576", $"--Paxos:MaxValueSize={MaxValueSize}",
+            "--Paxos:DataFileSize=1048576", $"--Paxos:MaxValueSize={MaxValueSize}", $"--Paxos:KeyValueStore:SmId={KeyValueSmId}",
             $"--Telemetry:PrometheusPort={PrometheusPort}", "--Telemetry:RuntimeMetrics=false",
         ]);
         await Silo.WaitForLineAsync("Press Ctrl+C", TimeSpan.FromSeconds(60));

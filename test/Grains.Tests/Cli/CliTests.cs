@@ -30,6 +30,8 @@ public sealed class CliTests(CliCluster cluster)
         var firstLine = watch.StandardOutput.ReadLineAsync();
         Assert.True(await Task.WhenAny(firstLine, Task.Delay(TimeSpan.FromSeconds(30))) == firstLine, "watch printed nothing in 30 s");
         Assert.Matches(@"^0:\d+\.\d+ sm=\d+ ", await firstLine);
+        var rest = watch.StandardOutput.ReadToEndAsync();
+        var errors = watch.StandardError.ReadToEndAsync();
 
         using (var term = Process.Start("kill", ["-TERM", watch.Id.ToString(CultureInfo.InvariantCulture)]))
         {
@@ -38,7 +40,7 @@ public sealed class CliTests(CliCluster cluster)
 
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
         await watch.WaitForExitAsync(timeout.Token);
-        Assert.Equal(0, watch.ExitCode);
+        Assert.True(watch.ExitCode == 0, await rest + await errors);
     }
 
     [Fact]
@@ -95,6 +97,62 @@ public sealed class CliTests(CliCluster cluster)
         var ok = await cluster.ClientAsync("bench", "-d", "1", "-c", "2", "--json");
         Assert.True(ok.Code == 0, ok.ToString());
         Assert.Contains("\"Errors\":0", ok.Stdout);
+    }
+
+    [Fact]
+    public async Task Bench_ends_on_time_when_the_cluster_stops_answering()
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in (string[])[CliCluster.Executable("Client", "Orleans.Paxos.Client.dll"), "bench", "-d", "3", "-c", "4", .. cluster.GatewayArguments])
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var bench = Process.Start(psi)!;
+        var stdout = bench.StandardOutput.ReadToEndAsync();
+        var progress = bench.StandardError.ReadLineAsync();
+        Assert.True(await Task.WhenAny(progress, Task.Delay(TimeSpan.FromSeconds(30))) == progress, "bench printed no progress in 30 s");
+        var stopped = Stopwatch.GetTimestamp();
+        await Signal("STOP", cluster.Silo.Process.Id);
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            await bench.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            await Signal("CONT", cluster.Silo.Process.Id);
+        }
+
+        // 2 s of the run were left and unanswered calls get 3 s more: not the 30 s of a call's timeout.
+        Assert.True(Stopwatch.GetElapsedTime(stopped) < TimeSpan.FromSeconds(10), $"bench ended {Stopwatch.GetElapsedTime(stopped).TotalSeconds:F1} s after the cluster stopped");
+        Assert.Equal(1, bench.ExitCode);
+        Assert.Contains("no answer within 3 s after the end of the run", await stdout);
+
+        // The cluster answers again.
+        var status = await cluster.ClientAsync("kv", "put", "after-bench", "x");
+        Assert.True(status.Code == 0, status.ToString());
+
+        static async Task Signal(string signal, int pid)
+        {
+            using var kill = Process.Start("kill", [$"-{signal}", pid.ToString(CultureInfo.InvariantCulture)]);
+            await kill.WaitForExitAsync();
+        }
+    }
+
+    [Fact]
+    public async Task The_key_value_store_runs_on_the_configured_state_machine_id()
+    {
+        Assert.Contains($"key-value store on every group (SMID {CliCluster.KeyValueSmId})", cluster.Silo.Output);
+        var put = await cluster.ClientAsync("kv", "put", "smid-check", "x", "--json");
+        Assert.True(put.Code == 0, put.ToString());
+        using var written = JsonDocument.Parse(put.Stdout);
+        var group = written.RootElement.GetProperty("Group").GetInt32().ToString(CultureInfo.InvariantCulture);
+        var instance = written.RootElement.GetProperty("InstanceId").GetUInt64().ToString(CultureInfo.InvariantCulture);
+        var entry = await cluster.ClientAsync("watch", group, "--from", instance, "--count", "1", "--json");
+        Assert.True(entry.Code == 0, entry.ToString());
+        using var logged = JsonDocument.Parse(entry.Stdout);
+        Assert.Equal(CliCluster.KeyValueSmId, logged.RootElement.GetProperty("SmId").GetInt32());
     }
 
     [Fact]
