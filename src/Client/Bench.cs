@@ -137,7 +137,7 @@ internal static class Bench
         stop.Cancel();
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         var unfinished = workers.Count(w => !w.IsCompleted);
-        if (unfinished > 0)
+        if (unfinished > 0 && !cancellationToken.IsCancellationRequested)
         {
             // Those workers wait for calls that did not answer in time; their results no longer count.
             for (var i = 0; i < unfinished; i++)
