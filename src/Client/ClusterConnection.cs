@@ -49,10 +49,36 @@ public sealed class ClusterConnection : IAsyncDisposable
         catch (Exception ex) when (ex is OrleansException or OperationCanceledException or System.Net.Sockets.SocketException or TimeoutException)
         {
             host.Dispose();
-            throw new ClusterUnreachableException($"No gateway answered ({string.Join(", ", gateways)}): {ex.Message}", ex);
+            var listening = await ListeningAsync(endpoints, cancellationToken);
+            throw new ClusterUnreachableException(
+                $"No gateway answered ({string.Join(", ", gateways)}): is the cluster running, and are these its gateways (-g ip:port)?",
+                listening,
+                ex);
         }
 
         return new ClusterConnection(host);
+    }
+
+    /// <summary>The gateways that accept a TCP connection (something listens there, if not an Orleans gateway of this cluster).</summary>
+    private static async Task<IReadOnlyList<string>> ListeningAsync(IPEndPoint[] endpoints, CancellationToken cancellationToken)
+    {
+        var listening = new List<string>();
+        foreach (var endpoint in endpoints)
+        {
+            using var socket = new System.Net.Sockets.Socket(endpoint.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(1));
+            try
+            {
+                await socket.ConnectAsync(endpoint, timeout.Token);
+                listening.Add(endpoint.ToString());
+            }
+            catch (Exception ex) when (ex is System.Net.Sockets.SocketException or OperationCanceledException)
+            {
+            }
+        }
+
+        return listening;
     }
 
     /// <inheritdoc />
@@ -72,4 +98,11 @@ public sealed class ClusterConnection : IAsyncDisposable
 }
 
 /// <summary>The cluster could not be reached.</summary>
-public sealed class ClusterUnreachableException(string message, Exception inner) : Exception(message, inner);
+/// <param name="message">What happened.</param>
+/// <param name="listening">Gateways that accept TCP connections all the same (then the client was refused, e.g. for a wrong cluster id).</param>
+/// <param name="inner">The cause.</param>
+public sealed class ClusterUnreachableException(string message, IReadOnlyList<string> listening, Exception inner) : Exception(message, inner)
+{
+    /// <summary>Gateways that accept TCP connections although the client could not connect through them.</summary>
+    public IReadOnlyList<string> Listening { get; } = listening;
+}

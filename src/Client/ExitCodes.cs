@@ -14,4 +14,12 @@ public static class ExitCodes
 
     /// <summary>No gateway of the cluster could be reached.</summary>
     public const int ClusterUnreachable = 3;
+
+    /// <summary>The exit code of a kind of failure.</summary>
+    internal static int For(ErrorKind kind) => kind switch
+    {
+        ErrorKind.Usage => UsageError,
+        ErrorKind.Unreachable => ClusterUnreachable,
+        _ => OperationFailed,
+    };
 }

@@ -18,7 +18,7 @@ public sealed class KeyValueGrain(PaxosEngineHost host) : Grain, IKeyValueGrain
     private int Group => (int)this.GetPrimaryKeyLong();
 
     private KeyValueStateMachine Machine => host.KeyValue
-        ?? throw new InvalidOperationException($"Node {host.MyNodeId} has no key-value store mounted; call AddPaxosKeyValueStore() on the silo.");
+        ?? throw new InvalidOperationException($"Node {host.MyNodeId} has no key-value store mounted: call AddPaxosKeyValueStore() on the silo (the Silo program mounts it unless Paxos:KeyValueStore:Enabled=false).");
 
     /// <inheritdoc />
     public Task<KvResult> GetAsync(string key) => Run(key, KeyValueCommand.Get(Key(key)));
@@ -41,10 +41,20 @@ public sealed class KeyValueGrain(PaxosEngineHost host) : Grain, IKeyValueGrain
     public Task<KvResult> CompareAndSetAsync(string key, byte[] value, ulong expectedVersion) =>
         Run(key, KeyValueCommand.CompareAndSet(Key(key), value ?? [], expectedVersion));
 
+    /// <summary>Strict: a key with a lone surrogate would otherwise be stored as U+FFFD and collide with other such keys.</summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private static byte[] Key(string key)
     {
         ArgumentException.ThrowIfNullOrEmpty(key);
-        return Encoding.UTF8.GetBytes(key);
+        try
+        {
+            return StrictUtf8.GetBytes(key);
+        }
+        catch (EncoderFallbackException)
+        {
+            throw new ArgumentException("The key is not valid UTF-16 text (it holds a lone surrogate), so it has no UTF-8 form; keys are UTF-8 text.", nameof(key));
+        }
     }
 
     private void CheckGroup()

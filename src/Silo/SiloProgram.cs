@@ -38,11 +38,43 @@ public static class SiloProgram
                 ? await RunLocalClusterAsync(args)
                 : await RunSingleSiloAsync(args);
         }
-        catch (Exception ex) when (ex is ArgumentException or FormatException or IOException or InvalidOperationException or HttpListenerException)
+        catch (Exception ex)
         {
-            Console.Error.WriteLine($"The silo failed to start: {ex.Message}");
+            // The last line names the cause, however deep the hosting and Orleans wrappers put it.
+            Console.Error.WriteLine($"The silo failed to start: {DescribeStartFailure(ex)}");
             return 1;
         }
+    }
+
+    /// <summary>
+    /// One sentence for a failed start: the messages of the exception and its causes, outermost first,
+    /// without the wrappers that say nothing (aggregates, lifecycle cancellations), and what to do about a
+    /// taken Prometheus port.
+    /// </summary>
+    public static string DescribeStartFailure(Exception exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        var messages = new List<string>();
+        var prometheusPortTaken = false;
+        for (Exception? e = exception; e is not null; e = e is AggregateException { InnerExceptions.Count: > 0 } a ? a.InnerExceptions[0] : e.InnerException)
+        {
+            if (e is HttpListenerException or System.Net.Sockets.SocketException && messages.Any(m => m.Contains("Prometheus", StringComparison.Ordinal)))
+            {
+                prometheusPortTaken = true;
+            }
+
+            var wrapper = e is AggregateException || e.GetType().Name is "OrleansLifecycleCanceledException" or "TargetInvocationException";
+            var message = e.Message.Trim().TrimEnd('.');
+            if (!wrapper && message.Length > 0 && !messages.Any(m => m.Contains(message, StringComparison.Ordinal)))
+            {
+                messages.Add(message);
+            }
+        }
+
+        var text = messages.Count == 0 ? exception.GetType().Name : string.Join(": ", messages) + ".";
+        return prometheusPortTaken
+            ? text + " Each silo on a host needs its own --Telemetry:PrometheusPort (or 0 for none)."
+            : text;
     }
 
     private static async Task<int> RunSingleSiloAsync(string[] args)
@@ -66,7 +98,7 @@ public static class SiloProgram
         using var host = builder.Build();
         await host.StartAsync();
         var engine = host.Services.GetRequiredService<PaxosEngineHost>();
-        Console.WriteLine($"Silo up: Paxos node {engine.MyNodeId}, silo port {siloPort}, clients connect to {advertised}:{gatewayPort}; data in {Path.GetFullPath(engine.Options.StoragePath)}.");
+        Console.WriteLine($"Silo up: Paxos node {engine.MyNodeId}, silo port {siloPort}, clients connect to {advertised}:{gatewayPort}; data in {Path.GetFullPath(engine.Options.StoragePath)}; {KeyValueStoreSettings.From(config)}.");
         PrintTelemetry(telemetry);
         await PrintStatusAsync(host.Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
         await host.WaitForShutdownAsync();
@@ -129,12 +161,21 @@ public static class SiloProgram
                 }
 
                 var host = builder.Build();
+                try
+                {
+                    await host.StartAsync(stop.Token);
+                }
+                catch
+                {
+                    DisposeQuietly(host);
+                    throw;
+                }
+
                 hosts.Add(host);
-                await host.StartAsync(stop.Token);
             }
 
             var engine = hosts[0].Services.GetRequiredService<PaxosEngineHost>();
-            Console.WriteLine($"Local Paxos cluster up: {hosts.Count} silos, {engine.GroupCount} groups, key-value store on every group.");
+            Console.WriteLine($"Local Paxos cluster up: {hosts.Count} silos, {engine.GroupCount} groups, {KeyValueStoreSettings.From(hosts[0].Services.GetRequiredService<IConfiguration>())}.");
             for (var i = 0; i < hosts.Count; i++)
             {
                 var e = hosts[i].Services.GetRequiredService<PaxosEngineHost>();
@@ -160,12 +201,13 @@ public static class SiloProgram
                 {
                     await hosts[i].StopAsync(timeout.Token);
                 }
-                catch (Exception ex) when (ex is OperationCanceledException or OrleansException)
+                catch (Exception ex)
                 {
+                    // Stopping must not replace the reason the program is ending.
                     Console.Error.WriteLine($"Silo {i} did not stop cleanly: {ex.Message}");
                 }
 
-                hosts[i].Dispose();
+                DisposeQuietly(hosts[i]);
             }
 
             Console.WriteLine("Stopped.");
@@ -175,6 +217,18 @@ public static class SiloProgram
     }
 
     private static int[] Ports(int first) => [first, first + 1, first + 2];
+
+    private static void DisposeQuietly(IHost host)
+    {
+        try
+        {
+            host.Dispose();
+        }
+        catch (Exception ex)
+        {
+            Console.Error.WriteLine($"A silo did not shut down cleanly: {ex.Message}");
+        }
+    }
 
     private static HostApplicationBuilder CreateBuilder(string[] args, Dictionary<string, string?> defaults)
     {
@@ -233,7 +287,16 @@ public static class SiloProgram
             });
             silo.AddActivityPropagation();
             silo.AddPaxos();
-            silo.AddPaxosKeyValueStore();
+            var kv = KeyValueStoreSettings.From(builder.Configuration);
+            if (kv.Enabled)
+            {
+                silo.AddPaxosKeyValueStore(kv.SmId);
+            }
+
+            foreach (var id in LogOnlyStateMachine.IdsFrom(builder.Configuration, kv))
+            {
+                silo.AddPaxosStateMachine(group: null, (_, _) => new LogOnlyStateMachine(id));
+            }
         });
     }
 

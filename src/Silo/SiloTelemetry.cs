@@ -95,6 +95,9 @@ public static class SiloTelemetry
                     {
                         o.Host = settings.PrometheusHost;
                         o.Port = settings.PrometheusPort;
+
+                        // HttpListener matches the Host header: answer both loopback names, whichever was configured.
+                        o.ConfigureHttpListener = (_, listener) => AddLoopbackAliases(listener.Prefixes);
                     });
                 }
 
@@ -111,5 +114,21 @@ public static class SiloTelemetry
         }
 
         return true;
+    }
+
+    /// <summary>Adds <c>127.0.0.1</c> for each <c>localhost</c> prefix and the reverse, so that the endpoint answers both.</summary>
+    private static void AddLoopbackAliases(System.Net.HttpListenerPrefixCollection prefixes)
+    {
+        foreach (var prefix in prefixes.ToArray())
+        {
+            if (prefix.Contains("://localhost:", StringComparison.OrdinalIgnoreCase))
+            {
+                prefixes.Add(prefix.Replace("://localhost:", "://127.0.0.1:", StringComparison.OrdinalIgnoreCase));
+            }
+            else if (prefix.Contains("://127.0.0.1:", StringComparison.Ordinal))
+            {
+                prefixes.Add(prefix.Replace("://127.0.0.1:", "://localhost:", StringComparison.Ordinal));
+            }
+        }
     }
 }

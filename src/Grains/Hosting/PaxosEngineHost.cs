@@ -28,6 +28,7 @@ public sealed partial class PaxosEngineHost : IDisposable
     private readonly List<Watcher>[] _watchers;
     private readonly List<IStateMachine> _machines = [];
     private PaxosNode? _node;
+    private DataFolderLock? _folderLock;
     private Task? _worker;
 
     /// <summary>Creates the host; the node is built and started by <see cref="Start"/>.</summary>
@@ -86,6 +87,8 @@ public sealed partial class PaxosEngineHost : IDisposable
             return;
         }
 
+        // Before anything opens a store: a second node on this folder stops here, naming the holder.
+        _folderLock ??= DataFolderLock.Acquire(_options.StoragePath, MyNodeId.ToString());
         var transport = _transportFactory?.Create(_options, MyNodeId);
         var node = new PaxosNode(_options, _loggerFactory, transport);
         try
@@ -118,6 +121,7 @@ public sealed partial class PaxosEngineHost : IDisposable
             node.Dispose();
             transport?.Dispose();
             DisposeMachines();
+            ReleaseFolder();
             throw;
         }
 
@@ -157,6 +161,7 @@ public sealed partial class PaxosEngineHost : IDisposable
         }
 
         DisposeMachines();
+        ReleaseFolder();
         LogStopped(MyNodeId);
     }
 
@@ -167,6 +172,13 @@ public sealed partial class PaxosEngineHost : IDisposable
         _node?.Dispose();
         _node = null;
         DisposeMachines();
+        ReleaseFolder();
+    }
+
+    private void ReleaseFolder()
+    {
+        _folderLock?.Dispose();
+        _folderLock = null;
     }
 
     /// <summary>

@@ -39,6 +39,7 @@ internal static class NodeGauges
 {
     private static readonly Lock Gate = new();
     private static IGaugeSource[] _sources = [];
+    private static IGaugeSource[] _zeroed = [];
 
     static NodeGauges()
     {
@@ -82,6 +83,46 @@ internal static class NodeGauges
         lock (Gate)
         {
             _sources = Array.FindAll(_sources, s => !ReferenceEquals(s, source));
+            _zeroed = Array.FindAll(_zeroed, s => !ReferenceEquals(s, source));
+        }
+    }
+
+    /// <summary>
+    /// Counters of rare events appear in a scrape only once they have counted; dashboards and alerts need
+    /// them from the start. Once something listens (this runs in a collection), each node's groups get a
+    /// zero of every such series, once.
+    /// </summary>
+    private static void PublishRareCountersAtZero(IGaugeSource[] sources)
+    {
+        if (sources.Length == 0 || Volatile.Read(ref _zeroed).Length == sources.Length)
+        {
+            return;
+        }
+
+        lock (Gate)
+        {
+            foreach (var source in _sources)
+            {
+                if (Array.IndexOf(_zeroed, source) >= 0)
+                {
+                    continue;
+                }
+
+                for (var g = 0; g < source.GroupCount; g++)
+                {
+                    var group = new KeyValuePair<string, object?>(PaxosMetrics.GroupTag, EngineInstruments.GroupTagValue(g));
+                    EngineInstruments.CheckpointsNeeded.Add(0, group);
+                    EngineInstruments.InboundDropped.Add(0, group);
+                    foreach (var result in (string[])["ok", "failed"])
+                    {
+                        var tag = new KeyValuePair<string, object?>(PaxosMetrics.ResultTag, result);
+                        EngineInstruments.CheckpointsSent.Add(0, group, tag);
+                        EngineInstruments.CheckpointsInstalled.Add(0, group, tag);
+                    }
+                }
+
+                _zeroed = [.. _zeroed, source];
+            }
         }
     }
 
@@ -92,6 +133,7 @@ internal static class NodeGauges
     private static List<Measurement<long>> Collect(Func<GroupGaugeSnapshot, long> select, bool logOnly)
     {
         var sources = Volatile.Read(ref _sources);
+        PublishRareCountersAtZero(sources);
         var result = new List<Measurement<long>>();
         foreach (var source in sources)
         {
