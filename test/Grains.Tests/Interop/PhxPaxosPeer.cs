@@ -234,6 +234,9 @@ internal sealed class SiloNode : IMixedNode
 
             // PhxPaxos's echo state machine is SMID 1: keep its values in the log here, and the key-value store off.
             "--Paxos:LogOnlySmIds:0=1", "--Paxos:KeyValueStore:Enabled=false",
+
+            // PhxPaxos nodes do not answer the survey of a group that starts with no log: vote at once, as they do.
+            "--Paxos:VoteWithEmptyLog=true",
             $"--Orleans:SiloPort={LoopbackPortRange.Free(1).ToString(CultureInfo.InvariantCulture)}", $"--Orleans:GatewayPort={gateway.ToString(CultureInfo.InvariantCulture)}",
             $"--Orleans:ClusterId={clusterId}", "--Telemetry:PrometheusPort=0",
         ];
