@@ -31,7 +31,11 @@ internal sealed partial class PaxosGroup
             return;
         }
 
-        if (_storage.WasIndexRebuilt(Index))
+        if (_storage.IsRebuilding(Index))
+        {
+            _gate.Close(VotingState.Rebuilding, "it stopped while rebuilding, before it could vote again");
+        }
+        else if (_storage.WasIndexRebuilt(Index))
         {
             _gate.Close(VotingState.Rebuilding, "its index was rebuilt from the data files, so the system variables it held may be gone");
         }
@@ -42,6 +46,12 @@ internal sealed partial class PaxosGroup
         else if (maxInstance is null)
         {
             _gate.Close(VotingState.Rebuilding, $"its log is empty but its state starts at instance {Math.Max(minChosen, checkpoint == StateMachineCheckpoint.None ? 0 : checkpoint + 1)}, so its promises are gone");
+        }
+
+        if (!_gate.IsVoting)
+        {
+            // Durable before anything is learned: a restart before the gate opens must not find a log and vote.
+            _storage.SetRebuilding(Index, true);
         }
     }
 
@@ -224,6 +234,16 @@ internal sealed partial class PaxosGroup
     {
         if (_gate.IsVoting || _stoppedReason is not null)
         {
+            return;
+        }
+
+        try
+        {
+            _storage.SetRebuilding(Index, false);
+        }
+        catch (LogStorageException ex)
+        {
+            Stop("could not record that the group votes again", ex);
             return;
         }
 

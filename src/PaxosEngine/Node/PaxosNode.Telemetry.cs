@@ -50,6 +50,7 @@ public sealed partial class PaxosNode : IGaugeSource
             InboundQueue: g.InboundQueueDepth,
             WaitingProposals: g.WaitingProposals,
             Stopped: g.StoppedReason is null ? 0 : 1,
+            NotVoting: g.VotingState == Groups.VotingState.Voting ? 0 : 1,
             LogBytes: logBytes,
             LogFiles: logFiles,
             StorageFailed: storageFailed,

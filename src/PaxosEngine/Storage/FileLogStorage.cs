@@ -391,6 +391,25 @@ public sealed partial class FileLogStorage : ILogStorage
     /// <inheritdoc/>
     public bool WasIndexRebuilt(int groupIndex) => GetGroup(groupIndex).IndexRebuilt;
 
+    /// <inheritdoc/>
+    public bool IsRebuilding(int groupIndex) => GetGroup(groupIndex).Index.GetVariable(RebuildingVariable) is { Length: > 0 } value && value[0] == 1;
+
+    /// <inheritdoc/>
+    public void SetRebuilding(int groupIndex, bool rebuilding)
+    {
+        var group = GetGroup(groupIndex);
+        try
+        {
+            group.Index.SetVariable(RebuildingVariable, [rebuilding ? (byte)1 : (byte)0]);
+        }
+        catch (Microsoft.Data.Sqlite.SqliteException e)
+        {
+            throw IndexDamaged(groupIndex, group.Index.Path, e);
+        }
+    }
+
+    private const string RebuildingVariable = "rebuilding";
+
     private GroupLog OpenGroup(int groupIndex, string directory)
     {
         var group = new GroupLog(groupIndex, directory, _options.DataFileSize, _options.FileOperations);

@@ -83,6 +83,17 @@ public interface ILogStorage : IDisposable
     /// lost, damaged, or the folder came from PhxPaxos): what only the index kept may be gone.
     /// </summary>
     bool WasIndexRebuilt(int groupIndex) => false;
+
+    /// <summary>
+    /// Whether the group was left not voting (rebuilding its state) when the node stopped: it must learn again
+    /// before it votes, even though its log now holds records it learned meanwhile.
+    /// </summary>
+    bool IsRebuilding(int groupIndex) => false;
+
+    /// <summary>Durably records whether the group is rebuilding (see <see cref="IsRebuilding"/>).</summary>
+    void SetRebuilding(int groupIndex, bool rebuilding)
+    {
+    }
 }
 
 /// <summary>Completion of <see cref="ILogStorage.Put"/>.</summary>

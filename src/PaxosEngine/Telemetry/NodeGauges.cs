@@ -25,6 +25,7 @@ internal readonly record struct GroupGaugeSnapshot(
     int InboundQueue,
     int WaitingProposals,
     int Stopped,
+    int NotVoting,
     long LogBytes,
     int LogFiles,
     int StorageFailed,
@@ -60,6 +61,8 @@ internal static class NodeGauges
             "Proposals queued or in flight in the group on this node (bounded by MaxWaitingProposals).");
         m.CreateObservableGauge("paxos.group.stopped", () => Observe(static s => s.Stopped), "1",
             "1 when the group stopped for good (storage failure, checksum mismatch), else 0.");
+        m.CreateObservableGauge("paxos.group.not_voting", () => Observe(static s => s.NotVoting), "1",
+            "1 while the group does not vote because it started with no log or a rebuilt index (surveying or rebuilding), else 0.");
         m.CreateObservableGauge("paxos.log.bytes", () => ObserveLog(static s => s.LogBytes), "By",
             "Bytes used by the group's data files (full files plus the current file's write offset); file storage only.");
         m.CreateObservableGauge("paxos.log.files", () => ObserveLog(static s => s.LogFiles), "{file}",

@@ -86,10 +86,18 @@ public sealed class LostStateTests
         }
 
         await cluster.WaitConvergedAsync(0, 5, Generous);
+        using var capture = new Telemetry.MeterCapture();
         cluster.Stop(1);
         Directory.Delete(Path.Combine(cluster.Root, "node1"), recursive: true);
+
+        // Cut off at first, so that it stays where it started while the state is read.
+        cluster.Network.Isolate(cluster.Ids[1]);
         cluster.Start(1);
         Assert.Equal(VotingState.Surveying, cluster.Node(1).GetGroupVotingState(0).State);
+        capture.ObserveGauges();
+        Assert.Equal(1, capture.Gauge("paxos.group.not_voting", ("paxos.node", cluster.Ids[1].ToString()), ("paxos.group", "0")));
+        Assert.Equal(0, capture.Gauge("paxos.group.not_voting", ("paxos.node", cluster.Ids[0].ToString()), ("paxos.group", "0")));
+        cluster.Network.HealAll();
 
         // The other two keep choosing values meanwhile.
         for (var i = 5; i < 8; i++)
@@ -98,6 +106,8 @@ public sealed class LostStateTests
         }
 
         await KvCluster.WaitUntil(() => cluster.Node(1).GetGroupVotingState(0).State == VotingState.Voting, "node 1 to vote again", Generous);
+        capture.ObserveGauges();
+        Assert.Equal(0, capture.Gauge("paxos.group.not_voting", ("paxos.node", cluster.Ids[1].ToString()), ("paxos.group", "0")));
 
         // Now node 1 is needed: with node 2 down, nodes 0 and 1 must choose together.
         cluster.Stop(2);
@@ -105,6 +115,44 @@ public sealed class LostStateTests
         cluster.Start(2);
         await KvCluster.WaitUntil(() => Enumerable.Range(0, 3).All(n => cluster.Node(n).GetNowInstanceId(0) == cluster.Node(0).GetNowInstanceId(0)), "every node at the same instance", Generous);
         cluster.AssertSafety(0);
+    }
+
+    /// <summary>A wiped node that restarts after learning part of the log, before it votes again, still does not vote.</summary>
+    [Fact]
+    public async Task A_node_restarted_while_rebuilding_keeps_rebuilding()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 145);
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, $"v{i}")).Status);
+        }
+
+        await cluster.WaitConvergedAsync(0, 5, Generous);
+        cluster.Stop(1);
+        Directory.Delete(Path.Combine(cluster.Root, "node1"), recursive: true);
+
+        // It can learn from node 0 but cannot reach node 2, so it can neither finish the survey nor get a no-op chosen.
+        cluster.Network.Partition(cluster.Ids[1], cluster.Ids[2]);
+        cluster.Start(1);
+        await KvCluster.WaitUntil(() => cluster.Node(1).GetNowInstanceId(0) == 5, "node 1 to learn the log", Generous);
+        Assert.Equal(VotingState.Surveying, cluster.Node(1).GetGroupVotingState(0).State);
+
+        // Its log is no longer empty, yet after a restart it must not vote with the promises it lost.
+        cluster.Stop(1);
+        cluster.Start(1);
+        var (state, reason) = cluster.Node(1).GetGroupVotingState(0);
+        Assert.Equal(VotingState.Rebuilding, state);
+        Assert.Contains("stopped while rebuilding", reason, StringComparison.Ordinal);
+
+        cluster.Network.HealAll();
+        await KvCluster.WaitUntil(() => cluster.Node(1).GetGroupVotingState(0).State == VotingState.Voting, "node 1 to vote again", Generous);
+
+        // And once it voted again, a restart keeps it voting.
+        cluster.Stop(1);
+        cluster.Start(1);
+        Assert.Equal(VotingState.Voting, cluster.Node(1).GetGroupVotingState(0).State);
+        cluster.Stop(2);
+        Assert.Equal(ProposeStatus.Ok, (await ProposeUntilOk(cluster, 1, "with-node-1")).Status);
     }
 
     /// <summary>
