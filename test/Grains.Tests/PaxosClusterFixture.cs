@@ -1,6 +1,9 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Paxos.Engine.Groups;
+using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Grains.Hosting;
 using Orleans.TestingHost;
 
@@ -49,6 +52,54 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
         });
         Cluster = builder.Build();
         await Cluster.DeployAsync();
+        await WaitUntilSettledAsync();
+    }
+
+    /// <summary>
+    /// Waits until every group on every silo votes and knows its master: before that, start-up rounds
+    /// (master elections, the rounds of a group that surveys its peers) compete with the tests' proposals.
+    /// </summary>
+    public async Task WaitUntilSettledAsync()
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            var pending = new List<string>();
+            foreach (var silo in Cluster.Silos)
+            {
+                var host = silo.ServiceProvider.GetRequiredService<PaxosEngineHost>();
+                if (!host.IsRunning)
+                {
+                    pending.Add($"{host.MyNodeId} not running");
+                    continue;
+                }
+
+                for (var g = 0; g < Groups; g++)
+                {
+                    var (state, reason) = host.Node.GetGroupVotingState(g);
+                    if (state != VotingState.Voting)
+                    {
+                        pending.Add($"{host.MyNodeId} group {g} {state}: {reason}");
+                    }
+                    else if (host.Node.GetMaster(g).Node == NodeId.Null)
+                    {
+                        pending.Add($"{host.MyNodeId} group {g} has no master");
+                    }
+                }
+            }
+
+            if (pending.Count == 0)
+            {
+                return;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException("the test cluster did not settle: " + string.Join("; ", pending));
+            }
+
+            await Task.Delay(50);
+        }
     }
 
     public async Task DisposeAsync()

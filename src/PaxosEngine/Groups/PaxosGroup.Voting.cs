@@ -166,11 +166,12 @@ internal sealed partial class PaxosGroup
     }
 
     /// <summary>
-    /// This node's proposer got <paramref name="instanceId"/> chosen while the gate was closed: by a majority
-    /// of the other members, since this acceptor abstained. Learn the value, make its record (which carries the
-    /// ballot as the promise) durable, then vote.
+    /// This node's proposer got <paramref name="instanceId"/> chosen by a majority of the other members, without
+    /// this acceptor's vote (the gate was closed, or the acceptor had promised a later ballot). Learn the value
+    /// from the proposer and make its record (which carries the ballot as the promise) durable; a closed gate
+    /// opens once it is.
     /// </summary>
-    private void LearnOwnChosenWhileClosed(ulong instanceId, ulong proposalId)
+    private void LearnOwnChosen(ulong instanceId, ulong proposalId)
     {
         if (instanceId != Now || _learned)
         {
@@ -180,7 +181,7 @@ internal sealed partial class PaxosGroup
         var ballot = new Ballot(proposalId, _settings.MyNodeId);
         var value = _proposer.Value;
         _acceptor.RaisePromise(ballot);
-        if (!_gate.Opening)
+        if (!_gate.IsVoting && !_gate.Opening)
         {
             _gate.BeginOpening(ballot);
         }

@@ -293,10 +293,13 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     /// <inheritdoc />
     public void OnChosen(ulong instanceId, ulong proposalId)
     {
-        if (!_gate.IsVoting)
+        if (!_gate.IsVoting || _acceptor.Accepted != new Ballot(proposalId, _settings.MyNodeId))
         {
+            // This acceptor did not accept the chosen ballot: it abstained (the gate was closed when the
+            // accept went out, though it may be open by now) or had promised a later ballot. A majority of
+            // the others chose the proposer's value; learn it from the proposer.
             _chosenByMeInstance = instanceId;
-            LearnOwnChosenWhileClosed(instanceId, proposalId);
+            LearnOwnChosen(instanceId, proposalId);
             return;
         }
 

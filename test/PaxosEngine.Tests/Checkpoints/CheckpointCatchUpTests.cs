@@ -82,7 +82,7 @@ public sealed class CheckpointCatchUpTests(ITestOutputHelper output)
         for (var n = 0; n < 20; n++)
         {
             var r = await kv.Cluster.Propose(2, 1, $"from-node-2-{n}");
-            Assert.True(r.IsOk, $"group 1 proposal {n} on node 2: {r.Status}");
+            Assert.True(r.IsOk, $"group 1 proposal {n} on node 2: {r.Status}\n{string.Join("\n", kv.Logs.Lines)}");
         }
 
         await KvCluster.WaitUntil(() => kv.Node(2).GetCheckpointsInstalled(0) == 1, "the checkpoint to be installed", TimeSpan.FromSeconds(20));
