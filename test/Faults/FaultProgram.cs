@@ -10,7 +10,8 @@ public static class FaultProgram
     private const string Usage = """
         usage:
           faults check <history.jsonl>                 check a history (linearizability per key, lost writes)
-          faults run [--nodes 3] [--seconds 30] [--clients 6] [--keys 4] [--seed N] [--nemesis kill,pause,partition]
+          faults run [--nodes 3] [--seconds 30] [--clients 6] [--keys 4] [--seed N]
+                     [--nemesis kill,pause,partition,wipe,index,unsynced|all]
                      [--groups 2] [--work DIR]         start real silo processes, run workload and nemesis, check
           faults record -g ip:port [-g ...] [--seconds 30] [--clients 6] [--keys 4] [--seed N] [--out FILE]
                                                        record a history against a running cluster, then check it

@@ -1,0 +1,157 @@
+using System.Globalization;
+
+namespace Orleans.Paxos.Faults.Cluster;
+
+/// <summary>What <see cref="DiskFaults.LoseUnsyncedWrites"/> did.</summary>
+/// <param name="Files">Data files that had bytes past their durable end.</param>
+/// <param name="Bytes">Non-zero bytes put back to zero.</param>
+/// <param name="Untracked">Data files the journal does not mention (left as they are).</param>
+public sealed record UnsyncedLoss(int Files, long Bytes, int Untracked);
+
+/// <summary>
+/// Damage done to a stopped silo's data folder (the Paxos StoragePath): wipe it, delete its SQLite
+/// indexes, or lose what was written but not fsynced, as a power loss would (LazyFS-style).
+/// </summary>
+public static class DiskFaults
+{
+    /// <summary>Deletes the whole data folder and the sync journal (a replaced disk).</summary>
+    /// <returns>Files deleted.</returns>
+    public static int Wipe(string dataDirectory, string? syncJournal)
+    {
+        ArgumentNullException.ThrowIfNull(dataDirectory);
+        var files = Directory.Exists(dataDirectory) ? Directory.EnumerateFiles(dataDirectory, "*", SearchOption.AllDirectories).Count() : 0;
+        if (Directory.Exists(dataDirectory))
+        {
+            Directory.Delete(dataDirectory, recursive: true);
+        }
+
+        if (syncJournal is not null && File.Exists(syncJournal))
+        {
+            File.Delete(syncJournal);
+        }
+
+        return files;
+    }
+
+    /// <summary>Deletes every group's <c>g&lt;N&gt;/index.db</c> with its <c>-wal</c> and <c>-shm</c>.</summary>
+    /// <returns>Files deleted.</returns>
+    public static int DeleteIndexes(string dataDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(dataDirectory);
+        if (!Directory.Exists(dataDirectory))
+        {
+            return 0;
+        }
+
+        var deleted = 0;
+        foreach (var group in Directory.EnumerateDirectories(dataDirectory, "g*"))
+        {
+            foreach (var name in new[] { "index.db", "index.db-wal", "index.db-shm", "index.db-journal" })
+            {
+                var path = Path.Combine(group, name);
+                if (File.Exists(path))
+                {
+                    File.Delete(path);
+                    deleted++;
+                }
+            }
+        }
+
+        return deleted;
+    }
+
+    /// <summary>
+    /// Puts every data file (<c>g&lt;N&gt;/vfile/&lt;id&gt;.f</c>) back to what its last fsync made durable:
+    /// every byte at or past the durable end the sync journal records for it becomes zero again (data files
+    /// are append-only and preallocated with zeros, so that is their content before the lost writes). A file
+    /// created (<c>new</c>) but never fsynced loses everything. Call only while the silo is stopped. The
+    /// SQLite files (<c>index.db</c>, <c>kv.db</c>) and <c>meta</c> are left as the kill left them: SQLite
+    /// syncs through its own calls, which the journal does not see, and <c>meta</c> is fsynced at each rewrite.
+    /// </summary>
+    public static UnsyncedLoss LoseUnsyncedWrites(string dataDirectory, string syncJournal)
+    {
+        ArgumentNullException.ThrowIfNull(dataDirectory);
+        ArgumentNullException.ThrowIfNull(syncJournal);
+        var durable = ReadJournal(syncJournal);
+        int files = 0, untracked = 0;
+        long bytes = 0;
+        if (!Directory.Exists(dataDirectory))
+        {
+            return new UnsyncedLoss(0, 0, 0);
+        }
+
+        foreach (var path in Directory.EnumerateFiles(dataDirectory, "*.f", SearchOption.AllDirectories).Where(p => Path.GetFileName(Path.GetDirectoryName(p)) == "vfile"))
+        {
+            if (!durable.TryGetValue(Path.GetFullPath(path), out var end))
+            {
+                untracked++;
+                continue;
+            }
+
+            var zeroed = ZeroFrom(path, end);
+            if (zeroed > 0)
+            {
+                files++;
+                bytes += zeroed;
+            }
+        }
+
+        return new UnsyncedLoss(files, bytes, untracked);
+    }
+
+    /// <summary>Full path of each data file → its durable end (0 for a file created and never fsynced).</summary>
+    public static Dictionary<string, long> ReadJournal(string syncJournal)
+    {
+        ArgumentNullException.ThrowIfNull(syncJournal);
+        var durable = new Dictionary<string, long>(StringComparer.Ordinal);
+        if (!File.Exists(syncJournal))
+        {
+            return durable;
+        }
+
+        using var stream = new FileStream(syncJournal, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var reader = new StreamReader(stream);
+        while (reader.ReadLine() is { } line)
+        {
+            // "new <path>" or "sync <path> <end>"; a last line cut by the kill has no newline and may be partial.
+            if (line.StartsWith("new ", StringComparison.Ordinal))
+            {
+                durable[line[4..]] = 0;
+            }
+            else if (line.StartsWith("sync ", StringComparison.Ordinal) && line.LastIndexOf(' ') is var space && space > 5
+                && long.TryParse(line.AsSpan(space + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var end))
+            {
+                var path = line[5..space];
+                durable[path] = Math.Max(durable.GetValueOrDefault(path), end);
+            }
+        }
+
+        return durable;
+    }
+
+    private static long ZeroFrom(string path, long end)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        var buffer = new byte[64 * 1024];
+        long zeroed = 0;
+        for (var position = end; position < file.Length; position += buffer.Length)
+        {
+            file.Position = position;
+            var read = file.Read(buffer, 0, (int)Math.Min(buffer.Length, file.Length - position));
+            var span = buffer.AsSpan(0, read);
+            var nonZero = span.Length - span.Count((byte)0);
+            if (nonZero == 0)
+            {
+                continue;
+            }
+
+            zeroed += nonZero;
+            span.Clear();
+            file.Position = position;
+            file.Write(span);
+        }
+
+        file.Flush(flushToDisk: true);
+        return zeroed;
+    }
+}
