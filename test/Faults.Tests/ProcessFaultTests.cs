@@ -59,8 +59,11 @@ public sealed partial class ProcessFaultTests(ITestOutputHelper output)
     [Fact]
     public async Task Silo_processes_that_lose_unsynced_writes_at_a_crash_stay_linearizable()
     {
-        var result = await RunAsync(nodes: Soak ? 5 : 3, seconds: Soak ? 300 : 15, FaultKinds.Unsynced, minimumFaults: Soak ? 20 : 2, defaultSeed: 1402);
+        var result = await RunAsync(nodes: Soak ? 5 : 3, seconds: Soak ? 300 : 15, FaultKinds.Unsynced, minimumFaults: Soak ? 10 : 1, defaultSeed: 1402);
         Assert.All(result.Faults, f => Assert.Equal(FaultKinds.Unsynced, f.Kind));
+
+        // The crashes came while a restarted silo was writing what it learned (not fsynced): some was lost.
+        Assert.True(result.Faults.Sum(f => f.LostBytes) > 0, $"no unsynced write was lost (seed {result.Seed})");
     }
 
     [GeneratedRegex(@"dropped so far: (\d+) out, (\d+) in")]

@@ -34,7 +34,8 @@ public enum FaultKinds
 /// <param name="Start">When, since the run started.</param>
 /// <param name="Duration">How long until healed.</param>
 /// <param name="Detail">What exactly (e.g. the sides of a partition).</param>
-public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration, string? Detail = null);
+/// <param name="LostBytes">Unsynced faults: the written bytes that were not durable and were lost.</param>
+public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration, string? Detail = null, long LostBytes = 0);
 
 /// <summary>
 /// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded; each round tries every enabled
@@ -50,11 +51,12 @@ public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeS
 /// been restarted and has caught up with the others (its instance in every group reached what the others
 /// had when the fault healed; checked through the group grains). A silo that does not catch up within a
 /// minute is a <see cref="Problems">problem</see>, and no further data is destroyed in that run.</para>
-/// <para>Half of them (always the first of a run, on three or more silos) are a lagging-majority sequence,
-/// the one that loses chosen values when a rebuilt node votes at once: a minority A is cut off (as if down)
-/// while the others choose values; silo B (not in A) is killed, damaged and restarted; then the rest C is
-/// cut off instead, so that A and B (a majority) are connected and only C holds the values chosen while A
-/// was away; then everything heals.</para>
+/// <para>Half of them (always the first of a run, which is a wipe when wipes are on, on three or more silos) are a lagging-majority sequence,
+/// the one that loses chosen values when a rebuilt node votes at once: a minority A is cut off and one
+/// of it killed -9 (so that grain activations move to the others, which choose values without A), then
+/// restarted still cut off; silo B is killed, damaged and restarted; then the rest C (with the primary)
+/// is cut off instead, so that A and B (a majority) are connected and only C holds the values chosen while
+/// A was away; then everything heals. Only B loses data; at most one silo is down at a time.</para>
 /// </remarks>
 public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, TextWriter log, IGrainFactory? grains = null, int groups = 0)
 {
@@ -99,7 +101,14 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
 
                 if (round.Count == 0)
                 {
-                    foreach (var k in options.OrderBy(_ => random.Next()))
+                    var order = options.OrderBy(_ => random.Next()).ToList();
+                    if (!_dataLossDone && order.IndexOf(FaultKinds.Index) is var i && order.IndexOf(FaultKinds.Wipe) is var w && i >= 0 && w > i)
+                    {
+                        // The first disk loss of a run is a wipe (the scenario that loses chosen values).
+                        (order[i], order[w]) = (order[w], order[i]);
+                    }
+
+                    foreach (var k in order)
                     {
                         round.Enqueue(k);
                     }
@@ -156,13 +165,20 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 }
                 else if (kind == FaultKinds.Unsynced)
                 {
+                    // A plain kill first, so that the restarted silo catches up: the values it learns are
+                    // written without fsync (as in PhxPaxos), which the second kill, soon after it is up, loses.
                     var victim = cluster.Silos[1 + random.Next(n - 1)];
-                    var hold = TimeSpan.FromMilliseconds(random.Next(500, 3000));
-                    var detail = Damage(victim, FaultKinds.Unsynced);
-                    Log(start, $"kill -9 silo {victim.Index}, {detail}, restart in {hold.TotalSeconds:0.0}s");
-                    await Delay(hold, stop);
+                    var behind = TimeSpan.FromMilliseconds(random.Next(1000, 3000));
+                    var after = TimeSpan.FromMilliseconds(random.Next(0, 1000));
+                    victim.Kill();
+                    Log(start, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s");
+                    await Delay(behind, stop);
                     await RestartAsync(victim);
-                    _events.Add(new FaultEvent(FaultKinds.Unsynced, victim.Index, start, _clock.Elapsed - start, detail));
+                    await Delay(after, stop);
+                    var detail = Damage(victim, FaultKinds.Unsynced, out var lost);
+                    Log(_clock.Elapsed, $"{after.TotalSeconds:0.0}s after its restart: kill -9 silo {victim.Index}, {detail}, restart");
+                    await RestartAsync(victim);
+                    _events.Add(new FaultEvent(FaultKinds.Unsynced, victim.Index, start, _clock.Elapsed - start, detail, lost));
                 }
                 else
                 {
@@ -199,7 +215,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
     {
         var victim = cluster.Silos[1 + random.Next(cluster.Silos.Count - 1)];
         var hold = TimeSpan.FromMilliseconds(random.Next(500, 3000));
-        var detail = Damage(victim, kind);
+        var detail = Damage(victim, kind, out _);
         Log(start, $"kill -9 silo {victim.Index}, {detail}, restart in {hold.TotalSeconds:0.0}s");
         await Delay(hold, stop);
         await RestartAsync(victim);
@@ -212,21 +228,30 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
     private async Task<bool> LaggingMajorityAsync(FaultKinds kind, Random random, TimeSpan start, CancellationToken stop)
     {
         var n = cluster.Silos.Count;
-        var victim = cluster.Silos[1 + random.Next(n - 1)];
-        var others = Enumerable.Range(0, n).Where(i => i != victim.Index).OrderBy(_ => random.Next()).ToList();
-        var lagging = others.Take(n / 2).ToHashSet();
-        var rest = others.Skip(n / 2).ToHashSet();
-        var all = Enumerable.Range(0, n).ToHashSet();
-        var firstHold = TimeSpan.FromMilliseconds(random.Next(2000, 4000));
-        var secondHold = TimeSpan.FromMilliseconds(random.Next(4000, 8000));
-        Log(start, $"lagging majority: cut off {Side(lagging)} for {firstHold.TotalSeconds:0.0}s");
-        cluster.SetPartition(Cut(lagging, [.. all.Except(lagging)]));
+        var killable = Enumerable.Range(1, n - 1).OrderBy(_ => random.Next()).ToList();
+        var victim = cluster.Silos[killable[0]];
+        var lagging = killable.Skip(1).Take(n / 2).ToList();
+        var rest = Enumerable.Range(0, n).Where(i => i != victim.Index && !lagging.Contains(i)).ToHashSet();
+        var down = cluster.Silos[lagging[0]];
+        var firstHold = TimeSpan.FromMilliseconds(random.Next(1500, 3000));
+        var secondHold = TimeSpan.FromMilliseconds(random.Next(8000, 12000));
+
+        // A goes down (its grain activations move to the others, which choose values without A).
+        cluster.SetPartition(Cut([.. lagging], [.. Enumerable.Range(0, n).Except(lagging)]));
+        down.Kill();
+        Log(start, $"lagging majority: kill -9 silo {down.Index}, cut off {Side(lagging)} for {firstHold.TotalSeconds:0.0}s");
         await Delay(firstHold, stop);
-        var detail = Damage(victim, kind);
+        await RestartAsync(down);
+        Log(_clock.Elapsed, $"lagging majority: silo {down.Index} up, still cut off");
+
+        // B loses its data while A is still away.
+        var detail = Damage(victim, kind, out _);
         Log(_clock.Elapsed, $"lagging majority: kill -9 silo {victim.Index}, {detail}, restart");
         await RestartAsync(victim);
+
+        // Only C holds the values chosen while A was away; C is cut off, A and B (a majority) connected.
+        cluster.SetPartition(Cut(rest, [.. Enumerable.Range(0, n).Except(rest)]));
         Log(_clock.Elapsed, $"lagging majority: silo {victim.Index} up; cut off {Side(rest)} instead ({Side(lagging.Append(victim.Index))} connected) for {secondHold.TotalSeconds:0.0}s");
-        cluster.SetPartition(Cut(rest, [.. all.Except(rest)]));
         await Delay(secondHold, stop);
         cluster.HealPartition();
         Log(_clock.Elapsed, "lagging majority: healed");
@@ -236,9 +261,10 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
     }
 
     /// <summary>Kills <paramref name="victim"/> (kill -9) and damages its data folder; returns what was done.</summary>
-    private string Damage(SiloProcess victim, FaultKinds kind)
+    private string Damage(SiloProcess victim, FaultKinds kind, out long lostBytes)
     {
         victim.Kill();
+        lostBytes = 0;
         var dir = cluster.DataDirectory(victim.Index);
         var journal = cluster.SyncJournal(victim.Index);
         switch (kind)
@@ -249,6 +275,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 return $"deleted its indexes ({DiskFaults.DeleteIndexes(dir)} files)";
             default:
                 var loss = DiskFaults.LoseUnsyncedWrites(dir, journal);
+                lostBytes = loss.Bytes;
                 return $"lost its unsynced writes ({loss.Bytes} bytes in {loss.Files} data files{(loss.Untracked > 0 ? $", {loss.Untracked} files not in the journal" : string.Empty)})";
         }
     }
