@@ -68,7 +68,15 @@ public static class DiskFaults
     /// SQLite files (<c>index.db</c>, <c>kv.db</c>) and <c>meta</c> are left as the kill left them: SQLite
     /// syncs through its own calls, which the journal does not see, and <c>meta</c> is fsynced at each rewrite.
     /// </summary>
-    public static UnsyncedLoss LoseUnsyncedWrites(string dataDirectory, string syncJournal)
+    public static UnsyncedLoss LoseUnsyncedWrites(string dataDirectory, string syncJournal) => Unsynced(dataDirectory, syncJournal, zero: true);
+
+    /// <summary>
+    /// What <see cref="LoseUnsyncedWrites"/> would put back now, without changing anything; safe while the
+    /// silo runs (a write racing the count may or may not be seen).
+    /// </summary>
+    public static UnsyncedLoss CountUnsyncedWrites(string dataDirectory, string syncJournal) => Unsynced(dataDirectory, syncJournal, zero: false);
+
+    private static UnsyncedLoss Unsynced(string dataDirectory, string syncJournal, bool zero)
     {
         ArgumentNullException.ThrowIfNull(dataDirectory);
         ArgumentNullException.ThrowIfNull(syncJournal);
@@ -88,7 +96,7 @@ public static class DiskFaults
                 continue;
             }
 
-            var zeroed = ZeroFrom(path, end);
+            var zeroed = ZeroFrom(path, end, zero);
             if (zeroed > 0)
             {
                 files++;
@@ -129,9 +137,11 @@ public static class DiskFaults
         return durable;
     }
 
-    private static long ZeroFrom(string path, long end)
+    private static long ZeroFrom(string path, long end, bool zero)
     {
-        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        using var file = zero
+            ? new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None)
+            : new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         var buffer = new byte[64 * 1024];
         long zeroed = 0;
         for (var position = end; position < file.Length; position += buffer.Length)
@@ -146,12 +156,21 @@ public static class DiskFaults
             }
 
             zeroed += nonZero;
+            if (!zero)
+            {
+                continue;
+            }
+
             span.Clear();
             file.Position = position;
             file.Write(span);
         }
 
-        file.Flush(flushToDisk: true);
+        if (zero)
+        {
+            file.Flush(flushToDisk: true);
+        }
+
         return zeroed;
     }
 }

@@ -166,15 +166,21 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 else if (kind == FaultKinds.Unsynced)
                 {
                     // A plain kill first, so that the restarted silo catches up: the values it learns are
-                    // written without fsync (as in PhxPaxos), which the second kill, soon after it is up, loses.
+                    // written without fsync (as in PhxPaxos). The second kill comes as soon as its data files
+                    // hold bytes past what was fsynced (or after 10 s), and those bytes are lost.
                     var victim = cluster.Silos[1 + random.Next(n - 1)];
                     var behind = TimeSpan.FromMilliseconds(random.Next(1000, 3000));
-                    var after = TimeSpan.FromMilliseconds(random.Next(0, 1000));
                     victim.Kill();
                     Log(start, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s");
                     await Delay(behind, stop);
                     await RestartAsync(victim);
-                    await Delay(after, stop);
+                    var up = _clock.Elapsed;
+                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(10) && !HasUnsyncedWrites(victim.Index))
+                    {
+                        await Task.Delay(10, CancellationToken.None);
+                    }
+
+                    var after = _clock.Elapsed - up;
                     var detail = Damage(victim, FaultKinds.Unsynced, out var lost);
                     Log(_clock.Elapsed, $"{after.TotalSeconds:0.0}s after its restart: kill -9 silo {victim.Index}, {detail}, restart");
                     await RestartAsync(victim);
@@ -331,6 +337,18 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
             }
 
             await Task.Delay(500);
+        }
+    }
+
+    private bool HasUnsyncedWrites(int silo)
+    {
+        try
+        {
+            return DiskFaults.CountUnsyncedWrites(cluster.DataDirectory(silo), cluster.SyncJournal(silo)).Bytes > 0;
+        }
+        catch (IOException)
+        {
+            return false; // a data file deleted by log cleaning while it was read
         }
     }
 
