@@ -167,7 +167,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 {
                     // A plain kill first, so that the restarted silo catches up: the values it learns are
                     // written without fsync (as in PhxPaxos). The second kill comes as soon as its data files
-                    // hold bytes past what was fsynced (or after 10 s), and those bytes are lost.
+                    // hold more bytes past what was fsynced than at its start (or after 10 s); they are lost.
                     var victim = cluster.Silos[1 + random.Next(n - 1)];
                     var behind = TimeSpan.FromMilliseconds(random.Next(1000, 3000));
                     victim.Kill();
@@ -175,7 +175,8 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     await Delay(behind, stop);
                     await RestartAsync(victim);
                     var up = _clock.Elapsed;
-                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(10) && !HasUnsyncedWrites(victim.Index))
+                    var before = UnsyncedBytes(victim.Index);
+                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(10) && UnsyncedBytes(victim.Index) <= before)
                     {
                         await Task.Delay(10, CancellationToken.None);
                     }
@@ -340,15 +341,16 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         }
     }
 
-    private bool HasUnsyncedWrites(int silo)
+    /// <summary>Bytes of the silo's data files past their last fsync (a crash before it had written any may leave some).</summary>
+    private long UnsyncedBytes(int silo)
     {
         try
         {
-            return DiskFaults.CountUnsyncedWrites(cluster.DataDirectory(silo), cluster.SyncJournal(silo)).Bytes > 0;
+            return DiskFaults.CountUnsyncedWrites(cluster.DataDirectory(silo), cluster.SyncJournal(silo)).Bytes;
         }
         catch (IOException)
         {
-            return false; // a data file deleted by log cleaning while it was read
+            return 0; // a data file deleted by log cleaning while it was read
         }
     }
 
