@@ -47,6 +47,29 @@ public sealed class DiskFaultsTests : IDisposable
     }
 
     [Fact]
+    public void The_journal_is_read_as_it_grows_and_anew_after_a_wipe()
+    {
+        var data = Path.Combine(_root, "node-0");
+        var path = DataFile(Path.Combine(data, "g0", "vfile", "0.f"), written: 64);
+        var journal = Path.Combine(_root, "journal.txt");
+        File.WriteAllText(journal, $"new {path}\nsync {path} 16\nsync {path} 3");
+        Assert.Equal(16, DiskFaults.ReadJournal(journal)[path]);
+
+        // The cut last line is read once it is whole.
+        File.AppendAllText(journal, $"2\nsync {path} 40\n");
+        Assert.Equal(40, DiskFaults.ReadJournal(journal)[path]);
+        Assert.Equal(24, DiskFaults.CountUnsyncedWrites(data, journal).Bytes);
+
+        // A wiped silo starts a new journal, which may grow past where the old one was read.
+        DiskFaults.Wipe(data, journal);
+        path = DataFile(Path.Combine(data, "g0", "vfile", "0.f"), written: 64);
+        File.WriteAllText(journal, $"new {path}\nsync {path} 8\n" + new string('#', 200) + "\n");
+        Assert.Equal(8, DiskFaults.ReadJournal(journal)[path]);
+        Assert.Equal(56, DiskFaults.LoseUnsyncedWrites(data, journal).Bytes);
+        Assert.Equal(0, DiskFaults.CountUnsyncedWrites(data, journal).Bytes);
+    }
+
+    [Fact]
     public void Wipe_and_index_deletion_remove_exactly_their_files()
     {
         var data = Path.Combine(_root, "node-0");

@@ -25,9 +25,18 @@ public static class DiskFaults
             Directory.Delete(dataDirectory, recursive: true);
         }
 
-        if (syncJournal is not null && File.Exists(syncJournal))
+        if (syncJournal is not null)
         {
-            File.Delete(syncJournal);
+            // The silo starts a new journal; what was read of the old one no longer applies.
+            lock (Journals)
+            {
+                Journals.Remove(Path.GetFullPath(syncJournal));
+            }
+
+            if (File.Exists(syncJournal))
+            {
+                File.Delete(syncJournal);
+            }
         }
 
         return files;
@@ -111,30 +120,70 @@ public static class DiskFaults
     public static Dictionary<string, long> ReadJournal(string syncJournal)
     {
         ArgumentNullException.ThrowIfNull(syncJournal);
-        var durable = new Dictionary<string, long>(StringComparer.Ordinal);
-        if (!File.Exists(syncJournal))
+        var full = Path.GetFullPath(syncJournal);
+        lock (Journals)
         {
-            return durable;
+            if (!Journals.TryGetValue(full, out var state))
+            {
+                state = new JournalState();
+                Journals[full] = state;
+            }
+
+            state.Update(full);
+            return new Dictionary<string, long>(state.Durable, StringComparer.Ordinal);
+        }
+    }
+
+    /// <summary>Journals read so far, so that a poll reads only what was appended since (they grow to many MB in a soak).</summary>
+    private static readonly Dictionary<string, JournalState> Journals = new(StringComparer.Ordinal);
+
+    private sealed class JournalState
+    {
+        private long _position;
+
+        public Dictionary<string, long> Durable { get; } = new(StringComparer.Ordinal);
+
+        public void Update(string path)
+        {
+            if (!File.Exists(path) || new FileInfo(path).Length < _position)
+            {
+                Reset();
+                if (!File.Exists(path))
+                {
+                    return;
+                }
+            }
+
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Position = _position;
+            var bytes = new byte[stream.Length - _position];
+            stream.ReadExactly(bytes);
+
+            // Only whole lines: the last one may still be being written (or was cut by the kill).
+            var end = Array.LastIndexOf(bytes, (byte)'\n') + 1;
+            foreach (var line in System.Text.Encoding.UTF8.GetString(bytes, 0, end).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            {
+                // "new <path>" or "sync <path> <end>".
+                if (line.StartsWith("new ", StringComparison.Ordinal))
+                {
+                    Durable[line[4..]] = 0;
+                }
+                else if (line.StartsWith("sync ", StringComparison.Ordinal) && line.LastIndexOf(' ') is var space && space > 5
+                    && long.TryParse(line.AsSpan(space + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var synced))
+                {
+                    var file = line[5..space];
+                    Durable[file] = Math.Max(Durable.GetValueOrDefault(file), synced);
+                }
+            }
+
+            _position += end;
         }
 
-        using var stream = new FileStream(syncJournal, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        using var reader = new StreamReader(stream);
-        while (reader.ReadLine() is { } line)
+        public void Reset()
         {
-            // "new <path>" or "sync <path> <end>"; a last line cut by the kill has no newline and may be partial.
-            if (line.StartsWith("new ", StringComparison.Ordinal))
-            {
-                durable[line[4..]] = 0;
-            }
-            else if (line.StartsWith("sync ", StringComparison.Ordinal) && line.LastIndexOf(' ') is var space && space > 5
-                && long.TryParse(line.AsSpan(space + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var end))
-            {
-                var path = line[5..space];
-                durable[path] = Math.Max(durable.GetValueOrDefault(path), end);
-            }
+            _position = 0;
+            Durable.Clear();
         }
-
-        return durable;
     }
 
     private static long ZeroFrom(string path, long end, bool zero)

@@ -178,7 +178,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     var before = UnsyncedBytes(victim.Index);
                     while (_clock.Elapsed - up < TimeSpan.FromSeconds(10) && UnsyncedBytes(victim.Index) <= before)
                     {
-                        await Task.Delay(10, CancellationToken.None);
+                        await Task.Delay(20, CancellationToken.None);
                     }
 
                     var after = _clock.Elapsed - up;
