@@ -62,6 +62,13 @@ public static class FaultProgram
             Console.Error.WriteLine(Usage);
             return 2;
         }
+        catch (InvalidOperationException ex)
+        {
+            // A run that could not go on (e.g. a silo that no longer starts): a failed check, not a crash.
+            Console.Error.WriteLine(ex.Message);
+            Console.WriteLine("FAILED: " + (ex.InnerException?.Message ?? ex.Message).Split('\n')[0]);
+            return 1;
+        }
     }
 
     internal static int ParseInt(string s) => int.Parse(s, NumberStyles.Integer, CultureInfo.InvariantCulture);
