@@ -399,11 +399,24 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
 
     private static string Side(IEnumerable<int> silos) => "{" + string.Join(",", silos.Order()) + "}";
 
-    private static async Task RestartAsync(SiloProcess silo)
+    /// <summary>
+    /// Starts a stopped silo. A silo whose start-up times out or fails is killed and started again (three
+    /// tries): a silo killed together with another may not join Orleans until the other's old incarnation
+    /// is declared dead, since joining silos first ping every silo still listed as active.
+    /// </summary>
+    private async Task RestartAsync(SiloProcess silo)
     {
-        if (!silo.IsRunning)
+        for (var attempt = 1; !silo.IsRunning; attempt++)
         {
-            await silo.StartAsync(TimeSpan.FromSeconds(60));
+            try
+            {
+                await silo.StartAsync(TimeSpan.FromSeconds(60));
+            }
+            catch (Exception ex) when (attempt < 3 && ex is TimeoutException or InvalidOperationException)
+            {
+                silo.Kill();
+                Log(_clock.Elapsed, $"silo {silo.Index} did not start (try {attempt}): {ex.Message.Split('\n')[0]}; starting it again");
+            }
         }
     }
 
