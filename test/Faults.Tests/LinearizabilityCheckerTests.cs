@@ -27,6 +27,49 @@ public sealed class LinearizabilityCheckerTests
     }
 
     [Fact]
+    public void Operations_that_touch_at_one_nanosecond_are_concurrent()
+    {
+        // Closed intervals: the read is called at the nanosecond the put returns, so it overlaps the put
+        // and may be linearized before it (seeing the key absent).
+        Assert.Equal(Verdict.Linearizable, Check(
+            """{"client":0,"op":"put","key":"x","value":"a","call":0,"return":10}""",
+            """{"client":1,"op":"get","key":"x","value":null,"call":10,"return":20}"""));
+
+        // One nanosecond later the put precedes it.
+        Assert.Equal(Verdict.NotLinearizable, Check(
+            """{"client":0,"op":"put","key":"x","value":"a","call":0,"return":10}""",
+            """{"client":1,"op":"get","key":"x","value":null,"call":11,"return":20}"""));
+    }
+
+    [Fact]
+    public void A_final_read_that_touches_a_write_does_not_prove_it_lost()
+    {
+        // The final read is called at the nanosecond put b returns: b may be linearized after it, so
+        // seeing "a" neither breaks linearizability nor loses b.
+        var touching = new[]
+        {
+            """{"client":0,"op":"put","key":"x","value":"a","call":0,"return":10}""",
+            """{"client":1,"op":"put","key":"x","value":"b","call":20,"return":30}""",
+            """{"client":2,"op":"get","key":"x","value":"a","call":30,"return":40}""",
+        }.Select((l, i) => HistoryFile.Parse(l, i + 1)).ToList();
+        var report = HistoryReport.Check(touching);
+        Assert.True(report.Passed, report.Describe());
+
+        // A delete that returns at the nanosecond a put is called may follow it.
+        var deleted = new[]
+        {
+            """{"client":0,"op":"put","key":"x","value":"a","call":10,"return":20}""",
+            """{"client":1,"op":"delete","key":"x","call":0,"return":10}""",
+            """{"client":2,"op":"get","key":"x","value":null,"call":30,"return":40}""",
+        }.Select((l, i) => HistoryFile.Parse(l, i + 1)).ToList();
+        Assert.Empty(DurabilityChecker.Check(deleted));
+
+        // Strictly after: the read must see b.
+        var after = touching.Select(o => o.Kind == OpKind.Get ? o with { Call = 31 } : o).ToList();
+        Assert.False(HistoryReport.Check(after).Passed);
+    }
+
+    [Fact]
     public void A_stale_read_after_a_completed_write_is_not_linearizable()
     {
         Assert.Equal(Verdict.NotLinearizable, Check(

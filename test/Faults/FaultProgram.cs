@@ -10,7 +10,8 @@ public static class FaultProgram
     private const string Usage = """
         usage:
           faults check <history.jsonl>                 check a history (linearizability per key, lost writes)
-          faults run [--nodes 3] [--seconds 30] [--clients 6] [--keys 4] [--seed N] [--nemesis kill,pause,partition]
+          faults run [--nodes 3] [--seconds 30] [--clients 6] [--keys 4] [--seed N]
+                     [--nemesis kill,pause,partition,wipe,index,unsynced|all]
                      [--groups 2] [--work DIR]         start real silo processes, run workload and nemesis, check
           faults record -g ip:port [-g ...] [--seconds 30] [--clients 6] [--keys 4] [--seed N] [--out FILE]
                                                        record a history against a running cluster, then check it
@@ -60,6 +61,13 @@ public static class FaultProgram
             Console.Error.WriteLine(ex.Message);
             Console.Error.WriteLine(Usage);
             return 2;
+        }
+        catch (InvalidOperationException ex)
+        {
+            // A run that could not go on (e.g. a silo that no longer starts): a failed check, not a crash.
+            Console.Error.WriteLine(ex.Message);
+            Console.WriteLine("FAILED: " + (ex.InnerException?.Message ?? ex.Message).Split('\n')[0]);
+            return 1;
         }
     }
 

@@ -83,8 +83,12 @@ public sealed record FaultRunOptions
         "kill" => FaultKinds.Kill,
         "pause" => FaultKinds.Pause,
         "partition" => FaultKinds.Partition,
+        "wipe" => FaultKinds.Wipe,
+        "index" => FaultKinds.Index,
+        "unsynced" => FaultKinds.Unsynced,
+        "all" => FaultKinds.Kill | FaultKinds.Pause | FaultKinds.Partition | FaultKinds.Wipe | FaultKinds.Index | FaultKinds.Unsynced,
         "none" => FaultKinds.None,
-        _ => throw new FormatException($"unknown fault '{s}' (kill, pause, partition, none)"),
+        _ => throw new FormatException($"unknown fault '{s}' (kill, pause, partition, wipe, index, unsynced, all, none)"),
     });
 }
 
@@ -104,6 +108,8 @@ public sealed record FaultRunResult(string HistoryPath, HistoryReport Report, IR
 /// <summary>A fault run: real silo processes, workload, nemesis, then every check.</summary>
 public static class FaultRun
 {
+    private const int DataFileSize = 256 * 1024;
+
     /// <summary>Starts a cluster of silo processes, runs the workload under the nemesis, heals, checks.</summary>
     public static async Task<FaultRunResult> RunAsync(FaultRunOptions options, TextWriter log)
     {
@@ -116,7 +122,7 @@ public static class FaultRun
         log.WriteLine($"work folder {work}");
         log.WriteLine($"history {historyPath}");
 
-        await using var cluster = ProcessCluster.Create(new ClusterOptions(options.Nodes, options.Groups, work, DataFileSize: 256 * 1024));
+        await using var cluster = ProcessCluster.Create(new ClusterOptions(options.Nodes, options.Groups, work, DataFileSize));
         var divergence = new List<string>();
         HistoryReport report;
         Nemesis nemesis;
@@ -126,12 +132,18 @@ public static class FaultRun
             log.WriteLine($"cluster up: gateways {string.Join(", ", cluster.Gateways)}");
             using (var recorder = new HistoryRecorder(historyPath))
             {
-                await using var client = await HarnessClient.ConnectAsync(cluster.Gateways, options.OperationTimeout, TimeSpan.FromSeconds(30));
+                // With wipe or index faults the clients use the gateways of the silos that can be killed (not the
+                // primary's): grains are activated on the silo whose gateway took the first call, so they never
+                // stick to the primary and move when their silo is killed, which the lagging-majority sequence
+                // of the nemesis relies on.
+                var gateways = (options.Faults & (FaultKinds.Wipe | FaultKinds.Index)) != 0 && options.Nodes > 2 ? cluster.Gateways.Skip(1).ToList() : cluster.Gateways;
+                await using var client = await HarnessClient.ConnectAsync(gateways, options.OperationTimeout, TimeSpan.FromSeconds(30));
                 var workload = new KvWorkload(client.Grains, options.Groups, recorder, options.Clients, options.Keys, options.Seed, options.OperationTimeout + TimeSpan.FromSeconds(1));
-                nemesis = new Nemesis(cluster, options.Faults, options.Seed, log);
+                nemesis = new Nemesis(cluster, options.Faults, options.Seed, log, client.Grains, options.Groups);
                 using var stop = new CancellationTokenSource(options.Duration);
                 await Task.WhenAll(workload.RunAsync(stop.Token), nemesis.RunAsync(stop.Token));
                 log.WriteLine($"workload done: {workload.Completed} ops completed; faults: {nemesis.Summary()}");
+                divergence.AddRange(nemesis.Problems);
                 if (!await workload.FinalReadsAsync(TimeSpan.FromSeconds(90)))
                 {
                     divergence.Add("final reads did not complete within 90 s after healing");
@@ -142,10 +154,16 @@ public static class FaultRun
             }
 
             await cluster.StopAsync();
+            var nodes = Enumerable.Range(0, options.Nodes).Select(cluster.DataDirectory).ToList();
             if (divergence.Count == 0)
             {
-                divergence.AddRange(ConvergenceChecker.CompareStores(Enumerable.Range(0, options.Nodes).Select(cluster.DataDirectory).ToList(), options.Groups));
+                divergence.AddRange(ConvergenceChecker.CompareStores(nodes, options.Groups));
             }
+
+            // Every instance two nodes hold as chosen carries the same value on both.
+            var logs = LogConsistencyChecker.Compare(nodes, options.Groups, DataFileSize);
+            log.WriteLine($"logs: {logs.Compared} chosen instances compared across nodes, {logs.Mismatches.Count} mismatches");
+            divergence.AddRange(logs.Mismatches.Take(20).Select(m => "log: " + m));
         }
         catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
         {

@@ -14,7 +14,8 @@ public sealed record LostWrite(string Key, HistoryOp FinalRead, HistoryOp Lost, 
 /// operation on the key returned or was abandoned) must show a value that could be the last write. An
 /// acknowledged write w is lost when the final value was written by an operation that returned before
 /// w was called (w must be linearized after it, and values are unique), or when the final value is
-/// absent and no delete could have been linearized after w.
+/// absent and no delete could have been linearized after w. Intervals are closed: an operation
+/// precedes another only when its <c>return</c> is less than the other's <c>call</c>.
 /// </summary>
 public static class DurabilityChecker
 {
@@ -27,7 +28,7 @@ public static class DurabilityChecker
         {
             var ops = byKey.Where(o => o.Status != OpStatus.Fail).ToList();
             var final = ops.Where(o => o.Kind == OpKind.Get && o.Status == OpStatus.Ok).MaxBy(o => o.Call);
-            if (final is null || ops.Any(o => o != final && o.Status == OpStatus.Ok && o.Return > final.Call))
+            if (final is null || ops.Any(o => o != final && o.Status == OpStatus.Ok && o.Return >= final.Call))
             {
                 continue; // no read after everything else on this key
             }
@@ -51,7 +52,7 @@ public static class DurabilityChecker
                 var deletes = ops.Where(o => o.Kind == OpKind.Delete).ToList();
                 foreach (var w in acknowledged.Where(w => w.Kind != OpKind.Delete))
                 {
-                    if (!deletes.Any(d => d.Return is null || d.Return > w.Call))
+                    if (!deletes.Any(d => d.Return is null || d.Return >= w.Call))
                     {
                         lost.Add(new LostWrite(byKey.Key, final, w, "the key is absent at the end but no delete could follow this acknowledged write"));
                     }

@@ -30,6 +30,8 @@ public sealed record KeyCheck(string Key, Verdict Verdict, int Operations, long 
 /// depth-first search with Lowe's memoization of (set of linearized operations, register state), as in
 /// Porcupine. Operations of unknown outcome (<c>info</c>) get an infinite return time and may be
 /// linearized at any point after their call or never; <c>fail</c> operations are left out.
+/// Operations are closed intervals <c>[call, return]</c>: A precedes B only when A's <c>return</c> is
+/// less than B's <c>call</c>; an operation called at the nanosecond another returns is concurrent with it.
 /// </summary>
 /// <remarks>Not thread-safe; create one per thread.</remarks>
 public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
@@ -99,7 +101,8 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
                 return new KeyCheck(key, Verdict.Linearizable, n, steps, [], []);
             }
 
-            // Every op called before the earliest return of a pending required op may go next.
+            // Every op called before or at the earliest return of a pending required op may go next:
+            // intervals are closed, so an op called at the very nanosecond another returns overlaps it.
             var minReturn = long.MaxValue;
             var firstOfClass = new int[classes.Count + 1];
             Array.Fill(firstOfClass, -1);
@@ -123,7 +126,7 @@ public sealed class LinearizabilityChecker(long maxSteps = 20_000_000)
 
             var chosen = -1;
             string? after = null;
-            for (var i = next; i < n && call[i] < minReturn; i++)
+            for (var i = next; i < n && call[i] <= minReturn; i++)
             {
                 // Unknown-outcome writes with the same effect are interchangeable: try only the earliest called.
                 if (linearized[i] || (kind[i] != Other && firstOfClass[kind[i]] != i))

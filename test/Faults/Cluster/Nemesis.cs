@@ -17,6 +17,15 @@ public enum FaultKinds
 
     /// <summary>Cut Paxos traffic between silos (majority/minority, bridge, one-way), later heal.</summary>
     Partition = 4,
+
+    /// <summary>kill -9 a silo, delete its whole data folder (a replaced disk), restart it.</summary>
+    Wipe = 8,
+
+    /// <summary>kill -9 a silo, delete every <c>g&lt;N&gt;/index.db</c> (with -wal, -shm), restart it.</summary>
+    Index = 16,
+
+    /// <summary>kill -9 a silo, lose every data-file write not yet fsynced (as a power loss would), restart it.</summary>
+    Unsynced = 32,
 }
 
 /// <summary>One injected fault.</summary>
@@ -25,43 +34,61 @@ public enum FaultKinds
 /// <param name="Start">When, since the run started.</param>
 /// <param name="Duration">How long until healed.</param>
 /// <param name="Detail">What exactly (e.g. the sides of a partition).</param>
-public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration, string? Detail = null);
+/// <param name="LostBytes">Unsynced faults: the written bytes that were not durable and were lost.</param>
+public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeSpan Duration, string? Detail = null, long LostBytes = 0);
 
 /// <summary>
-/// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded: kill -9 then restart
-/// (never the Orleans primary, silo 0, whose development-clustering membership table is not durable),
-/// pause/resume (any silo, briefly, so Orleans does not declare it dead), and partitions of the Paxos
-/// traffic (<see cref="ProcessCluster.SetPartition"/>: majority/minority, bridge, one-way). Keeps a
-/// majority up; a partition may leave no majority connected (a bridge) for a while, then heals.
+/// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded; each round tries every enabled
+/// kind once, in a seeded order. kill -9 then restart (never the Orleans primary, silo 0, whose
+/// development-clustering membership table is not durable), pause/resume (any silo, briefly, so Orleans
+/// does not declare it dead), partitions of the Paxos traffic (<see cref="ProcessCluster.SetPartition"/>:
+/// majority/minority, bridge, one-way), and disk faults on a killed silo before its restart: lose its
+/// unsynced writes, wipe its data folder, or delete its indexes. Keeps a majority up; a partition may leave
+/// no majority connected (a bridge) for a while, then heals.
 /// </summary>
-public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, TextWriter log)
+/// <remarks>
+/// <para>Wipe and index faults lose data on one silo only, and the next one comes only after that silo has
+/// been restarted and has caught up with the others (its instance in every group reached what the others
+/// had when the fault healed; checked through the group grains). A silo that does not catch up within a
+/// minute is a <see cref="Problems">problem</see>, and no further data is destroyed in that run.</para>
+/// <para>Half of them (always the first of a run, which is a wipe when wipes are on, on three or more silos) are a lagging-majority sequence,
+/// the one that loses chosen values when a rebuilt node votes at once: a minority A is cut off and one
+/// of it killed -9 (so that grain activations move to the others, which choose values without A), then
+/// restarted still cut off; silo B is killed, damaged and restarted; then the rest C (with the primary)
+/// is cut off instead, so that A and B (a majority) are connected and only C holds the values chosen while
+/// A was away; then everything heals. Only B loses data; at most one silo is down at a time.</para>
+/// </remarks>
+public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, TextWriter log, IGrainFactory? grains = null, int groups = 0)
 {
+    private static readonly TimeSpan CatchUpTimeout = TimeSpan.FromSeconds(60);
     private readonly List<FaultEvent> _events = [];
+    private readonly List<string> _problems = [];
+    private readonly System.Diagnostics.Stopwatch _clock = new();
+    private bool _dataLossDone;
 
     /// <summary>The faults injected so far.</summary>
     public IReadOnlyList<FaultEvent> Events => _events;
+
+    /// <summary>What went wrong while injecting: a silo that did not catch up after losing its data.</summary>
+    public IReadOnlyList<string> Problems => _problems;
 
     /// <summary>Runs until <paramref name="stop"/>, then heals everything.</summary>
     public async Task RunAsync(CancellationToken stop)
     {
         var random = new Random(seed);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+        _clock.Restart();
+        var n = cluster.Silos.Count;
         var options = new List<FaultKinds>();
-        if (kinds.HasFlag(FaultKinds.Kill) && cluster.Silos.Count > 1)
+        foreach (var k in new[] { FaultKinds.Kill, FaultKinds.Pause, FaultKinds.Partition, FaultKinds.Unsynced, FaultKinds.Wipe, FaultKinds.Index })
         {
-            options.Add(FaultKinds.Kill);
+            // Every kind but pause needs a silo other than the primary (to kill) or another silo (to cut off).
+            if (kinds.HasFlag(k) && (k == FaultKinds.Pause || n > 1))
+            {
+                options.Add(k);
+            }
         }
 
-        if (kinds.HasFlag(FaultKinds.Pause))
-        {
-            options.Add(FaultKinds.Pause);
-        }
-
-        if (kinds.HasFlag(FaultKinds.Partition) && cluster.Silos.Count > 1)
-        {
-            options.Add(FaultKinds.Partition);
-        }
-
+        var round = new Queue<FaultKinds>();
         try
         {
             while (!stop.IsCancellationRequested && options.Count > 0)
@@ -72,14 +99,34 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     break;
                 }
 
-                var kind = options[random.Next(options.Count)];
-                var start = clock.Elapsed;
+                if (round.Count == 0)
+                {
+                    var order = options.OrderBy(_ => random.Next()).ToList();
+                    if (!_dataLossDone && order.IndexOf(FaultKinds.Index) is var i && order.IndexOf(FaultKinds.Wipe) is var w && i >= 0 && w > i)
+                    {
+                        // The first disk loss of a run is a wipe (the scenario that loses chosen values).
+                        (order[i], order[w]) = (order[w], order[i]);
+                    }
+
+                    foreach (var k in order)
+                    {
+                        round.Enqueue(k);
+                    }
+                }
+
+                var kind = round.Dequeue();
+                if (!options.Contains(kind))
+                {
+                    continue;
+                }
+
+                var start = _clock.Elapsed;
                 if (kind == FaultKinds.Kill)
                 {
                     // Up to a minority at once on five nodes (two), one on three. Two silos killed together
                     // can keep each other's restart from joining the Orleans cluster until the old
                     // incarnation is declared dead, so the short default run kills one at a time.
-                    var most = Environment.GetEnvironmentVariable("PAXOS_FAULT_SOAK") == "1" ? (cluster.Silos.Count - 1) / 2 : 1;
+                    var most = Environment.GetEnvironmentVariable("PAXOS_FAULT_SOAK") == "1" ? (n - 1) / 2 : 1;
                     var victims = cluster.Silos.Skip(1).OrderBy(_ => random.Next()).Take(random.Next(1, most + 1)).ToList();
                     foreach (var v in victims)
                     {
@@ -87,40 +134,78 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     }
 
                     var hold = TimeSpan.FromMilliseconds(random.Next(1000, 5000));
-                    log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] kill -9 silo {string.Join(",", victims.Select(v => v.Index))}, restart in {hold.TotalSeconds:0.0}s");
+                    Log(start, $"kill -9 silo {string.Join(",", victims.Select(v => v.Index))}, restart in {hold.TotalSeconds:0.0}s");
                     await Delay(hold, stop);
                     await Task.WhenAll(victims.Select(RestartAsync));
                     foreach (var v in victims)
                     {
-                        _events.Add(new FaultEvent(FaultKinds.Kill, v.Index, start, clock.Elapsed - start));
+                        _events.Add(new FaultEvent(FaultKinds.Kill, v.Index, start, _clock.Elapsed - start));
                     }
                 }
                 else if (kind == FaultKinds.Partition)
                 {
-                    var (drops, detail, center) = ChoosePartition(random, cluster.Silos.Count);
+                    var (drops, detail, center) = ChoosePartition(random, n);
                     var hold = TimeSpan.FromMilliseconds(random.Next(1000, 6000));
-                    log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] partition {detail} for {hold.TotalSeconds:0.0}s");
+                    Log(start, $"partition {detail} for {hold.TotalSeconds:0.0}s");
                     cluster.SetPartition(drops);
                     await Delay(hold, stop);
                     cluster.HealPartition();
-                    log.WriteLine($"[nemesis {clock.Elapsed.TotalSeconds,6:0.0}s] partition healed");
-                    _events.Add(new FaultEvent(FaultKinds.Partition, center, start, clock.Elapsed - start, detail));
+                    Log(_clock.Elapsed, "partition healed");
+                    _events.Add(new FaultEvent(FaultKinds.Partition, center, start, _clock.Elapsed - start, detail));
                 }
-                else
+                else if (kind == FaultKinds.Pause)
                 {
-                    var victim = cluster.Silos[random.Next(cluster.Silos.Count)];
+                    var victim = cluster.Silos[random.Next(n)];
                     var hold = TimeSpan.FromMilliseconds(random.Next(500, 6000));
-                    log.WriteLine($"[nemesis {start.TotalSeconds,6:0.0}s] kill -STOP silo {victim.Index} for {hold.TotalSeconds:0.0}s");
+                    Log(start, $"kill -STOP silo {victim.Index} for {hold.TotalSeconds:0.0}s");
                     victim.Pause();
                     await Delay(hold, stop);
                     victim.Resume();
-                    _events.Add(new FaultEvent(FaultKinds.Pause, victim.Index, start, clock.Elapsed - start));
+                    _events.Add(new FaultEvent(FaultKinds.Pause, victim.Index, start, _clock.Elapsed - start));
+                }
+                else if (kind == FaultKinds.Unsynced)
+                {
+                    // A plain kill first, so that the restarted silo catches up: the values it learns are
+                    // written without fsync (as in PhxPaxos). The second kill comes as soon as its data files
+                    // hold more bytes past what was fsynced than at its start (or after 10 s); they are lost.
+                    var victim = cluster.Silos[1 + random.Next(n - 1)];
+                    var behind = TimeSpan.FromMilliseconds(random.Next(1000, 3000));
+                    victim.Kill();
+                    Log(start, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s");
+                    await Delay(behind, stop);
+                    await RestartAsync(victim);
+                    var up = _clock.Elapsed;
+                    var before = UnsyncedBytes(victim.Index);
+                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(10) && UnsyncedBytes(victim.Index) <= before)
+                    {
+                        await Task.Delay(20, CancellationToken.None);
+                    }
+
+                    var after = _clock.Elapsed - up;
+                    var detail = Damage(victim, FaultKinds.Unsynced, out var lost);
+                    Log(_clock.Elapsed, $"{after.TotalSeconds:0.0}s after its restart: kill -9 silo {victim.Index}, {detail}, restart");
+                    await RestartAsync(victim);
+                    _events.Add(new FaultEvent(FaultKinds.Unsynced, victim.Index, start, _clock.Elapsed - start, detail, lost));
+                }
+                else
+                {
+                    var lagging = n >= 3 && (!_dataLossDone || random.Next(2) == 0);
+                    _dataLossDone = true;
+                    var caughtUp = lagging
+                        ? await LaggingMajorityAsync(kind, random, start, stop)
+                        : await DataLossAsync(kind, random, start, stop);
+                    if (!caughtUp)
+                    {
+                        options.Remove(FaultKinds.Wipe);
+                        options.Remove(FaultKinds.Index);
+                        Log(_clock.Elapsed, "no more wipe or index faults in this run: the last damaged silo did not catch up");
+                    }
                 }
 
                 // A silo that exited on its own (e.g. declared dead by Orleans) is restarted too.
                 foreach (var s in cluster.Silos.Where(s => !s.IsRunning))
                 {
-                    log.WriteLine($"[nemesis {clock.Elapsed.TotalSeconds,6:0.0}s] silo {s.Index} exited on its own; restarting");
+                    Log(_clock.Elapsed, $"silo {s.Index} exited on its own; restarting");
                     await RestartAsync(s);
                 }
             }
@@ -128,9 +213,148 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         finally
         {
             await cluster.HealAsync();
-            log.WriteLine($"[nemesis {clock.Elapsed.TotalSeconds,6:0.0}s] healed: {Summary()}");
+            Log(_clock.Elapsed, $"healed: {Summary()}");
         }
     }
+
+    /// <summary>Kills one silo, wipes it or deletes its indexes, restarts it and waits until it has caught up.</summary>
+    private async Task<bool> DataLossAsync(FaultKinds kind, Random random, TimeSpan start, CancellationToken stop)
+    {
+        var victim = cluster.Silos[1 + random.Next(cluster.Silos.Count - 1)];
+        var hold = TimeSpan.FromMilliseconds(random.Next(500, 3000));
+        var detail = Damage(victim, kind, out _);
+        Log(start, $"kill -9 silo {victim.Index}, {detail}, restart in {hold.TotalSeconds:0.0}s");
+        await Delay(hold, stop);
+        await RestartAsync(victim);
+        var caughtUp = await WaitForCatchUpAsync(victim);
+        _events.Add(new FaultEvent(kind, victim.Index, start, _clock.Elapsed - start, detail));
+        return caughtUp;
+    }
+
+    /// <summary>The lagging-majority sequence (see the remarks of <see cref="Nemesis"/>).</summary>
+    private async Task<bool> LaggingMajorityAsync(FaultKinds kind, Random random, TimeSpan start, CancellationToken stop)
+    {
+        var n = cluster.Silos.Count;
+        var killable = Enumerable.Range(1, n - 1).OrderBy(_ => random.Next()).ToList();
+        var victim = cluster.Silos[killable[0]];
+        var lagging = killable.Skip(1).Take(n / 2).ToList();
+        var rest = Enumerable.Range(0, n).Where(i => i != victim.Index && !lagging.Contains(i)).ToHashSet();
+        var down = cluster.Silos[lagging[0]];
+        var firstHold = TimeSpan.FromMilliseconds(random.Next(1500, 3000));
+        var secondHold = TimeSpan.FromMilliseconds(random.Next(8000, 12000));
+
+        // A goes down (its grain activations move to the others, which choose values without A).
+        cluster.SetPartition(Cut([.. lagging], [.. Enumerable.Range(0, n).Except(lagging)]));
+        down.Kill();
+        Log(start, $"lagging majority: kill -9 silo {down.Index}, cut off {Side(lagging)} for {firstHold.TotalSeconds:0.0}s");
+        await Delay(firstHold, stop);
+        await RestartAsync(down);
+        Log(_clock.Elapsed, $"lagging majority: silo {down.Index} up, still cut off");
+
+        // B loses its data while A is still away.
+        var detail = Damage(victim, kind, out _);
+        Log(_clock.Elapsed, $"lagging majority: kill -9 silo {victim.Index}, {detail}, restart");
+        await RestartAsync(victim);
+
+        // Only C holds the values chosen while A was away; C is cut off, A and B (a majority) connected.
+        cluster.SetPartition(Cut(rest, [.. Enumerable.Range(0, n).Except(rest)]));
+        Log(_clock.Elapsed, $"lagging majority: silo {victim.Index} up; cut off {Side(rest)} instead ({Side(lagging.Append(victim.Index))} connected) for {secondHold.TotalSeconds:0.0}s");
+        await Delay(secondHold, stop);
+        cluster.HealPartition();
+        Log(_clock.Elapsed, "lagging majority: healed");
+        var caughtUp = await WaitForCatchUpAsync(victim);
+        _events.Add(new FaultEvent(kind, victim.Index, start, _clock.Elapsed - start, $"{detail}; lagging {Side(lagging)}, then {Side(rest)} cut off"));
+        return caughtUp;
+    }
+
+    /// <summary>Kills <paramref name="victim"/> (kill -9) and damages its data folder; returns what was done.</summary>
+    private string Damage(SiloProcess victim, FaultKinds kind, out long lostBytes)
+    {
+        victim.Kill();
+        lostBytes = 0;
+        var dir = cluster.DataDirectory(victim.Index);
+        var journal = cluster.SyncJournal(victim.Index);
+        switch (kind)
+        {
+            case FaultKinds.Wipe:
+                return $"wiped its data folder ({DiskFaults.Wipe(dir, journal)} files)";
+            case FaultKinds.Index:
+                return $"deleted its indexes ({DiskFaults.DeleteIndexes(dir)} files)";
+            default:
+                var loss = DiskFaults.LoseUnsyncedWrites(dir, journal);
+                lostBytes = loss.Bytes;
+                return $"lost its unsynced writes ({loss.Bytes} bytes in {loss.Files} data files{(loss.Untracked > 0 ? $", {loss.Untracked} files not in the journal" : string.Empty)})";
+        }
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="silo"/>'s Paxos node has, in every group, reached the instance the most
+    /// advanced other node had when the wait began. Without a grain client it returns at once.
+    /// </summary>
+    private async Task<bool> WaitForCatchUpAsync(SiloProcess silo)
+    {
+        if (grains is null || groups <= 0)
+        {
+            return true;
+        }
+
+        var node = cluster.PaxosNodes[silo.Index];
+        var targets = new ulong?[groups];
+        var deadline = _clock.Elapsed + CatchUpTimeout;
+        var last = new string[groups];
+        while (true)
+        {
+            var done = true;
+            for (var g = 0; g < groups; g++)
+            {
+                try
+                {
+                    var status = await grains.GetGrain<Grains.IPaxosGroupGrain>(g).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                    targets[g] ??= status.Nodes.Where(x => x.Reachable && x.Node != node).Select(x => (ulong?)x.NowInstanceId).Max();
+                    var mine = status.Nodes.FirstOrDefault(x => x.Node == node);
+                    last[g] = string.Join(", ", status.Nodes.Select(x => x.Reachable ? $"{x.Node} at {x.NowInstanceId}{(x.StoppedReason is null ? string.Empty : " stopped: " + x.StoppedReason)}" : $"{x.Node} unreachable"));
+                    done &= targets[g] is { } target && mine is { Reachable: true } && mine.NowInstanceId >= target;
+                }
+                catch (Exception ex) when (ex is TimeoutException or OrleansException)
+                {
+                    last[g] = "status unavailable: " + ex.Message;
+                    done = false;
+                }
+            }
+
+            if (done)
+            {
+                Log(_clock.Elapsed, $"silo {silo.Index} caught up ({string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} at {targets[g]}"))})");
+                return true;
+            }
+
+            if (_clock.Elapsed > deadline)
+            {
+                var problem = $"silo {silo.Index} ({node}) did not catch up within {CatchUpTimeout.TotalSeconds:0} s after losing its data: " +
+                    string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} target {targets[g]?.ToString(CultureInfo.InvariantCulture) ?? "?"}: {last[g]}"));
+                _problems.Add(problem);
+                Log(_clock.Elapsed, problem);
+                return false;
+            }
+
+            await Task.Delay(500);
+        }
+    }
+
+    /// <summary>Bytes of the silo's data files past their last fsync (a crash before it had written any may leave some).</summary>
+    private long UnsyncedBytes(int silo)
+    {
+        try
+        {
+            return DiskFaults.CountUnsyncedWrites(cluster.DataDirectory(silo), cluster.SyncJournal(silo)).Bytes;
+        }
+        catch (IOException)
+        {
+            return 0; // a data file deleted by log cleaning while it was read
+        }
+    }
+
+    private void Log(TimeSpan at, string text) => log.WriteLine($"[nemesis {at.TotalSeconds,6:0.0}s] {text}");
 
     /// <summary>Counts per fault kind.</summary>
     public string Summary() =>
@@ -175,11 +399,24 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
 
     private static string Side(IEnumerable<int> silos) => "{" + string.Join(",", silos.Order()) + "}";
 
-    private static async Task RestartAsync(SiloProcess silo)
+    /// <summary>
+    /// Starts a stopped silo. A silo whose start-up times out or fails is killed and started again (three
+    /// tries): a silo killed together with another may not join Orleans until the other's old incarnation
+    /// is declared dead, since joining silos first ping every silo still listed as active.
+    /// </summary>
+    private async Task RestartAsync(SiloProcess silo)
     {
-        if (!silo.IsRunning)
+        for (var attempt = 1; !silo.IsRunning; attempt++)
         {
-            await silo.StartAsync(TimeSpan.FromSeconds(60));
+            try
+            {
+                await silo.StartAsync(TimeSpan.FromSeconds(60));
+            }
+            catch (Exception ex) when (attempt < 3 && ex is TimeoutException or InvalidOperationException)
+            {
+                silo.Kill();
+                Log(_clock.Elapsed, $"silo {silo.Index} did not start (try {attempt}): {ex.Message.Split('\n')[0]}; starting it again");
+            }
         }
     }
 

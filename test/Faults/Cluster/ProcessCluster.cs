@@ -35,6 +35,12 @@ public sealed class ProcessCluster : IAsyncDisposable
     /// <summary>The silo setting naming its fault-control file (Grains' FaultInjectionTransportFactory.ConfigurationKey).</summary>
     public const string FaultControlKey = "Paxos:FaultInjection:ControlFile";
 
+    /// <summary>The silo setting naming its storage's sync journal (the engine's PaxosFaultInjectionOptions.SyncJournal).</summary>
+    public const string SyncJournalKey = "Paxos:FaultInjection:SyncJournal";
+
+    /// <summary>The sync journal of silo <paramref name="index"/>: how far each of its data files was fsynced (<see cref="DiskFaults.LoseUnsyncedWrites"/>).</summary>
+    public string SyncJournal(int index) => Path.Combine(Options.WorkDirectory, "sync-journal-" + SiloProcess.Port(index) + ".txt");
+
     /// <summary>The Paxos node id (ip:port) of every silo.</summary>
     public IReadOnlyList<string> PaxosNodes => Silos.Select(s => "127.0.0.1:" + SiloProcess.Port(s.PaxosPort)).ToArray();
 
@@ -89,6 +95,7 @@ public sealed class ProcessCluster : IAsyncDisposable
                 $"--Orleans:GatewayPort={gateway + i}",
                 $"--Orleans:PrimarySilo=127.0.0.1:{silo}",
                 $"--{FaultControlKey}={ControlFile(options.WorkDirectory, i)}",
+                $"--{SyncJournalKey}={Path.Combine(options.WorkDirectory, "sync-journal-" + SiloProcess.Port(i) + ".txt")}",
                 "--Logging:LogLevel:Default=Warning",
                 "--Logging:LogLevel:Orleans.Paxos=Warning",
 
