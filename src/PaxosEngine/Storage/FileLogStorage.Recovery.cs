@@ -113,6 +113,14 @@ public sealed partial class FileLogStorage
                 while (true)
                 {
                     var read = RandomAccess.Read(handle, header, offset);
+                    if (!isLastFile && (read == 0 || IsZero(header[..read])) && IsZeroFrom(handle, offset, fileLength))
+                    {
+                        // The writer moved to the next file because the next record did not fit here: the rest
+                        // of this file is unused (zeros), not lost data.
+                        startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
+                        break;
+                    }
+
                     if (read == 0)
                     {
                         ThrowIfDurable(group, synced, fileId, path, offset, "the file ends here");
@@ -132,6 +140,7 @@ public sealed partial class FileLogStorage
                     var length = BinaryPrimitives.ReadInt32LittleEndian(header);
                     if (length == 0)
                     {
+                        ThrowUnlessTail(group, isLastFile, path, offset, "zeros where a record should start, with data after them");
                         ThrowIfDurable(group, synced, fileId, path, offset, "the data ends here (zeros)");
                         startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
                         break;
@@ -313,6 +322,38 @@ public sealed partial class FileLogStorage
                 group.GroupIndex,
                 path,
                 offset);
+        }
+    }
+
+    private static bool IsZero(ReadOnlySpan<byte> bytes) => !bytes.ContainsAnyExcept((byte)0);
+
+    /// <summary>Whether every byte of the file from <paramref name="offset"/> to its end is zero.</summary>
+    private static bool IsZeroFrom(SafeFileHandle handle, long offset, long fileLength)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+        try
+        {
+            while (offset < fileLength)
+            {
+                var read = RandomAccess.Read(handle, buffer.AsSpan(0, (int)Math.Min(buffer.Length, fileLength - offset)), offset);
+                if (read == 0)
+                {
+                    return true;
+                }
+
+                if (!IsZero(buffer.AsSpan(0, read)))
+                {
+                    return false;
+                }
+
+                offset += read;
+            }
+
+            return true;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

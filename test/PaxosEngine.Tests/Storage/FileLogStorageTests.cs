@@ -170,6 +170,82 @@ public sealed class FileLogStorageTests : IDisposable
         Assert.Equal(11UL, storage.GetMaxInstanceId(0));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public async Task Slack_shorter_than_a_length_field_at_the_end_of_a_file_is_not_damage(int slack)
+    {
+        // Four records that leave exactly `slack` unused bytes in the first 4096-byte file; the fifth does not fit.
+        var storage = Open(dataFileSize: 4096);
+        var bodies = new List<byte[]>();
+        for (ulong i = 0; i < 3; i++)
+        {
+            bodies.Add(StorageTestData.Sized(i, 1000, (int)i));
+        }
+
+        var room = 4096 - slack - bodies.Sum(b => 12 + b.Length) - 12;
+        var size = room;
+        while (StorageTestData.Sized(3, size, 3).Length > room)
+        {
+            size--;
+        }
+
+        bodies.Add(StorageTestData.Sized(3, size, 3));
+        Assert.Equal(room, bodies[3].Length);
+        bodies.Add(StorageTestData.Sized(4, 1000, 4));
+        for (var i = 0; i < bodies.Count; i++)
+        {
+            await storage.PutAsync(0, (ulong)i, bodies[i], sync: true);
+        }
+
+        Assert.Equal([0, 1], DataFileIds(0));
+        storage.Dispose();
+
+        // Rebuilt from the data files, and recovered normally: both read the unused bytes as the end of file 0.
+        foreach (var deleteIndex in new[] { true, false })
+        {
+            if (deleteIndex)
+            {
+                DeleteIndex(0);
+            }
+
+            storage = Open(dataFileSize: 4096);
+            for (var i = 0; i < bodies.Count; i++)
+            {
+                Assert.Equal(bodies[i], storage.Get(0, (ulong)i));
+            }
+
+            storage.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task Bytes_after_zeros_in_a_file_that_is_not_the_last_are_reported_as_damage()
+    {
+        var storage = Open(dataFileSize: 4096);
+        for (ulong i = 0; i < 6; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, 900, (int)i), sync: true);
+        }
+
+        storage.Dispose();
+        DeleteIndex(0);
+
+        // Zero the length field of file 0's second record: the records after it cannot be located.
+        var recordLength = 12 + StorageTestData.Sized(0, 900, 0).Length;
+        using (var file = File.OpenHandle(DataFile(0, 0), FileMode.Open, FileAccess.ReadWrite))
+        {
+            RandomAccess.Write(file, new byte[4], recordLength);
+        }
+
+        var error = Assert.Throws<LogStorageException>(() => Open(dataFileSize: 4096));
+        Assert.Equal(DataFile(0, 0), error.File);
+        Assert.Equal(recordLength, error.Offset);
+        Assert.Contains("not the last data file", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void OpensAPhxPaxosFolderWithoutIndex()
     {
