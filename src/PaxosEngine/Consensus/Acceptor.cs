@@ -49,6 +49,18 @@ internal sealed class Acceptor
         }
     }
 
+    /// <summary>
+    /// Moves to <paramref name="instanceId"/> (past instances the state machines already executed): the
+    /// accepted value is forgotten, the promise is kept.
+    /// </summary>
+    public void MoveTo(ulong instanceId)
+    {
+        InstanceId = instanceId;
+        Accepted = Ballot.Null;
+        AcceptedValue = ByteString.Empty;
+        Checksum = 0;
+    }
+
     /// <summary>Moves to the next instance: the accepted value is forgotten, the promise is kept.</summary>
     public void NewInstance()
     {

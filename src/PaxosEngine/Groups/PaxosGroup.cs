@@ -156,15 +156,22 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
         else if (replayFrom > Now)
         {
-            if (max is not null)
+            // The state machines executed instances the log no longer holds: learned records are written
+            // without waiting for an fsync (the value is chosen and held by a majority), so a crash can take
+            // them while a state machine's own store kept their effect. Promises and accepts were durable
+            // before they were answered, so the last record still holds this acceptor's promise. Continue
+            // after the checkpoint; instances the log lost are no longer served from here.
+            if (max is { } last && replayFrom > last + 1)
             {
-                throw new LogStorageException(
-                    $"Group {Index}: the state machines' checkpoint ({checkpoint}) is ahead of the log ({max}); delete this group's log so that it restarts from the checkpoint.");
+                LogLogBehindCheckpoint(Index, last, checkpoint);
             }
 
-            _acceptor.InstanceId = replayFrom;
-            _storage.SetMinChosenInstanceId(Index, replayFrom);
-            minChosen = replayFrom;
+            _acceptor.MoveTo(replayFrom);
+            if (max is null || replayFrom > max.Value + 1)
+            {
+                _storage.SetMinChosenInstanceId(Index, replayFrom);
+                minChosen = replayFrom;
+            }
         }
 
         _proposer.InstanceId = Now;
@@ -488,6 +495,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: system variables recovered from the log after the index was rebuilt: gid {Gid}, version {Version} (log up to instance {Now}).")]
     private partial void LogSystemVariablesRecovered(int group, ulong gid, long version, ulong now);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: the log ends at instance {Last} but the state machines' checkpoint is {Checkpoint}: records learned after the last fsync were lost in a crash. The group continues after the checkpoint; peers that need those instances fetch a checkpoint.")]
+    private partial void LogLogBehindCheckpoint(int group, ulong last, ulong checkpoint);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group} started at instance {Now}, min chosen {MinChosen}, checkpoint {Checkpoint}.")]
     private partial void LogStarted(int group, ulong now, ulong minChosen, long checkpoint);
