@@ -249,6 +249,7 @@ public static class SiloProgram
                 o.NumMissedProbesLimit = 3;
                 builder.Configuration.GetSection("Orleans:Membership").Bind(o);
             });
+            silo.Configure<ReminderOptions>(builder.Configuration.GetSection("Orleans:ReminderOptions"));
             silo.AddActivityPropagation();
             silo.AddPaxos();
             silo.AddPaxosKeyValueStore();
