@@ -18,9 +18,11 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
     [Fact]
     public async Task Kill_9_of_each_silo_in_turn_keeps_grain_state_and_reminders_served()
     {
+        var clock = Stopwatch.StartNew();
         await using var cluster = new SiloProcessCluster();
         await cluster.StartAsync();
         var client = cluster.Client;
+        Console.WriteLine($"[failover] cluster up at {clock.Elapsed.TotalSeconds:0.0} s");
 
         var ticks = Enumerable.Range(0, 6).Select(i => client.GetGrain<ITickCounterGrain>("tick-" + i)).ToArray();
         var tickHosts = new string[ticks.Length];
@@ -53,13 +55,16 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
                 Assert.True(s == victim || !cluster.Silos[s]!.Process.HasExited, $"silo {s} exited after silo {victim} was killed:\n{cluster.Silos[s]!.Output}");
             }
 
+            Console.WriteLine($"[failover] reminders ticked at {clock.Elapsed.TotalSeconds:0.0} s");
             await cluster.StartSiloAsync(victim);
+            Console.WriteLine($"[failover] silo {victim} restarted at {clock.Elapsed.TotalSeconds:0.0} s");
             var gateway = cluster.GatewayPort(victim);
             await SiloProcessCluster.WaitUntilAsync(
                 async () => (await client.GetGrain<IPaxosGatewayListGrain>(0).GetGatewaysAsync()).Count(g => new Uri(g).Port == gateway) == 1,
                 TimeSpan.FromSeconds(60),
                 $"silo {victim} to rejoin as Active");
             var rejoined = DateTime.UtcNow;
+            Console.WriteLine($"[failover] silo {victim} active at {clock.Elapsed.TotalSeconds:0.0} s");
             await SiloProcessCluster.WaitUntilAsync(() => Task.FromResult(writer.AllSucceededAfter(rejoined)), TimeSpan.FromSeconds(60), $"every register to be written after silo {victim} rejoined");
         }
 
