@@ -201,6 +201,13 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
                     await grain.WriteAsync(value).WaitAsync(TimeSpan.FromSeconds(10));
                     _acknowledged[key] = value;
                     queue.Enqueue(DateTime.UtcNow);
+
+                    // Paced (at most ~50 writes/s per register): a steady application load, not a saturation test.
+                    await Task.Delay(20, _stop.Token);
+                }
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                {
+                    return;
                 }
                 catch (Exception ex) when (ex is not OutOfMemoryException)
                 {

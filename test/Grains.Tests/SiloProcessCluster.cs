@@ -88,8 +88,39 @@ internal sealed class SiloProcessCluster : IAsyncDisposable
         psi.ArgumentList.Add("--Telemetry:PrometheusPort=0");
         var silo = new SiloProcess(Process.Start(psi)!, i, AllOutput);
         Silos[i] = silo;
-        var ready = await Task.WhenAny(silo.Ready.Task, Task.Delay(TimeSpan.FromSeconds(60)));
-        Assert.True(ready == silo.Ready.Task, $"silo {i} did not start in 60 s:\n" + silo.Output);
+        var ready = await Task.WhenAny(silo.Ready.Task, Task.Delay(TimeSpan.FromSeconds(90)));
+        if (ready != silo.Ready.Task && _clientHost is not null)
+        {
+            lock (AllOutput)
+            {
+                AllOutput.AppendLine(StatusAsync().GetAwaiter().GetResult());
+            }
+        }
+
+        Assert.True(ready == silo.Ready.Task, $"silo {i} did not start in 90 s (exited: {silo.Process.HasExited}):\n" + silo.Output);
+    }
+
+    /// <summary>Every group's instance on every node, as the cluster reports it (for failure messages).</summary>
+    public async Task<string> StatusAsync()
+    {
+        var text = new StringBuilder();
+        for (var g = 0; g < 3; g++)
+        {
+            try
+            {
+                var status = await Client.GetGrain<IPaxosGroupGrain>(g).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                foreach (var n in status.Nodes)
+                {
+                    text.AppendLine($"status group {g} node {n.Node} reachable {n.Reachable} now {n.NowInstanceId} lag {n.Lag} {n.StoppedReason}");
+                }
+            }
+            catch (Exception ex) when (ex is OrleansException or TimeoutException)
+            {
+                text.AppendLine($"status group {g}: {ex.Message}");
+            }
+        }
+
+        return text.ToString();
     }
 
     /// <summary>kill -9 of silo <paramref name="i"/>.</summary>
@@ -121,6 +152,12 @@ internal sealed class SiloProcessCluster : IAsyncDisposable
         foreach (var s in Silos)
         {
             s?.Dispose();
+        }
+
+        lock (AllOutput)
+        {
+            // Kept for a look after a failure: every silo incarnation's output, prefixed with its index.
+            File.WriteAllText(Path.Combine(Path.GetTempPath(), "paxos-silos-last-run.log"), AllOutput.ToString());
         }
 
         try
