@@ -93,6 +93,7 @@ public static class SiloProgram
         var gatewayPorts = Ports(probe.GetValue("LocalCluster:GatewayPort", LocalGatewayPorts[0]));
         var members = paxosPorts.Select(p => $"127.0.0.1:{p}").ToArray();
         var network = new InProcessPaxosNetwork();
+        var stopBarrier = new PaxosNodeStopBarrier(paxosPorts.Length);
         var hosts = new List<IHost>();
         TelemetrySettings? telemetry = null;
         try
@@ -116,6 +117,7 @@ public static class SiloProgram
 
                 var builder = CreateBuilder(args, defaults);
                 builder.Services.AddSingleton<IHostLifetime, ProcessOwnedLifetime>();
+                builder.Services.AddSingleton(stopBarrier);
                 var useInProcess = string.Equals(builder.Configuration["Paxos:Transport"], "InProcess", StringComparison.OrdinalIgnoreCase);
                 ConfigureSilo(builder, siloPorts[i], gatewayPorts[i], IPAddress.Loopback, useInProcess ? network : null);
                 if (i == 0)
@@ -152,20 +154,21 @@ public static class SiloProgram
         finally
         {
             Console.WriteLine("Stopping...");
-            for (var i = hosts.Count - 1; i >= 0; i--)
+            // Together: each silo's last membership writes need the Paxos majority the others' nodes provide.
+            await Task.WhenAll(hosts.Select(async (host, i) =>
             {
                 using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
                 try
                 {
-                    await hosts[i].StopAsync(timeout.Token);
+                    await host.StopAsync(timeout.Token);
                 }
                 catch (Exception ex) when (ex is OperationCanceledException or OrleansException)
                 {
                     Console.Error.WriteLine($"Silo {i} did not stop cleanly: {ex.Message}");
                 }
 
-                hosts[i].Dispose();
-            }
+                host.Dispose();
+            }));
 
             Console.WriteLine("Stopped.");
         }
