@@ -29,7 +29,7 @@ public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeS
 
 /// <summary>
 /// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded: kill -9 then restart
-/// (never the Orleans primary, silo 0, whose development-clustering membership table is not durable),
+/// (never silo 0, so that the history keeps one silo that never restarts),
 /// pause/resume (any silo, briefly, so Orleans does not declare it dead), and partitions of the Paxos
 /// traffic (<see cref="ProcessCluster.SetPartition"/>: majority/minority, bridge, one-way). Keeps a
 /// majority up; a partition may leave no majority connected (a bridge) for a while, then heals.
