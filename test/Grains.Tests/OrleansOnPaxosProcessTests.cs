@@ -9,8 +9,10 @@ namespace Orleans.Paxos.Grains.Tests;
 /// <summary>
 /// Orleans itself on Paxos, with real silo processes: clustering, grain storage and reminders survive kill -9 of any
 /// silo, a restarted silo rejoins without making another terminate, and a lost majority recovers by itself.
+/// Runs alone (six silo processes on a small machine would otherwise slow every other test down).
 /// </summary>
 [Trait("Category", "Process")]
+[Collection(nameof(OrleansOnPaxosProcessTests))]
 public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
 {
     private const int Registers = 12;
@@ -32,7 +34,7 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
         }
 
         using var writer = new RegisterWriter(client);
-        await SiloProcessCluster.WaitUntilAsync(() => Task.FromResult(writer.AllSucceededAfter(DateTime.UtcNow.AddSeconds(-1))), TimeSpan.FromSeconds(30), "every register to take a write");
+        await SiloProcessCluster.WaitUntilAsync(() => Task.FromResult(writer.AllSucceededAfter(DateTime.UtcNow.AddSeconds(-1))), TimeSpan.FromSeconds(60), "every register to take a write");
 
         for (var victim = 0; victim < 3; victim++)
         {
@@ -101,7 +103,7 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
         await cluster.StartAsync();
         var client = cluster.Client;
         using var writer = new RegisterWriter(client);
-        await SiloProcessCluster.WaitUntilAsync(() => Task.FromResult(writer.AllSucceededAfter(DateTime.UtcNow.AddSeconds(-1))), TimeSpan.FromSeconds(30), "every register to take a write");
+        await SiloProcessCluster.WaitUntilAsync(() => Task.FromResult(writer.AllSucceededAfter(DateTime.UtcNow.AddSeconds(-1))), TimeSpan.FromSeconds(60), "every register to take a write");
 
         cluster.Kill(1);
         var lostAt = cluster.Kill(2);
@@ -225,3 +227,6 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
         }
     }
 }
+
+[CollectionDefinition(nameof(OrleansOnPaxosProcessTests), DisableParallelization = true)]
+public sealed class OrleansOnPaxosProcessCollection;
