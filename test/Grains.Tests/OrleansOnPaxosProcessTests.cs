@@ -90,10 +90,6 @@ public sealed class OrleansOnPaxosProcessTests(ITestOutputHelper output)
 
         Assert.DoesNotContain("must terminate", all2, StringComparison.OrdinalIgnoreCase);
         Assert.DoesNotContain("version decreased", all2, StringComparison.OrdinalIgnoreCase);
-        foreach (var t in ticks)
-        {
-            await t.StopAsync();
-        }
     }
 
     [Fact]
