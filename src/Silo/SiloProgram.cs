@@ -84,8 +84,7 @@ public static class SiloProgram
         var siloPort = config.GetValue("Orleans:SiloPort", 11211);
         var gatewayPort = config.GetValue("Orleans:GatewayPort", 30000);
         var advertised = IPAddress.Parse(config["Orleans:AdvertisedIP"] ?? "127.0.0.1");
-        var primary = config["Orleans:PrimarySilo"] is { Length: > 0 } p ? IPEndPoint.Parse(p) : new IPEndPoint(advertised, siloPort);
-        ConfigureSilo(builder, siloPort, gatewayPort, advertised, primary, network: null);
+        ConfigureSilo(builder, siloPort, gatewayPort, advertised, network: null);
         if (config[FaultInjectionTransportFactory.ConfigurationKey] is { Length: > 0 } controlFile)
         {
             // Testing only: the harness partitions silo processes by rewriting this file.
@@ -126,9 +125,9 @@ public static class SiloProgram
         var gatewayPorts = Ports(probe.GetValue("LocalCluster:GatewayPort", LocalGatewayPorts[0]));
         var members = paxosPorts.Select(p => $"127.0.0.1:{p}").ToArray();
         var network = new InProcessPaxosNetwork();
+        var stopBarrier = new PaxosNodeStopBarrier(paxosPorts.Length);
         var hosts = new List<IHost>();
         TelemetrySettings? telemetry = null;
-        var primary = new IPEndPoint(IPAddress.Loopback, siloPorts[0]);
         try
         {
             for (var i = 0; i < paxosPorts.Length; i++)
@@ -150,8 +149,9 @@ public static class SiloProgram
 
                 var builder = CreateBuilder(args, defaults);
                 builder.Services.AddSingleton<IHostLifetime, ProcessOwnedLifetime>();
+                builder.Services.AddSingleton(stopBarrier);
                 var useInProcess = string.Equals(builder.Configuration["Paxos:Transport"], "InProcess", StringComparison.OrdinalIgnoreCase);
-                ConfigureSilo(builder, siloPorts[i], gatewayPorts[i], IPAddress.Loopback, primary, useInProcess ? network : null);
+                ConfigureSilo(builder, siloPorts[i], gatewayPorts[i], IPAddress.Loopback, useInProcess ? network : null);
                 if (i == 0)
                 {
                     // The three silos share this process and the engine's meter, so one endpoint serves them all:
@@ -160,19 +160,11 @@ public static class SiloProgram
                     builder.AddPaxosTelemetry(telemetry, "local-cluster");
                 }
 
-                var host = builder.Build();
-                try
-                {
-                    await host.StartAsync(stop.Token);
-                }
-                catch
-                {
-                    DisposeQuietly(host);
-                    throw;
-                }
-
-                hosts.Add(host);
+                hosts.Add(builder.Build());
             }
+
+            // Together: a silo joins Orleans only once the Paxos majority that holds the membership table is up.
+            await Task.WhenAll(hosts.Select(h => h.StartAsync(stop.Token)));
 
             var engine = hosts[0].Services.GetRequiredService<PaxosEngineHost>();
             Console.WriteLine($"Local Paxos cluster up: {hosts.Count} silos, {engine.GroupCount} groups, {KeyValueStoreSettings.From(hosts[0].Services.GetRequiredService<IConfiguration>())}.");
@@ -194,12 +186,13 @@ public static class SiloProgram
         finally
         {
             Console.WriteLine("Stopping...");
-            for (var i = hosts.Count - 1; i >= 0; i--)
+            // Together: each silo's last membership writes need the Paxos majority the others' nodes provide.
+            await Task.WhenAll(hosts.Select(async (host, i) =>
             {
                 using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
                 try
                 {
-                    await hosts[i].StopAsync(timeout.Token);
+                    await host.StopAsync(timeout.Token);
                 }
                 catch (Exception ex)
                 {
@@ -207,8 +200,8 @@ public static class SiloProgram
                     Console.Error.WriteLine($"Silo {i} did not stop cleanly: {ex.Message}");
                 }
 
-                DisposeQuietly(hosts[i]);
-            }
+                DisposeQuietly(host);
+            }));
 
             Console.WriteLine("Stopped.");
         }
@@ -240,7 +233,7 @@ public static class SiloProgram
         });
 
         // Defaults go first so that appsettings.json, the environment and the command line override them.
-        builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource { InitialData = defaults });
+        builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource { InitialData = defaults.Concat(ProviderDefaults).ToDictionary() });
         builder.Logging.AddFilter("Orleans", LogLevel.Warning);
         builder.Logging.AddFilter("Orleans.Runtime.Silo", LogLevel.Error);
         builder.Logging.AddFilter("Orleans.Paxos", LogLevel.Information);
@@ -265,7 +258,19 @@ public static class SiloProgram
         return probe[HostDefaults.EnvironmentKey] is { Length: > 0 } name ? name : Environments.Development;
     }
 
-    private static void ConfigureSilo(HostApplicationBuilder builder, int siloPort, int gatewayPort, IPAddress advertised, IPEndPoint primary, InProcessPaxosNetwork? network)
+    /// <summary>
+    /// Orleans' own providers, chosen through Orleans' configuration (<c>Orleans:Clustering:ProviderType</c>,
+    /// <c>Orleans:Reminders:ProviderType</c>, <c>Orleans:GrainStorage:Default:ProviderType</c>): Paxos unless the
+    /// configuration names another provider (whose package the program must then reference).
+    /// </summary>
+    public static readonly Dictionary<string, string?> ProviderDefaults = new()
+    {
+        ["Orleans:Clustering:ProviderType"] = PaxosProviderBuilder.Name,
+        ["Orleans:Reminders:ProviderType"] = PaxosProviderBuilder.Name,
+        ["Orleans:GrainStorage:Default:ProviderType"] = PaxosProviderBuilder.Name,
+    };
+
+    private static void ConfigureSilo(HostApplicationBuilder builder, int siloPort, int gatewayPort, IPAddress advertised, InProcessPaxosNetwork? network)
     {
         var clusterId = builder.Configuration["Orleans:ClusterId"] ?? "paxos";
         var serviceId = builder.Configuration["Orleans:ServiceId"] ?? "paxos";
@@ -276,15 +281,23 @@ public static class SiloProgram
 
         builder.UseOrleans(silo =>
         {
-            // Development clustering: the membership table lives in the primary silo. For production use a
-            // durable provider (e.g. ADO.NET clustering with Microsoft.Orleans.Clustering.AdoNet).
-            silo.UseDevelopmentClustering(primary);
+            // Clustering, grain storage and reminders come from Orleans:Clustering / Orleans:GrainStorage /
+            // Orleans:Reminders (ProviderDefaults: Paxos, on this silo's own node; no external store, no primary silo).
             silo.ConfigureEndpoints(advertised, siloPort, gatewayPort, listenOnAnyHostAddress: false);
             silo.Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = clusterId;
                 o.ServiceId = serviceId;
             });
+            silo.Configure<ClusterMembershipOptions>(o =>
+            {
+                // Failure detection: a dead silo is declared after NumMissedProbesLimit probes of ProbeTimeout
+                // each (Orleans' defaults, 3 x 5 s, keep grains on a killed silo unreachable for 15-20 s).
+                o.ProbeTimeout = TimeSpan.FromSeconds(2);
+                o.NumMissedProbesLimit = 3;
+                builder.Configuration.GetSection("Orleans:Membership").Bind(o);
+            });
+            silo.Configure<ReminderOptions>(builder.Configuration.GetSection("Orleans:ReminderOptions"));
             silo.AddActivityPropagation();
             silo.AddPaxos();
             var kv = KeyValueStoreSettings.From(builder.Configuration);

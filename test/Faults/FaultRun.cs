@@ -132,9 +132,9 @@ public static class FaultRun
             log.WriteLine($"cluster up: gateways {string.Join(", ", cluster.Gateways)}");
             using (var recorder = new HistoryRecorder(historyPath))
             {
-                // With wipe or index faults the clients use the gateways of the silos that can be killed (not the
-                // primary's): grains are activated on the silo whose gateway took the first call, so they never
-                // stick to the primary and move when their silo is killed, which the lagging-majority sequence
+                // With wipe or index faults the clients use the gateways of the silos that can be killed (not
+                // silo 0's): grains are activated on the silo whose gateway took the first call, so they never
+                // stick to silo 0 and move when their silo is killed, which the lagging-majority sequence
                 // of the nemesis relies on.
                 var gateways = (options.Faults & (FaultKinds.Wipe | FaultKinds.Index)) != 0 && options.Nodes > 2 ? cluster.Gateways.Skip(1).ToList() : cluster.Gateways;
                 await using var client = await HarnessClient.ConnectAsync(gateways, options.OperationTimeout, TimeSpan.FromSeconds(30));

@@ -15,7 +15,8 @@ namespace Orleans.Paxos.Grains.Benchmarks;
 /// Proposals per second and latency through the group grain from an external Orleans client, against
 /// the engine called directly, in the same run, for 1 and 16 groups. Three nodes on loopback with the
 /// real UDP/TCP transport and file storage. Usage:
-/// <c>dotnet run -c Release --project test/Grains.Benchmarks -- [--seconds 8] [--concurrency 64] [--value-size 100] [--sync true] [--groups 1,16]</c>.
+/// <c>dotnet run -c Release --project test/Grains.Benchmarks -- [--seconds 8] [--concurrency 64] [--value-size 100] [--sync true] [--groups 1,16]</c>;
+/// <c>-- tables</c> runs <see cref="TablesBenchmark"/> (Orleans clustering and grain storage on Paxos) instead.
 /// </summary>
 internal static class Program
 {
@@ -25,6 +26,12 @@ internal static class Program
         var concurrency = int.Parse(Arg(args, "--concurrency", "64"), CultureInfo.InvariantCulture);
         var valueSize = int.Parse(Arg(args, "--value-size", "100"), CultureInfo.InvariantCulture);
         var sync = bool.Parse(Arg(args, "--sync", "true"));
+        if (args.Length > 0 && args[0] == "tables")
+        {
+            await TablesBenchmark.RunAsync(int.Parse(Arg(args, "--groups", "3"), CultureInfo.InvariantCulture), concurrency, sync, TimeSpan.FromSeconds(seconds), FreePorts, TempRoot, Cleanup);
+            return 0;
+        }
+
         var groupCounts = Arg(args, "--groups", "1,16").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         Console.WriteLine($"grain vs direct: 3 nodes on loopback (UDP/TCP), fsync={sync}, {concurrency} in flight, {valueSize} B values, {seconds} s per run, {Environment.ProcessorCount} cores");
         Console.WriteLine($"{"path",-7} {"groups",6} {"ops/s",9} {"p50 ms",8} {"p99 ms",8} {"failed",7}");

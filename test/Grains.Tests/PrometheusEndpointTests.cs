@@ -57,8 +57,9 @@ public sealed class PrometheusEndpointTests : IDisposable
         }
 
         // The engine: the proposal, its latency, the gauges of each node and group, the transport.
-        Assert.Equal(1, scrape.Sum("paxos_proposals_total", ("paxos_group", "0"), ("paxos_result", "ok")));
-        Assert.Equal(1, scrape.Sum("paxos_propose_duration_milliseconds_count", ("paxos_group", "0"), ("paxos_result", "ok")));
+        // At least the client's proposal: Orleans' membership table (and grain state, reminders) use the log too.
+        Assert.True(scrape.Sum("paxos_proposals_total", ("paxos_group", "0"), ("paxos_result", "ok")) >= 1);
+        Assert.True(scrape.Sum("paxos_propose_duration_milliseconds_count", ("paxos_group", "0"), ("paxos_result", "ok")) >= 1);
         Assert.True(scrape.Sum("paxos_propose_duration_milliseconds_sum") > 0);
         Assert.Equal(9, scrape.Samples("paxos_group_instance_min_chosen").Count);
         Assert.Equal(0, scrape.Sum("paxos_group_stopped"));

@@ -77,8 +77,23 @@ public static class PaxosSiloBuilderExtensions
     /// <summary>
     /// Mounts the replicated key-value store (<see cref="KeyValueStateMachine"/>, data in <c>g&lt;N&gt;/kv/</c>)
     /// on every group, serving <see cref="IKeyValueGrain"/>.
+    /// Mounting it twice is harmless (the Paxos grain storage and reminder table mount it too).
     /// </summary>
-    public static ISiloBuilder AddPaxosKeyValueStore(this ISiloBuilder builder, int smId = KeyValueStateMachine.DefaultSmId) =>
-        builder.AddPaxosStateMachine(null, (sp, options) =>
+    public static ISiloBuilder AddPaxosKeyValueStore(this ISiloBuilder builder, int smId = KeyValueStateMachine.DefaultSmId)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        if (builder.Services.Any(d => d.ServiceType == typeof(KeyValueStoreMarker)))
+        {
+            return builder;
+        }
+
+        builder.Services.AddSingleton(new KeyValueStoreMarker());
+        return builder.AddPaxosStateMachine(null, (sp, options) =>
             new KeyValueStateMachine(options.StoragePath, smId, sp.GetService<ILoggerFactory>()?.CreateLogger<KeyValueStateMachine>()));
+    }
+}
+
+/// <summary>Marks a silo's services as having the key-value store mounted.</summary>
+internal sealed class KeyValueStoreMarker
+{
 }

@@ -39,8 +39,8 @@ public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeS
 
 /// <summary>
 /// Injects one fault at a time into a <see cref="ProcessCluster"/>, seeded; each round tries every enabled
-/// kind once, in a seeded order. kill -9 then restart (never the Orleans primary, silo 0, whose
-/// development-clustering membership table is not durable), pause/resume (any silo, briefly, so Orleans
+/// kind once, in a seeded order. kill -9 then restart (never silo 0, so that the history keeps one silo
+/// that never restarts), pause/resume (any silo, briefly, so Orleans
 /// does not declare it dead), partitions of the Paxos traffic (<see cref="ProcessCluster.SetPartition"/>:
 /// majority/minority, bridge, one-way), and disk faults on a killed silo before its restart: lose its
 /// unsynced writes, wipe its data folder, or delete its indexes. Keeps a majority up; a partition may leave
@@ -54,7 +54,7 @@ public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeS
 /// <para>Half of them (always the first of a run, which is a wipe when wipes are on, on three or more silos) are a lagging-majority sequence,
 /// the one that loses chosen values when a rebuilt node votes at once: a minority A is cut off and one
 /// of it killed -9 (so that grain activations move to the others, which choose values without A), then
-/// restarted still cut off; silo B is killed, damaged and restarted; then the rest C (with the primary)
+/// restarted still cut off; silo B is killed, damaged and restarted; then the rest C (with silo 0)
 /// is cut off instead, so that A and B (a majority) are connected and only C holds the values chosen while
 /// A was away; then everything heals. Only B loses data; at most one silo is down at a time.</para>
 /// </remarks>
@@ -81,7 +81,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         var options = new List<FaultKinds>();
         foreach (var k in new[] { FaultKinds.Kill, FaultKinds.Pause, FaultKinds.Partition, FaultKinds.Unsynced, FaultKinds.Wipe, FaultKinds.Index })
         {
-            // Every kind but pause needs a silo other than the primary (to kill) or another silo (to cut off).
+            // Every kind but pause needs a silo other than silo 0 (to kill) or another silo (to cut off).
             if (kinds.HasFlag(k) && (k == FaultKinds.Pause || n > 1))
             {
                 options.Add(k);

@@ -23,7 +23,7 @@ public sealed class ProcessCluster : IAsyncDisposable
     /// <summary>The configuration.</summary>
     public ClusterOptions Options { get; }
 
-    /// <summary>The silos; index 0 is the Orleans primary (development clustering keeps its membership table).</summary>
+    /// <summary>The silos (Orleans membership on their Paxos nodes; none is special, though the nemesis spares silo 0).</summary>
     public IReadOnlyList<SiloProcess> Silos { get; }
 
     /// <summary>Every gateway as ip:port.</summary>
@@ -93,7 +93,6 @@ public sealed class ProcessCluster : IAsyncDisposable
                 $"--Paxos:DataFileSize={options.DataFileSize}",
                 $"--Orleans:SiloPort={silo + i}",
                 $"--Orleans:GatewayPort={gateway + i}",
-                $"--Orleans:PrimarySilo=127.0.0.1:{silo}",
                 $"--{FaultControlKey}={ControlFile(options.WorkDirectory, i)}",
                 $"--{SyncJournalKey}={Path.Combine(options.WorkDirectory, "sync-journal-" + SiloProcess.Port(i) + ".txt")}",
                 "--Logging:LogLevel:Default=Warning",
@@ -114,12 +113,8 @@ public sealed class ProcessCluster : IAsyncDisposable
         return new ProcessCluster(options, silos);
     }
 
-    /// <summary>Starts the primary, then the others.</summary>
-    public async Task StartAsync()
-    {
-        await Silos[0].StartAsync(TimeSpan.FromSeconds(60));
-        await Task.WhenAll(Silos.Skip(1).Select(s => s.StartAsync(TimeSpan.FromSeconds(60))));
-    }
+    /// <summary>Starts every silo at once: Orleans membership runs on Paxos, so a silo is up once a majority is.</summary>
+    public Task StartAsync() => Task.WhenAll(Silos.Select(s => s.StartAsync(TimeSpan.FromSeconds(60))));
 
     /// <summary>Heals partitions, resumes paused silos and starts stopped ones.</summary>
     public async Task HealAsync()
@@ -133,12 +128,8 @@ public sealed class ProcessCluster : IAsyncDisposable
         await Task.WhenAll(Silos.Where(s => !s.IsRunning).Select(s => s.StartAsync(TimeSpan.FromSeconds(60))));
     }
 
-    /// <summary>Stops every silo cleanly (SIGINT), the primary last.</summary>
-    public async Task StopAsync()
-    {
-        await Task.WhenAll(Silos.Skip(1).Select(s => s.StopAsync(TimeSpan.FromSeconds(30))));
-        await Silos[0].StopAsync(TimeSpan.FromSeconds(30));
-    }
+    /// <summary>Stops every silo cleanly (SIGINT), all at once so that their last membership writes find a majority.</summary>
+    public Task StopAsync() => Task.WhenAll(Silos.Select(s => s.StopAsync(TimeSpan.FromSeconds(30))));
 
     /// <inheritdoc />
     public ValueTask DisposeAsync()

@@ -25,7 +25,7 @@ public sealed class SiloProcess : IDisposable
         GatewayPort = gatewayPort;
     }
 
-    /// <summary>Position in the cluster (0 is the Orleans development-clustering primary).</summary>
+    /// <summary>Position in the cluster.</summary>
     public int Index { get; }
 
     /// <summary>The Paxos node's port on 127.0.0.1.</summary>
