@@ -32,12 +32,33 @@ public sealed class StartupProtectionTests : IDisposable
     }
 
     [Fact]
-    public void A_checkpoint_ahead_of_a_non_empty_log_is_refused_with_a_clear_error()
+    public void A_checkpoint_ahead_of_a_non_empty_log_starts_the_group_after_it()
+    {
+        // Learned records lost with the unsynced tail at a crash, while the state machine kept their effect.
+        // PhxPaxos refuses to start here until the log is deleted; this engine continues after the checkpoint.
+        WriteLog(0, 1, 2, 3, 4);
+        var machine = new FixedCheckpointMachine(41);
+        using (var node = StartNode(machine))
+        {
+            Assert.Empty(machine.Executed);
+            Assert.Equal(42ul, node.GetNowInstanceId(0));
+            Assert.Equal(42ul, node.GetMinChosenInstanceId(0));
+        }
+
+        using var again = StartNode(new FixedCheckpointMachine(41));
+        Assert.Equal(42ul, again.GetNowInstanceId(0));
+        Assert.Equal(42ul, again.GetMinChosenInstanceId(0));
+    }
+
+    [Fact]
+    public void A_checkpoint_at_the_last_record_starts_the_group_after_it_without_cleaning_the_log()
     {
         WriteLog(0, 1, 2, 3, 4);
-        var error = Assert.Throws<LogStorageException>(() => StartNode(new FixedCheckpointMachine(41)).Dispose());
-        Assert.Contains("Group 0", error.Message, StringComparison.Ordinal);
-        Assert.Contains("checkpoint (41) is ahead of the log (4)", error.Message, StringComparison.Ordinal);
+        var machine = new FixedCheckpointMachine(4);
+        using var node = StartNode(machine);
+        Assert.Empty(machine.Executed);
+        Assert.Equal(5ul, node.GetNowInstanceId(0));
+        Assert.Equal(0ul, node.GetMinChosenInstanceId(0));
     }
 
     [Fact]
