@@ -164,7 +164,7 @@ public static class SiloProgram
             }
 
             // Together: a silo joins Orleans only once the Paxos majority that holds the membership table is up.
-            await Task.WhenAll(hosts.Select(h => h.StartAsync(stop.Token)));
+            await StartTogetherAsync(hosts, stop.Token);
 
             var engine = hosts[0].Services.GetRequiredService<PaxosEngineHost>();
             Console.WriteLine($"Local Paxos cluster up: {hosts.Count} silos, {engine.GroupCount} groups, {KeyValueStoreSettings.From(hosts[0].Services.GetRequiredService<IConfiguration>())}.");
@@ -210,6 +210,39 @@ public static class SiloProgram
     }
 
     private static int[] Ports(int first) => [first, first + 1, first + 2];
+
+    /// <summary>
+    /// Starts the hosts at once. When one fails the others' starts are cancelled (they would wait for a
+    /// Paxos majority that may never come), and the failure of the lowest-numbered silo that failed is thrown.
+    /// </summary>
+    private static async Task StartTogetherAsync(IReadOnlyList<IHost> hosts, CancellationToken cancellationToken)
+    {
+        using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var failures = new Exception?[hosts.Count];
+        await Task.WhenAll(hosts.Select(async (host, i) =>
+        {
+            try
+            {
+                await host.StartAsync(abort.Token);
+            }
+            catch (Exception ex)
+            {
+                failures[i] = ex;
+                await abort.CancelAsync();
+            }
+        }));
+
+        if (failures.FirstOrDefault(f => f is not null and not OperationCanceledException) is { } failure)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        if (failures.FirstOrDefault(f => f is not null) is { } cancelled)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cancelled);
+        }
+    }
 
     private static void DisposeQuietly(IHost host)
     {

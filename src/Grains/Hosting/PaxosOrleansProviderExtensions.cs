@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Orleans.Paxos.Engine.StateMachines.KeyValue;
 using Orleans.Paxos.Grains.Clustering;
 using Orleans.Paxos.Grains.Reminders;
 using Orleans.Paxos.Grains.Storage;
@@ -97,9 +98,6 @@ public static class PaxosOrleansProviderExtensions
 
     private static void EnsureKeyValueStore(ISiloBuilder builder)
     {
-        if (!builder.Services.Any(d => d.ServiceType == typeof(KeyValueStoreMarker)))
-        {
-            builder.AddPaxosKeyValueStore();
-        }
+        PaxosSiloBuilderExtensions.AddPaxosKeyValueStore(builder, KeyValueStateMachine.DefaultSmId, chosen: false);
     }
 }

@@ -79,21 +79,46 @@ public static class PaxosSiloBuilderExtensions
     /// on every group, serving <see cref="IKeyValueGrain"/>.
     /// Mounting it twice is harmless (the Paxos grain storage and reminder table mount it too).
     /// </summary>
-    public static ISiloBuilder AddPaxosKeyValueStore(this ISiloBuilder builder, int smId = KeyValueStateMachine.DefaultSmId)
+    public static ISiloBuilder AddPaxosKeyValueStore(this ISiloBuilder builder, int smId = KeyValueStateMachine.DefaultSmId) =>
+        AddPaxosKeyValueStore(builder, smId, chosen: true);
+
+    /// <summary>
+    /// Mounts the key-value store once. A store mounted only because a Paxos provider needs it
+    /// (<paramref name="chosen"/> false) takes the state machine id of a later explicit call.
+    /// </summary>
+    internal static ISiloBuilder AddPaxosKeyValueStore(ISiloBuilder builder, int smId, bool chosen)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        if (builder.Services.Any(d => d.ServiceType == typeof(KeyValueStoreMarker)))
+        var existing = builder.Services.FirstOrDefault(d => d.ServiceType == typeof(KeyValueStoreMarker))?.ImplementationInstance as KeyValueStoreMarker;
+        if (existing is not null)
         {
+            if (chosen && existing.Chosen && existing.SmId != smId)
+            {
+                throw new InvalidOperationException($"The key-value store is mounted twice with different state machine ids ({existing.SmId} and {smId}).");
+            }
+
+            if (chosen)
+            {
+                existing.SmId = smId;
+                existing.Chosen = true;
+            }
+
             return builder;
         }
 
-        builder.Services.AddSingleton(new KeyValueStoreMarker());
+        var marker = new KeyValueStoreMarker { SmId = smId, Chosen = chosen };
+        builder.Services.AddSingleton(marker);
         return builder.AddPaxosStateMachine(null, (sp, options) =>
-            new KeyValueStateMachine(options.StoragePath, smId, sp.GetService<ILoggerFactory>()?.CreateLogger<KeyValueStateMachine>()));
+            new KeyValueStateMachine(options.StoragePath, marker.SmId, sp.GetService<ILoggerFactory>()?.CreateLogger<KeyValueStateMachine>()));
     }
 }
 
-/// <summary>Marks a silo's services as having the key-value store mounted.</summary>
+/// <summary>Marks a silo's services as having the key-value store mounted, and with which state machine id.</summary>
 internal sealed class KeyValueStoreMarker
 {
+    /// <summary>The state machine id the store runs under.</summary>
+    public int SmId { get; set; }
+
+    /// <summary>Whether the id was chosen by an explicit <c>AddPaxosKeyValueStore</c> call.</summary>
+    public bool Chosen { get; set; }
 }

@@ -152,7 +152,7 @@ public sealed class CliTests(CliCluster cluster)
         var entry = await cluster.ClientAsync("watch", group, "--from", instance, "--count", "1", "--json");
         Assert.True(entry.Code == 0, entry.ToString());
         using var logged = JsonDocument.Parse(entry.Stdout);
-        Assert.Equal(CliCluster.KeyValueSmId, logged.RootElement.GetProperty("SmId").GetInt32());
+        Assert.True(CliCluster.KeyValueSmId == logged.RootElement.GetProperty("SmId").GetInt32(), put.Stdout + "\n" + entry.Stdout);
     }
 
     [Fact]
