@@ -501,8 +501,12 @@ internal sealed partial class PaxosGroup
             return;
         }
 
-        if (_senderNext >= Now && _senderAcked + ReceiverAckLead >= Now && nowMs - _senderLastActivityMs > 1000)
+        // Done once everything this node holds was sent and the learner acknowledged all but its ack lead. A
+        // sender that kept following the learner in a busy group would stay busy for good, and every other
+        // node that falls behind would find no sender (PhxPaxos's sender also ends at the instance it reached).
+        if (_senderNext >= Now && _senderAcked + ReceiverAckLead >= _senderNext)
         {
+            LogCatchUpDone(Index, new NodeId(_senderTo), _senderNext);
             _senderAckLead = SenderAckLeadStart;
             StopSender();
             return;
@@ -592,6 +596,9 @@ internal sealed partial class PaxosGroup
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group} is at instance {Now} but peer {Peer} already cleaned its log up to {MinChosen}: a checkpoint is needed.")]
     private partial void LogNeedCheckpoint(int group, ulong now, ulong minChosen, NodeId peer);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group}: {Peer} caught up (sent up to instance {Next}); the catch-up sender is free.")]
+    private partial void LogCatchUpDone(int group, NodeId peer, ulong next);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group}: sending instances {From}..{To} to {Peer} to catch it up.")]
     private partial void LogCatchUpStarted(int group, NodeId peer, ulong from, ulong to);
