@@ -54,7 +54,8 @@ public sealed record FaultEvent(FaultKinds Kind, int Silo, TimeSpan Start, TimeS
 /// <para>Half of them (always the first of a run, which is a wipe when wipes are on, on three or more silos) are a lagging-majority sequence,
 /// the one that loses chosen values when a rebuilt node votes at once: a minority A is cut off and one
 /// of it killed -9 (so that grain activations move to the others, which choose values without A), then
-/// restarted still cut off; silo B is killed, damaged and restarted; then the rest C (with silo 0)
+/// restarted still cut off (its Paxos node runs; it joins Orleans once it reaches a majority); silo B is
+/// killed, damaged and restarted; then the rest C (with silo 0)
 /// is cut off instead, so that A and B (a majority) are connected and only C holds the values chosen while
 /// A was away; then everything heals. Only B loses data; at most one silo is down at a time.</para>
 /// </remarks>
@@ -167,18 +168,21 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 {
                     // A plain kill first, so that the restarted silo catches up: the values it learns are
                     // written without fsync (as in PhxPaxos). The second kill comes as soon as its data files
-                    // hold more bytes past what was fsynced than at its start (or after 10 s); they are lost.
+                    // hold more bytes past what was fsynced than at its start (or after 15 s); they are lost.
                     var victim = cluster.Silos[1 + random.Next(n - 1)];
                     var behind = TimeSpan.FromMilliseconds(random.Next(1000, 3000));
                     victim.Kill();
                     Log(start, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s");
                     await Delay(behind, stop);
-                    await RestartAsync(victim);
+
+                    // Its Paxos node catches up while Orleans is still starting (the membership table needs it),
+                    // so watch from the launch, not from when the silo says it is up.
+                    victim.Launch();
                     var up = _clock.Elapsed;
                     var before = UnsyncedBytes(victim.Index);
-                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(10) && UnsyncedBytes(victim.Index) <= before)
+                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(15) && UnsyncedBytes(victim.Index) <= before)
                     {
-                        await Task.Delay(20, CancellationToken.None);
+                        await Task.Delay(5, CancellationToken.None);
                     }
 
                     var after = _clock.Elapsed - up;
@@ -248,8 +252,10 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         down.Kill();
         Log(start, $"lagging majority: kill -9 silo {down.Index}, cut off {Side(lagging)} for {firstHold.TotalSeconds:0.0}s");
         await Delay(firstHold, stop);
-        await RestartAsync(down);
-        Log(_clock.Elapsed, $"lagging majority: silo {down.Index} up, still cut off");
+
+        // Its Paxos node runs at once; its Orleans start waits for a Paxos majority (the membership table).
+        down.Launch();
+        Log(_clock.Elapsed, $"lagging majority: silo {down.Index} started, still cut off");
 
         // B loses its data while A is still away.
         var detail = Damage(victim, kind, out _);
@@ -262,6 +268,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         await Delay(secondHold, stop);
         cluster.HealPartition();
         Log(_clock.Elapsed, "lagging majority: healed");
+        await EnsureUpAsync(down);
         var caughtUp = await WaitForCatchUpAsync(victim);
         _events.Add(new FaultEvent(kind, victim.Index, start, _clock.Elapsed - start, $"{detail}; lagging {Side(lagging)}, then {Side(rest)} cut off"));
         return caughtUp;
@@ -417,6 +424,21 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 silo.Kill();
                 Log(_clock.Elapsed, $"silo {silo.Index} did not start (try {attempt}): {ex.Message.Split('\n')[0]}; starting it again");
             }
+        }
+    }
+
+    /// <summary>Waits for a silo started by <see cref="SiloProcess.Launch"/>; one that does not come up is restarted.</summary>
+    private async Task EnsureUpAsync(SiloProcess silo)
+    {
+        try
+        {
+            await silo.WaitUntilUpAsync(TimeSpan.FromSeconds(60));
+        }
+        catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+        {
+            silo.Kill();
+            Log(_clock.Elapsed, $"silo {silo.Index} did not come up after the partition healed: {ex.Message.Split('\n')[0]}; starting it again");
+            await RestartAsync(silo);
         }
     }
 

@@ -61,6 +61,16 @@ public sealed class SiloProcess : IDisposable
     /// <summary>Starts the process and waits until the silo says it is up.</summary>
     public async Task StartAsync(TimeSpan timeout)
     {
+        Launch();
+        await WaitUntilUpAsync(timeout);
+    }
+
+    /// <summary>
+    /// Starts the process without waiting for it to be up: a silo cut off from the Paxos majority runs its
+    /// Paxos node at once but joins Orleans (whose membership table is on Paxos) only once it reaches a majority.
+    /// </summary>
+    public void Launch()
+    {
         if (IsRunning)
         {
             throw new InvalidOperationException($"silo {Index} is already running");
@@ -91,6 +101,11 @@ public sealed class SiloProcess : IDisposable
         _process = process;
         Starts++;
         IsPaused = false;
+    }
+
+    /// <summary>Waits until the silo started by <see cref="Launch"/> says it is up.</summary>
+    public async Task WaitUntilUpAsync(TimeSpan timeout)
+    {
         try
         {
             await _ready.Task.WaitAsync(timeout);

@@ -226,6 +226,7 @@ internal sealed class SiloNode : IMixedNode
         var folder = Path.Combine(work, $"silo-{port.ToString(CultureInfo.InvariantCulture)}");
         DataFile = Path.Combine(folder, "g0", "vfile", "0.f");
         var gateway = LoopbackPortRange.Free(1);
+        var siloPort = LoopbackPortRange.Free(1).ToString(CultureInfo.InvariantCulture);
         var clusterId = $"interop-{port.ToString(CultureInfo.InvariantCulture)}";
         _args =
         [
@@ -237,7 +238,11 @@ internal sealed class SiloNode : IMixedNode
 
             // PhxPaxos nodes do not answer the survey of a group that starts with no log: vote at once, as they do.
             "--Paxos:VoteWithEmptyLog=true",
-            $"--Orleans:SiloPort={LoopbackPortRange.Free(1).ToString(CultureInfo.InvariantCulture)}", $"--Orleans:GatewayPort={gateway.ToString(CultureInfo.InvariantCulture)}",
+            // Orleans' own tables would need state machines PhxPaxos nodes do not have: each of these silos is an
+            // Orleans cluster of its own with Orleans' development clustering and in-memory reminders and storage.
+            "--Orleans:Clustering:ProviderType=Development", $"--Orleans:Clustering:PrimarySiloEndPoint=127.0.0.1:{siloPort}",
+            "--Orleans:Reminders:ProviderType=Memory", "--Orleans:GrainStorage:Default:ProviderType=Memory",
+            $"--Orleans:SiloPort={siloPort}", $"--Orleans:GatewayPort={gateway.ToString(CultureInfo.InvariantCulture)}",
             $"--Orleans:ClusterId={clusterId}", "--Telemetry:PrometheusPort=0",
         ];
         _client = ["--cluster-id", clusterId, "-g", $"127.0.0.1:{gateway.ToString(CultureInfo.InvariantCulture)}"];
