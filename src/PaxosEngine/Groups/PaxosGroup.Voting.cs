@@ -35,9 +35,11 @@ internal sealed partial class PaxosGroup
         {
             _gate.Close(VotingState.Rebuilding, "it stopped while rebuilding, before it could vote again");
         }
-        else if (_storage.WasIndexRebuilt(Index))
+        else if (_storage.WasIndexRebuilt(Index) && _storage.WasTailCutAtOpen(Index))
         {
-            _gate.Close(VotingState.Rebuilding, "its index was rebuilt from the data files, so the system variables it held may be gone");
+            // The data files hold every promise and accept, so a rebuilt index alone does not stop the vote;
+            // but without the index's record of what was fsynced, the cut tail may have held durable ones.
+            _gate.Close(VotingState.Rebuilding, "its index was rebuilt from the data files and the end of its log was cut as a torn write, which may have held fsynced promises");
         }
         else if (maxInstance is null && minChosen == 0 && checkpoint == StateMachineCheckpoint.None)
         {

@@ -406,6 +406,7 @@ public sealed partial class FileLogStorage
         }
 
         group.Index.DeleteFrom(fileId, checked((int)offset));
+        group.TailCutAtOpen = true;
         group.EventLog.Write($"truncate fileid {fileId} offset {offset} filesize {fileLength}");
     }
 }

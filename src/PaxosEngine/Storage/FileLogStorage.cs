@@ -391,24 +391,51 @@ public sealed partial class FileLogStorage : ILogStorage
     /// <inheritdoc/>
     public bool WasIndexRebuilt(int groupIndex) => GetGroup(groupIndex).IndexRebuilt;
 
+    /// <inheritdoc />
+    public bool WasTailCutAtOpen(int groupIndex) => GetGroup(groupIndex).TailCutAtOpen;
+
     /// <inheritdoc/>
-    public bool IsRebuilding(int groupIndex) => GetGroup(groupIndex).Index.GetVariable(RebuildingVariable) is { Length: > 0 } value && value[0] == 1;
+    public bool IsRebuilding(int groupIndex)
+    {
+        var group = GetGroup(groupIndex);
+        return (group.Index.GetVariable(RebuildingVariable) is { Length: > 0 } value && value[0] == 1)
+            || File.Exists(RebuildingMarkerPath(group));
+    }
 
     /// <inheritdoc/>
     public void SetRebuilding(int groupIndex, bool rebuilding)
     {
+        // Kept twice, in the index and as a file beside it, so that losing the index while rebuilding does not
+        // make the node vote with the promises it lost.
         var group = GetGroup(groupIndex);
+        var marker = RebuildingMarkerPath(group);
         try
         {
+            if (rebuilding)
+            {
+                using var file = new FileStream(marker, FileMode.Create, FileAccess.Write, FileShare.None);
+                file.Flush(flushToDisk: true);
+            }
+
             group.Index.SetVariable(RebuildingVariable, [rebuilding ? (byte)1 : (byte)0]);
+            if (!rebuilding && File.Exists(marker))
+            {
+                File.Delete(marker);
+            }
         }
         catch (Microsoft.Data.Sqlite.SqliteException e)
         {
             throw IndexDamaged(groupIndex, group.Index.Path, e);
         }
+        catch (IOException e)
+        {
+            throw new LogStorageException($"Group {groupIndex}: could not write the rebuilding marker {marker}: {e.Message}", groupIndex, marker, 0, e);
+        }
     }
 
     private const string RebuildingVariable = "rebuilding";
+
+    private static string RebuildingMarkerPath(GroupLog group) => Path.Combine(group.Directory, "rebuilding");
 
     private GroupLog OpenGroup(int groupIndex, string directory)
     {

@@ -45,6 +45,9 @@ internal sealed class GroupLog : IDisposable
     /// <summary>The index was built anew from data files that held records: what it alone kept (system variables) is gone.</summary>
     public bool IndexRebuilt { get; set; }
 
+    /// <summary>Whether recovery at open cut a torn tail from the last data file.</summary>
+    public bool TailCutAtOpen { get; set; }
+
     /// <summary>The file operations that can fail on a full or failing disk.</summary>
     public LogFileOperations Files { get; }
 

@@ -85,6 +85,12 @@ public interface ILogStorage : IDisposable
     bool WasIndexRebuilt(int groupIndex) => false;
 
     /// <summary>
+    /// Whether recovery at open cut a torn tail from the group's last data file. With a rebuilt index (no record
+    /// of what was fsynced) such a tail cannot be told from damaged durable records.
+    /// </summary>
+    bool WasTailCutAtOpen(int groupIndex) => false;
+
+    /// <summary>
     /// Whether the group was left not voting (rebuilding its state) when the node stopped: it must learn again
     /// before it votes, even though its log now holds records it learned meanwhile.
     /// </summary>

@@ -170,7 +170,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     // written without fsync (as in PhxPaxos). The second kill comes as soon as its data files
                     // hold more bytes past what was fsynced than at its start (or after 15 s); they are lost.
                     var victim = cluster.Silos[1 + random.Next(n - 1)];
-                    var behind = TimeSpan.FromMilliseconds(random.Next(1000, 3000));
+                    var behind = TimeSpan.FromMilliseconds(random.Next(3000, 6000));
                     victim.Kill();
                     Log(start, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s");
                     await Delay(behind, stop);
@@ -257,18 +257,21 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         down.Launch();
         Log(_clock.Elapsed, $"lagging majority: silo {down.Index} started, still cut off");
 
-        // B loses its data while A is still away.
+        // B loses its data while A is still away. It does not vote until that is safe, so with A away no
+        // majority may form: its Orleans start (membership on Paxos) waits, like A's.
         var detail = Damage(victim, kind, out _);
         Log(_clock.Elapsed, $"lagging majority: kill -9 silo {victim.Index}, {detail}, restart");
-        await RestartAsync(victim);
+        victim.Launch();
+        await Delay(TimeSpan.FromMilliseconds(random.Next(1000, 3000)), stop);
 
         // Only C holds the values chosen while A was away; C is cut off, A and B (a majority) connected.
         cluster.SetPartition(Cut(rest, [.. Enumerable.Range(0, n).Except(rest)]));
-        Log(_clock.Elapsed, $"lagging majority: silo {victim.Index} up; cut off {Side(rest)} instead ({Side(lagging.Append(victim.Index))} connected) for {secondHold.TotalSeconds:0.0}s");
+        Log(_clock.Elapsed, $"lagging majority: silo {victim.Index} started; cut off {Side(rest)} instead ({Side(lagging.Append(victim.Index))} connected) for {secondHold.TotalSeconds:0.0}s");
         await Delay(secondHold, stop);
         cluster.HealPartition();
         Log(_clock.Elapsed, "lagging majority: healed");
         await EnsureUpAsync(down);
+        await EnsureUpAsync(victim);
         var caughtUp = await WaitForCatchUpAsync(victim);
         _events.Add(new FaultEvent(kind, victim.Index, start, _clock.Elapsed - start, $"{detail}; lagging {Side(lagging)}, then {Side(rest)} cut off"));
         return caughtUp;
