@@ -322,8 +322,11 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     var status = await grains.GetGrain<Grains.IPaxosGroupGrain>(g).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
                     targets[g] ??= status.Nodes.Where(x => x.Reachable && x.Node != node).Select(x => (ulong?)x.NowInstanceId).Max();
                     var mine = status.Nodes.FirstOrDefault(x => x.Node == node);
-                    last[g] = string.Join(", ", status.Nodes.Select(x => x.Reachable ? $"{x.Node} at {x.NowInstanceId}{(x.StoppedReason is null ? string.Empty : " stopped: " + x.StoppedReason)}" : $"{x.Node} unreachable"));
-                    done &= targets[g] is { } target && mine is { Reachable: true } && mine.NowInstanceId >= target;
+                    last[g] = string.Join(", ", status.Nodes.Select(x => x.Reachable ? $"{x.Node} at {x.NowInstanceId}{(x.StoppedReason is null ? string.Empty : " stopped: " + x.StoppedReason)}{(x.NotVoting is null ? string.Empty : " not voting: " + x.NotVoting)}" : $"{x.Node} unreachable"));
+
+                    // Caught up and voting again: a second silo losing its data while this one still rebuilds
+                    // could leave no majority that may vote (safe, but the run would stall).
+                    done &= targets[g] is { } target && mine is { Reachable: true, NotVoting: null } && mine.NowInstanceId >= target;
                 }
                 catch (Exception ex) when (ex is TimeoutException or OrleansException)
                 {
@@ -334,7 +337,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
 
             if (done)
             {
-                Log(_clock.Elapsed, $"silo {silo.Index} caught up ({string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} at {targets[g]}"))})");
+                Log(_clock.Elapsed, $"silo {silo.Index} caught up and votes ({string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} at {targets[g]}"))})");
                 return true;
             }
 
