@@ -169,25 +169,33 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     // A plain kill first, so that the restarted silo catches up: the values it learns are
                     // written without fsync (as in PhxPaxos). The second kill comes as soon as its data files
                     // hold more bytes past what was fsynced than at its start (or after 15 s); they are lost.
+                    // The node may fsync between that check and the kill: then it is tried again (up to four
+                    // times), each time after a few seconds down so that there is something to catch up.
                     var victim = cluster.Silos[1 + random.Next(n - 1)];
-                    var behind = TimeSpan.FromMilliseconds(random.Next(3000, 6000));
                     victim.Kill();
-                    Log(start, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s");
-                    await Delay(behind, stop);
-
-                    // Its Paxos node catches up while Orleans is still starting (the membership table needs it),
-                    // so watch from the launch, not from when the silo says it is up.
-                    victim.Launch();
-                    var up = _clock.Elapsed;
-                    var before = UnsyncedBytes(victim.Index);
-                    while (_clock.Elapsed - up < TimeSpan.FromSeconds(15) && UnsyncedBytes(victim.Index) <= before)
+                    string detail = string.Empty;
+                    long lost = 0;
+                    for (var attempt = 1; attempt <= 4 && lost == 0; attempt++)
                     {
-                        await Task.Delay(5, CancellationToken.None);
+                        var behind = TimeSpan.FromMilliseconds(random.Next(3000, 6000));
+                        Log(attempt == 1 ? start : _clock.Elapsed, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s{(attempt == 1 ? string.Empty : $" (try {attempt}: nothing was lost)")}");
+                        await Delay(behind, CancellationToken.None);
+
+                        // Its Paxos node catches up while Orleans is still starting (the membership table needs
+                        // it), so watch from the launch, not from when the silo says it is up.
+                        victim.Launch();
+                        var up = _clock.Elapsed;
+                        var before = UnsyncedBytes(victim.Index);
+                        while (_clock.Elapsed - up < TimeSpan.FromSeconds(15) && UnsyncedBytes(victim.Index) <= before)
+                        {
+                            await Task.Delay(2, CancellationToken.None);
+                        }
+
+                        var after = _clock.Elapsed - up;
+                        detail = Damage(victim, FaultKinds.Unsynced, out lost);
+                        Log(_clock.Elapsed, $"{after.TotalSeconds:0.0}s after its restart: kill -9 silo {victim.Index}, {detail}");
                     }
 
-                    var after = _clock.Elapsed - up;
-                    var detail = Damage(victim, FaultKinds.Unsynced, out var lost);
-                    Log(_clock.Elapsed, $"{after.TotalSeconds:0.0}s after its restart: kill -9 silo {victim.Index}, {detail}, restart");
                     await RestartAsync(victim);
                     _events.Add(new FaultEvent(FaultKinds.Unsynced, victim.Index, start, _clock.Elapsed - start, detail, lost));
                 }
