@@ -1,4 +1,6 @@
+using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Tests.Checkpoints;
 using Orleans.Paxos.Engine.Tests.Support;
 
 namespace Orleans.Paxos.Engine.Tests.Consensus;
@@ -34,6 +36,12 @@ public sealed class MasterTests
     {
         var faults = new FaultOptions { DropRate = 0.05, DuplicateRate = 0.05, ReorderRate = 0.1, MaxDelay = TimeSpan.FromMilliseconds(3) };
         using var cluster = MasterCluster(32, faults);
+
+        // A new group votes once every member has answered its survey; the isolations below start after that.
+        await KvCluster.WaitUntil(
+            () => Enumerable.Range(0, 3).All(i => cluster.Node(i).GetGroupVotingState(0).State == VotingState.Voting),
+            "every node to vote",
+            TimeSpan.FromSeconds(30));
         var random = new Random(32);
         var deadline = DateTime.UtcNow.AddSeconds(8);
         var samples = 0;
