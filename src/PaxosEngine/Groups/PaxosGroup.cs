@@ -27,6 +27,8 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private List<ulong> _members;
     private uint _lastChecksum;
     private ulong _chosenByMeInstance = ulong.MaxValue;
+    private ulong _acceptSkippedInstance = ulong.MaxValue;
+    private Ballot _acceptSkippedBallot;
     private int _writesSinceSync;
     private int _inboundCount;
     private long _nowPublished;
@@ -295,16 +297,24 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         {
             OnAcceptorMessage(accept, isRetry: false);
         }
+        else
+        {
+            // Remembered so that a choice of this ballot, should the gate open meanwhile, is learned from the proposer.
+            _acceptSkippedInstance = accept.InstanceID;
+            _acceptSkippedBallot = new Ballot(accept.ProposalID, accept.NodeID);
+        }
     }
 
     /// <inheritdoc />
     public void OnChosen(ulong instanceId, ulong proposalId)
     {
-        if (!_gate.IsVoting || _acceptor.Accepted != new Ballot(proposalId, _settings.MyNodeId))
+        var ballot = new Ballot(proposalId, _settings.MyNodeId);
+        if (!_gate.IsVoting || (_acceptSkippedInstance == instanceId && _acceptSkippedBallot == ballot && _acceptor.Accepted != ballot))
         {
-            // This acceptor did not accept the chosen ballot: it abstained (the gate was closed when the
-            // accept went out, though it may be open by now) or had promised a later ballot. A majority of
-            // the others chose the proposer's value; learn it from the proposer.
+            // This acceptor abstained (the gate was closed when the accept went out, though it may be open by
+            // now): a majority of the others chose the proposer's value; learn it from the proposer. (An
+            // acceptor that voted and rejected keeps PhxPaxos's rule: the value is learned from those that
+            // accepted it, never on the strength of replies alone.)
             _chosenByMeInstance = instanceId;
             LearnOwnChosen(instanceId, proposalId);
             return;
