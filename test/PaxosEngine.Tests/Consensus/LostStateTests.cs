@@ -193,14 +193,6 @@ public sealed class LostStateTests
         await KvCluster.WaitUntil(() => Enumerable.Range(0, 3).All(n => cluster.Node(n).GetNowInstanceId(0) == cluster.Node(0).GetNowInstanceId(0)), "every node at the same instance", Generous);
         cluster.AssertSafety(0);
 
-        static void DeleteIndex(TestCluster cluster, int node)
-        {
-            foreach (var file in Directory.GetFiles(Path.Combine(cluster.Root, $"node{node}", "g0"), "index.db*"))
-            {
-                File.Delete(file);
-            }
-        }
-
         // A record cut short after the last one of the last data file: what a crash mid-write leaves.
         static void AppendTornRecord(string vfile)
         {
@@ -234,11 +226,7 @@ public sealed class LostStateTests
         await KvCluster.WaitUntil(() => Enumerable.Range(0, 3).All(n => cluster.Node(n).GetMembership(0).Gid != 0 && cluster.Node(n).GetNowInstanceId(0) >= 4), "the cluster id on every node", Generous);
         var gid = cluster.Node(0).GetMembership(0).Gid;
         cluster.Stop(1);
-        foreach (var file in Directory.GetFiles(Path.Combine(cluster.Root, "node1", "g0"), "index.db*"))
-        {
-            File.Delete(file);
-        }
-
+        DeleteIndex(cluster, 1);
         cluster.Start(1);
         Assert.Equal(gid, cluster.Node(1).GetMembership(0).Gid);
 
@@ -291,6 +279,15 @@ public sealed class LostStateTests
                 Assert.Equal(ProposeStatus.Ok, result.Status);
                 return result;
             }
+        }
+    }
+
+    /// <summary>Deletes a stopped node's group-0 index with its SQLite side files.</summary>
+    private static void DeleteIndex(TestCluster cluster, int node)
+    {
+        foreach (var file in Directory.GetFiles(Path.Combine(cluster.Root, $"node{node}", "g0"), "index.db*"))
+        {
+            File.Delete(file);
         }
     }
 }
