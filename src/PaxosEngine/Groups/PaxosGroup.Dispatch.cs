@@ -28,8 +28,9 @@ internal sealed partial class PaxosGroup
         {
             case PaxosMsgType.Prepare:
             case PaxosMsgType.Accept:
-                // A follower never votes; nor does a group whose durable state may be incomplete (VotingGate).
-                if (IsFollower || !_gate.IsVoting || !IsValidSender(message.NodeID))
+                // A follower never votes; a group whose durable state may be incomplete (VotingGate) does not
+                // vote either, but observes the accepts so that it can learn the live instances (OnAcceptorMessage).
+                if (IsFollower || !IsValidSender(message.NodeID))
                 {
                     return;
                 }
@@ -115,6 +116,12 @@ internal sealed partial class PaxosGroup
 
         if (message.InstanceID == Now)
         {
+            if (!_gate.IsVoting)
+            {
+                ObserveWhileNotVoting(message);
+                return;
+            }
+
             var isPrepare = message.MsgType == (int)PaxosMsgType.Prepare;
             var reply = isPrepare
                 ? _acceptor.OnPrepare(message, _lastChecksum, out var record)

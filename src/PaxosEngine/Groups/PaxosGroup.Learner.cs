@@ -103,8 +103,11 @@ internal sealed partial class PaxosGroup
         }
 
         // Learn only if this acceptor accepted exactly the committed ballot: the value is then known locally.
-        if (_acceptor.Accepted.IsNull || _acceptor.Accepted != new Consensus.Ballot(message.ProposalID, message.NodeID))
+        var ballot = new Consensus.Ballot(message.ProposalID, message.NodeID);
+        if (_acceptor.Accepted.IsNull || _acceptor.Accepted != ballot)
         {
+            // A node that does not vote has no accepted value, but may have seen that ballot's accept request.
+            LearnObserved(ballot);
             return;
         }
 

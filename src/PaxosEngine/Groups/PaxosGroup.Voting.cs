@@ -22,6 +22,11 @@ internal sealed partial class PaxosGroup
 
     private int SurveyIntervalMs => Math.Clamp(_settings.AskForLearnBaseMs / 2, 50, 500);
 
+    /// <summary>While the gate is closed: the last accept request seen for the current instance (never persisted, never answered).</summary>
+    private ulong _observedInstance = ulong.MaxValue;
+    private Ballot _observedBallot;
+    private ByteString _observedValue = ByteString.Empty;
+
     /// <summary>Closes the gate at start-up when the group's durable acceptor state may be incomplete.</summary>
     private void DecideVotingAtStart(ulong? maxInstance, ulong minChosen, ulong checkpoint)
     {
@@ -108,6 +113,63 @@ internal sealed partial class PaxosGroup
                 TaskScheduler.Default);
             TryEnqueueProposal(noop);
         }
+    }
+
+    /// <summary>
+    /// A prepare or accept for the current instance while the gate is closed: no promise, no accept, no reply.
+    /// An accept request's value is remembered, so that the commit that names its ballot
+    /// (<see cref="LearnObserved"/>) can be learned at once, as a voting acceptor learns what it accepted.
+    /// Without it a rebuilding node in a busy group would learn only by catch-up, stay a few instances behind
+    /// and could neither propose (it is not the latest) nor see an instance complete (its gate would stay closed).
+    /// </summary>
+    private void ObserveWhileNotVoting(PaxosMsg message)
+    {
+        if (message.MsgType != (int)PaxosMsgType.Accept)
+        {
+            return;
+        }
+
+        var ballot = new Ballot(message.ProposalID, message.NodeID);
+        if (_observedInstance == Now && ballot < _observedBallot)
+        {
+            return;
+        }
+
+        _observedInstance = Now;
+        _observedBallot = ballot;
+        _observedValue = message.Value;
+    }
+
+    /// <summary>
+    /// The current instance was chosen with <paramref name="ballot"/> (a commit, or an implicit one); when this
+    /// node saw that ballot's accept request while not voting, it learns the value. Safe as any learning: one
+    /// ballot carries one value, and only a majority's acceptance makes a commit.
+    /// </summary>
+    private void LearnObserved(Ballot ballot)
+    {
+        if (_gate.IsVoting || _learned || _observedInstance != Now || _observedBallot != ballot)
+        {
+            return;
+        }
+
+        var value = _observedValue;
+        ClearObserved();
+        if (!TryWriteLearnedRecord(ballot, value, sync: false, new LearnedWrite(this, Now), out var checksum))
+        {
+            return;
+        }
+
+        _learned = true;
+        _learnedValue = value;
+        _learnedChecksum = checksum;
+        Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.LearnValuesReceived, Index);
+    }
+
+    private void ClearObserved()
+    {
+        _observedInstance = ulong.MaxValue;
+        _observedBallot = default;
+        _observedValue = ByteString.Empty;
     }
 
     /// <summary>Answers a member's survey with this node's instance, promise and whether it accepted a value there.</summary>
@@ -251,6 +313,7 @@ internal sealed partial class PaxosGroup
         }
 
         _gate.Open();
+        ClearObserved();
         RemoveTimer(_gateTimerId);
         _gateTimerId = 0;
         LogVotingAgain(Index, how, Now, _acceptor.Promised.ToString());

@@ -2,6 +2,7 @@ using System.Text;
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Node;
+using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.Tests.Checkpoints;
 using Orleans.Paxos.Engine.Tests.Support;
 
@@ -114,6 +115,49 @@ public sealed class LostStateTests
         Assert.Equal(ProposeStatus.Ok, (await ProposeUntilOk(cluster, 1, "with-node-1")).Status);
         cluster.Start(2);
         await KvCluster.WaitUntil(() => Enumerable.Range(0, 3).All(n => cluster.Node(n).GetNowInstanceId(0) == cluster.Node(0).GetNowInstanceId(0)), "every node at the same instance", Generous);
+        cluster.AssertSafety(0);
+    }
+
+    /// <summary>
+    /// A node that does not vote still follows a busy group: it learns each new instance from the accept it saw
+    /// and the commit that names its ballot, not only by catch-up (which ends where the sender was, so that in a
+    /// busy group it would always stay a few instances behind and could neither propose nor vote again).
+    /// </summary>
+    [Fact]
+    public async Task A_node_that_does_not_vote_learns_the_live_instances_from_their_accepts_and_commits()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 147);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, $"v{i}")).Status);
+        }
+
+        await cluster.WaitConvergedAsync(0, 3, Generous);
+        cluster.Stop(2);
+        Directory.Delete(Path.Combine(cluster.Root, "node2"), recursive: true);
+
+        // Node 2's gate stays closed: its own rounds (prepares) and the answers to its surveys are dropped.
+        // Later it may not ask at all (no catch-up either): all it hears of new instances is their accepts and commits.
+        var mayAsk = 1;
+        cluster.Network.DropFilter = (from, to, frame) =>
+            FrameCodec.TryDecode(frame, FrameCodec.DefaultMaxFrameLength, out var decoded) == FrameError.None
+            && decoded!.Paxos is { } m
+            && ((from == cluster.Ids[2] && (m.MsgType == (int)PaxosMsgType.Prepare || (m.MsgType == (int)PaxosMsgType.AskForLearn && Volatile.Read(ref mayAsk) == 0)))
+                || (to == cluster.Ids[2] && m.MsgType == (int)PaxosMsgType.SendNowInstanceId && m.ProposalID != 0));
+        cluster.Start(2);
+        await KvCluster.WaitUntil(() => cluster.Node(2).GetNowInstanceId(0) == cluster.Node(0).GetNowInstanceId(0), "node 2 to catch up", Generous);
+        Volatile.Write(ref mayAsk, 0);
+        Assert.NotEqual(VotingState.Voting, cluster.Node(2).GetGroupVotingState(0).State);
+        for (var i = 3; i < 13; i++)
+        {
+            Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 0, $"v{i}")).Status);
+        }
+
+        var head = cluster.Node(0).GetNowInstanceId(0);
+        await KvCluster.WaitUntil(() => cluster.Node(2).GetNowInstanceId(0) >= head, "node 2 to follow the live instances", Generous);
+        Assert.NotEqual(VotingState.Voting, cluster.Node(2).GetGroupVotingState(0).State);
+        cluster.Network.DropFilter = null;
+        await KvCluster.WaitUntil(() => cluster.Node(2).GetGroupVotingState(0).State == VotingState.Voting, "node 2 to vote again", Generous);
         cluster.AssertSafety(0);
     }
 

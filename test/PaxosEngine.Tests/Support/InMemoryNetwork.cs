@@ -64,6 +64,9 @@ public sealed class InMemoryNetwork
     /// <summary>Sees every frame before partitions and faults apply (from, to, frame), so a test can act at an exact point of a protocol.</summary>
     public Action<NodeId, NodeId, byte[]>? SendObserver { get; set; }
 
+    /// <summary>Frames for which this returns true (from, to, frame) are dropped, as a partition would: a cut of chosen message types.</summary>
+    public Func<NodeId, NodeId, byte[], bool>? DropFilter { get; set; }
+
     /// <summary>Creates a network whose fault decisions come from <paramref name="seed"/>.</summary>
     public InMemoryNetwork(int seed, FaultOptions? faults = null)
     {
@@ -206,7 +209,8 @@ public sealed class InMemoryNetwork
             var duplicateDelay = NextDelay(faults);
             var reorderDelay = Math.Max(TimeSpan.FromMilliseconds(2).Ticks, 2 * faults.MaxDelay.Ticks) * _random.NextDouble();
 
-            if (_isolated.Contains(from) || _isolated.Contains(destination) || _blocked.Contains((from, destination)))
+            if (_isolated.Contains(from) || _isolated.Contains(destination) || _blocked.Contains((from, destination))
+                || DropFilter?.Invoke(from, destination, frame) == true)
             {
                 Interlocked.Increment(ref _droppedByPartition);
                 return true;
