@@ -21,8 +21,19 @@ internal sealed partial class PaxosGroup
     /// <summary>The receiver acknowledges every this many instances (PhxPaxos <c>LearnerReceiver_ACK_LEAD</c>).</summary>
     private const int ReceiverAckLead = 4;
 
-    /// <summary>The sender stays at most this far ahead of the last acknowledgement (PhxPaxos <c>LearnerSender_ACK_LEAD</c>).</summary>
+    /// <summary>
+    /// The sender starts at most this far ahead of the last acknowledgement (PhxPaxos <c>LearnerSender_ACK_LEAD</c>).
+    /// Unlike PhxPaxos, the lead doubles each time an acknowledgement finds it exhausted, up to
+    /// <see cref="SenderAckLeadMax"/> instances and <see cref="SenderMaxBytesAhead"/> bytes: with a fixed 21 a
+    /// loaded machine's round trips bound catch-up below the rate a busy group chooses values at.
+    /// </summary>
     private const int SenderAckLeadStart = 21;
+
+    /// <summary>The most instances the sender keeps unacknowledged.</summary>
+    private const int SenderAckLeadMax = 1024;
+
+    /// <summary>The most value bytes the sender keeps unacknowledged (at least one value always goes).</summary>
+    private const long SenderMaxBytesAhead = 8L << 20;
 
     /// <summary>The sender gives up after this long without an acknowledgement (PhxPaxos <c>LearnerSender_ACK_TIMEOUT</c>).</summary>
     private const int SenderAckTimeoutMs = 5000;
@@ -53,6 +64,8 @@ internal sealed partial class PaxosGroup
     private long _senderLastAckMs;
     private long _senderTimerId;
     private int _senderAckLead = SenderAckLeadStart;
+    private readonly Queue<(ulong Instance, int Bytes)> _senderUnacked = new();
+    private long _senderBytesAhead;
     private double _senderBudget;
     private long _senderBudgetAtMs;
 
@@ -477,7 +490,19 @@ internal sealed partial class PaxosGroup
             return;
         }
 
+        // The lead was used up (and not the byte budget): the learner keeps pace, so allow it more.
+        if (_senderNext > _senderAcked + (ulong)_senderAckLead && _senderNext < Now && _senderBytesAhead < SenderMaxBytesAhead)
+        {
+            _senderAckLead = Math.Min(SenderAckLeadMax, _senderAckLead * 2);
+        }
+
         _senderAcked = message.InstanceID;
+        while (_senderUnacked.TryPeek(out var sent) && sent.Instance < _senderAcked)
+        {
+            _senderUnacked.Dequeue();
+            _senderBytesAhead -= sent.Bytes;
+        }
+
         _senderLastAckMs = _loop.NowMs;
         SendLearnValues();
     }
@@ -494,10 +519,7 @@ internal sealed partial class PaxosGroup
         if (nowMs - _senderLastAckMs > SenderAckTimeoutMs)
         {
             // The learner went quiet: shrink the window for next time and free the sender.
-            if (_senderAckLead - 4 > 4)
-            {
-                _senderAckLead -= 4;
-            }
+            _senderAckLead = Math.Max(4, Math.Min(_senderAckLead, SenderAckLeadStart * 4) / 2);
 
             LogCatchUpAbandoned(Index, new NodeId(_senderTo), _senderNext);
             StopSender();
@@ -525,7 +547,8 @@ internal sealed partial class PaxosGroup
         var qps = Math.Max(1, _settings.LearnerSendQps / Math.Max(1, _settings.GroupCount));
         _senderBudget = Math.Min(qps, _senderBudget + ((nowMs - _senderBudgetAtMs) * qps / 1000.0));
         _senderBudgetAtMs = nowMs;
-        while (_senderNext < Now && _senderNext <= _senderAcked + (ulong)_senderAckLead && _senderBudget >= 1)
+        while (_senderNext < Now && _senderNext <= _senderAcked + (ulong)_senderAckLead && _senderBudget >= 1
+            && (_senderBytesAhead < SenderMaxBytesAhead || _senderUnacked.Count == 0))
         {
             var record = TryReadRecord(_senderNext);
             if (record is null)
@@ -538,6 +561,8 @@ internal sealed partial class PaxosGroup
             Send(_senderTo, CreateLearnValue(record, _senderLastChecksum, needAck: true), TransportKind.Tcp);
             Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.LearnValuesSent, Index);
             _senderLastChecksum = record.Checksum;
+            _senderUnacked.Enqueue((_senderNext, record.AcceptedValue.Length));
+            _senderBytesAhead += record.AcceptedValue.Length;
             _senderNext++;
             _senderBudget--;
             _senderLastActivityMs = nowMs;
@@ -550,6 +575,8 @@ internal sealed partial class PaxosGroup
         _senderTimerId = 0;
         _senderBusy = false;
         _senderConfirmed = false;
+        _senderUnacked.Clear();
+        _senderBytesAhead = 0;
     }
 
     private PaxosMsg CreateLearnValue(AcceptorStateData record, uint lastChecksum, bool needAck)
