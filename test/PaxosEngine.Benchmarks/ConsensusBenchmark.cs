@@ -443,17 +443,8 @@ internal static class ConsensusBenchmark
 
     private static Process StartChild(List<string> members, int i, int groups, Options o, string root, string batch)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        if (!Environment.ProcessPath!.EndsWith("Orleans.Paxos.Engine.Benchmarks", StringComparison.Ordinal))
-        {
-            psi.ArgumentList.Add(typeof(ConsensusBenchmark).Assembly.Location);
-        }
-
+        var psi = Program.StartInfo();
+        psi.RedirectStandardInput = true;
         foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture) })
         {
             psi.ArgumentList.Add(a);
@@ -530,26 +521,39 @@ internal static class ConsensusBenchmark
         return 0;
     }
 
-    private static int FreePort()
+    /// <summary>The first of <paramref name="count"/> consecutive loopback ports free for both UDP and TCP (PhxPaxos nodes use both).</summary>
+    internal static int FreePort(int count = 1)
     {
         for (var attempt = 0; attempt < 100; attempt++)
         {
-            var port = Random.Shared.Next(20000, 32000);
+            var first = Random.Shared.Next(20000, 32000);
+            var sockets = new List<Socket>();
             try
             {
-                using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                return port;
+                for (var port = first; port < first + count; port++)
+                {
+                    sockets.Add(new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+                    sockets[^1].Bind(new IPEndPoint(IPAddress.Loopback, port));
+                    sockets.Add(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+                    sockets[^1].Bind(new IPEndPoint(IPAddress.Loopback, port));
+                }
+
+                return first;
             }
             catch (SocketException)
             {
                 // Taken: try another.
             }
+            finally
+            {
+                foreach (var socket in sockets)
+                {
+                    socket.Dispose();
+                }
+            }
         }
 
-        throw new InvalidOperationException("no free loopback port");
+        throw new InvalidOperationException($"no {count} consecutive free loopback ports");
     }
 
     private static Options Parse(string[] args)
