@@ -153,7 +153,7 @@ internal static class ConsensusBenchmark
         return 0;
     }
 
-    /// <summary>One configuration's figures; also what <c>--json</c> writes.</summary>
+    /// <summary>One configuration's figures; also what <c>--json</c> writes and <see cref="ComparisonBenchmark"/> reads.</summary>
     internal sealed record Result(
         int Groups, int ValueBytes, int Proposers, string Batch, bool Sync, int Procs, double Seconds,
         double OpsPerSecond, double InstancesPerSecond, double MeanMs, double P50Ms, double P99Ms, long Failed, double CpuPercent)

@@ -15,6 +15,7 @@ internal static class Program
         ["transport"] = (TransportBenchmark.Summary, TransportBenchmark.RunAsync),
         ["consensus"] = (ConsensusBenchmark.Summary, ConsensusBenchmark.RunAsync),
         ["disk"] = (DiskBenchmark.Summary, args => Task.FromResult(DiskBenchmark.Run(args))),
+        ["compare"] = (ComparisonBenchmark.Summary, ComparisonBenchmark.RunAsync),
     };
 
     public static async Task<int> Main(string[] args)
