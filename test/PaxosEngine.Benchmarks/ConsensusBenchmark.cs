@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using System.Text.Json.Serialization;
+using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.StateMachines;
 
@@ -12,11 +14,16 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// The end-to-end benchmark: three nodes on loopback (one process, or one process per node with
 /// <c>--procs 3</c>), every proposal made on node 0, fsync on unless <c>--sync off</c>, fresh data folder
 /// per configuration. List options run every combination. Prints proposals/s, mean, p50 and p99
-/// latency and CPU; <c>--json</c> prints one JSON object per configuration instead.
+/// latency, CPU, CPU time and bytes allocated per proposal, threads and working set of the node processes;
+/// <c>--json</c> prints one JSON object per configuration instead.
 /// </summary>
+/// <remarks>
+/// The proposers run in node 0's process, as PhxPaxos's benchmark driver runs its client threads in node 0's
+/// process: CPU and allocations are those of the node processes over the measured window, callers included.
+/// </remarks>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s and latency (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --disk --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --metrics off,on,traces --disk --json)";
 
     private sealed class Options
     {
@@ -53,6 +60,9 @@ internal static class ConsensusBenchmark
     }
 
     /// <summary>A state machine that only counts; the benchmark measures consensus, not the application.</summary>
+    /// <summary>JSON with NaN written as "NaN" (a configuration in which nothing succeeded has no latency).</summary>
+    internal static readonly JsonSerializerOptions JsonOptions = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
     private sealed class CountingStateMachine : IStateMachine
     {
         public long Executed;
@@ -101,7 +111,11 @@ internal static class ConsensusBenchmark
                 Console.WriteLine();
             }
 
-            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6}" +
+            Console.WriteLine("  CPU us/op and B/op: CPU time and bytes allocated in the node processes (callers included) over the window, per proposal;");
+            Console.WriteLine("  threads and WS MiB: threads and working set of the node processes together at the end of the window;");
+            Console.WriteLine("  start s: from starting the nodes until every node votes in every group (new groups survey their peers); the warm-up follows");
+            Console.WriteLine();
+            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6} {"CPU us/op",9} {"B/op",7} {"threads",7} {"WS MiB",6} {"start s",7}" +
                 (options.Disk ? $" {"fsync/s",8} {"fs ms",6} {"fs p99",6} {"pers ms",7} {"pers p99",8} {"rec/fs",6}" : ""));
         }
 
@@ -123,12 +137,12 @@ internal static class ConsensusBenchmark
                         r = r with { Metrics = metrics };
                         if (options.Json)
                         {
-                            Console.WriteLine(JsonSerializer.Serialize(r));
+                            Console.WriteLine(JsonSerializer.Serialize(r, JsonOptions));
                         }
                         else
                         {
                             var d = r.Disk;
-                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0}" +
+                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0} {r.CpuMicrosPerOp,9:0} {r.AllocatedBytesPerOp,7:0} {r.Threads.Sum(),7} {r.WorkingSetBytes.Sum() / 1048576.0,6:0} {r.StartSeconds,7:0.0}" +
                                 (d is null ? "" : $" {d.FsyncsPerSecond,8:0} {d.FsyncMeanMs,6:0.00} {d.FsyncP99Ms,6:0.00} {d.PersistMeanMs,7:0.00} {d.PersistP99Ms,8:0.00} {d.RecordsPerFsync,6:0.0}"));
                         }
                     }
@@ -139,11 +153,27 @@ internal static class ConsensusBenchmark
         return 0;
     }
 
-    private sealed record Result(
+    /// <summary>One configuration's figures; also what <c>--json</c> writes and <see cref="ComparisonBenchmark"/> reads.</summary>
+    internal sealed record Result(
         int Groups, int ValueBytes, int Proposers, string Batch, bool Sync, int Procs, double Seconds,
         double OpsPerSecond, double InstancesPerSecond, double MeanMs, double P50Ms, double P99Ms, long Failed, double CpuPercent)
     {
         public string Metrics { get; init; } = "off";
+
+        /// <summary>CPU time of the node processes over the window per successful proposal, in microseconds.</summary>
+        public double CpuMicrosPerOp { get; init; }
+
+        /// <summary>Bytes allocated in the node processes over the window per successful proposal.</summary>
+        public double AllocatedBytesPerOp { get; init; }
+
+        /// <summary>Threads of each node process at the end of the window (node 0's process first).</summary>
+        public int[] Threads { get; init; } = [];
+
+        /// <summary>Working set of each node process at the end of the window, in bytes (node 0's process first).</summary>
+        public long[] WorkingSetBytes { get; init; } = [];
+
+        /// <summary>Seconds from starting the nodes until every node voted in every group (before the warm-up).</summary>
+        public double StartSeconds { get; init; }
 
         /// <summary>With <c>--disk</c>: the disk's share of the time (nodes in this process).</summary>
         public DiskFigures? Disk { get; init; }
@@ -158,6 +188,7 @@ internal static class ConsensusBenchmark
         var children = new List<Process>();
         CountingStateMachine? counter = null;
         using var disk = o.Disk ? new DiskProbe() : null;
+        var starting = Stopwatch.StartNew();
         try
         {
             for (var i = 0; i < 3; i++)
@@ -176,6 +207,9 @@ internal static class ConsensusBenchmark
                 nodes.Add(node);
             }
 
+            // A new group surveys its peers before it votes; the warm-up starts once every node votes in every group.
+            await WaitUntilVotingAsync(nodes, children, groups).ConfigureAwait(false);
+            var startSeconds = starting.Elapsed.TotalSeconds;
             var proposer = nodes[0];
             var value = new byte[valueSize];
             Random.Shared.NextBytes(value);
@@ -215,6 +249,7 @@ internal static class ConsensusBenchmark
 
             await Task.Delay(TimeSpan.FromSeconds(o.WarmupSeconds)).ConfigureAwait(false);
             var instancesBefore = SumNow(proposer, groups);
+            var allocatedBefore = await TotalAllocatedAsync(children).ConfigureAwait(false);
             var cpuBefore = TotalCpu(children);
             var wall = Stopwatch.StartNew();
             disk?.Begin();
@@ -224,7 +259,9 @@ internal static class ConsensusBenchmark
             var elapsed = wall.Elapsed.TotalSeconds;
             var diskFigures = disk?.End(elapsed);
             var cpu = (TotalCpu(children) - cpuBefore).TotalSeconds;
+            var allocated = await TotalAllocatedAsync(children).ConfigureAwait(false) - allocatedBefore;
             var instances = SumNow(proposer, groups) - instancesBefore;
+            var (threads, workingSets) = Snapshot(children);
             await stop.CancelAsync().ConfigureAwait(false);
             await Task.WhenAll(workers).ConfigureAwait(false);
 
@@ -238,6 +275,11 @@ internal static class ConsensusBenchmark
                 failed.Sum(), 100 * cpu / elapsed)
             {
                 Disk = diskFigures,
+                CpuMicrosPerOp = all.Length == 0 ? double.NaN : cpu * 1e6 / all.Length,
+                AllocatedBytesPerOp = all.Length == 0 ? double.NaN : (double)allocated / all.Length,
+                Threads = threads,
+                WorkingSetBytes = workingSets,
+                StartSeconds = startSeconds,
             };
         }
         finally
@@ -301,19 +343,108 @@ internal static class ConsensusBenchmark
         return total;
     }
 
-    private static Process StartChild(List<string> members, int i, int groups, Options o, string root, string batch)
+    /// <summary>
+    /// Waits until every node votes in every group: a new group's acceptor surveys the other members first
+    /// (<see cref="VotingState.Surveying"/>). Each child answers a <c>voting</c> line with its count of voting groups.
+    /// </summary>
+    private static async Task WaitUntilVotingAsync(List<PaxosNode> nodes, List<Process> children, int groups)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!)
+        var deadline = Stopwatch.StartNew();
+        var limit = TimeSpan.FromSeconds(60 + groups / 2);
+        while (true)
         {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        if (!Environment.ProcessPath!.EndsWith("Orleans.Paxos.Engine.Benchmarks", StringComparison.Ordinal))
+            var voting = 0;
+            string? reason = null;
+            foreach (var node in nodes)
+            {
+                for (var g = 0; g < groups; g++)
+                {
+                    var (state, why) = node.GetGroupVotingState(g);
+                    if (state == VotingState.Voting)
+                    {
+                        voting++;
+                    }
+                    else
+                    {
+                        reason ??= $"node {node.MyNodeId} group {g}: {state}, {why}";
+                    }
+                }
+            }
+
+            for (var i = 0; i < children.Count; i++)
+            {
+                await children[i].StandardInput.WriteLineAsync("voting").ConfigureAwait(false);
+                await children[i].StandardInput.FlushAsync().ConfigureAwait(false);
+                var line = await children[i].StandardOutput.ReadLineAsync().ConfigureAwait(false);
+                voting += int.TryParse(line, NumberStyles.Integer, CultureInfo.InvariantCulture, out var count)
+                    ? count
+                    : throw new InvalidOperationException($"node process {i + 1} answered '{line}' to voting");
+                if (count < groups)
+                {
+                    reason ??= $"node process {i + 1}: {groups - count} of {groups} groups not voting yet";
+                }
+            }
+
+            if (voting == 3 * groups)
+            {
+                return;
+            }
+
+            if (deadline.Elapsed > limit)
+            {
+                throw new InvalidOperationException($"the nodes did not all vote within {limit.TotalSeconds:0} s; {reason}");
+            }
+
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Bytes allocated so far in this process and the node processes together. Each child answers a
+    /// <c>stats</c> line on its standard input with its <see cref="GC.GetTotalAllocatedBytes(bool)"/>.
+    /// </summary>
+    private static async Task<long> TotalAllocatedAsync(List<Process> children)
+    {
+        foreach (var c in children)
         {
-            psi.ArgumentList.Add(typeof(ConsensusBenchmark).Assembly.Location);
+            await c.StandardInput.WriteLineAsync("stats").ConfigureAwait(false);
+            await c.StandardInput.FlushAsync().ConfigureAwait(false);
         }
 
+        var total = GC.GetTotalAllocatedBytes(precise: true);
+        for (var i = 0; i < children.Count; i++)
+        {
+            var line = await children[i].StandardOutput.ReadLineAsync().ConfigureAwait(false);
+            total += long.TryParse(line, NumberStyles.Integer, CultureInfo.InvariantCulture, out var bytes)
+                ? bytes
+                : throw new InvalidOperationException($"node process {i + 1} answered '{line}' to stats");
+        }
+
+        return total;
+    }
+
+    /// <summary>Threads and working set of this process and of each node process, this process first.</summary>
+    private static (int[] Threads, long[] WorkingSets) Snapshot(List<Process> children)
+    {
+        var processes = new List<Process> { Process.GetCurrentProcess() };
+        processes.AddRange(children);
+        var threads = new int[processes.Count];
+        var workingSets = new long[processes.Count];
+        for (var i = 0; i < processes.Count; i++)
+        {
+            processes[i].Refresh();
+            threads[i] = processes[i].Threads.Count;
+            workingSets[i] = processes[i].WorkingSet64;
+        }
+
+        processes[0].Dispose();
+        return (threads, workingSets);
+    }
+
+    private static Process StartChild(List<string> members, int i, int groups, Options o, string root, string batch)
+    {
+        var psi = Program.StartInfo();
+        psi.RedirectStandardInput = true;
         foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture) })
         {
             psi.ArgumentList.Add(a);
@@ -347,7 +478,11 @@ internal static class ConsensusBenchmark
         child.Dispose();
     }
 
-    /// <summary>A child process running one node until its standard input closes.</summary>
+    /// <summary>
+    /// A child process running one node until its standard input closes. A <c>stats</c> line on its standard input
+    /// is answered with the bytes allocated in the process so far, a <c>voting</c> line with the number of groups
+    /// whose acceptor votes.
+    /// </summary>
     private static int RunNodeProcess(string[] args)
     {
         var members = args[0].Split(',').ToList();
@@ -357,38 +492,68 @@ internal static class ConsensusBenchmark
             BatchCount = int.Parse(args[6], CultureInfo.InvariantCulture),
             Loops = int.Parse(args[7], CultureInfo.InvariantCulture),
         };
-        using var node = new PaxosNode(NodeOptions(members, int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture), o, args[4], args[5]));
+        var groups = int.Parse(args[2], CultureInfo.InvariantCulture);
+        using var node = new PaxosNode(NodeOptions(members, int.Parse(args[1], CultureInfo.InvariantCulture), groups, o, args[4], args[5]));
         node.AddStateMachine(new CountingStateMachine());
         node.Start();
         Console.WriteLine("ready");
         Console.Out.Flush();
-        while (Console.In.ReadLine() is not null)
+        while (Console.In.ReadLine() is { } line)
         {
+            if (line == "stats")
+            {
+                Console.WriteLine(GC.GetTotalAllocatedBytes(precise: true).ToString(CultureInfo.InvariantCulture));
+            }
+            else if (line == "voting")
+            {
+                var voting = 0;
+                for (var g = 0; g < groups; g++)
+                {
+                    voting += node.GetGroupVotingState(g).State == VotingState.Voting ? 1 : 0;
+                }
+
+                Console.WriteLine(voting.ToString(CultureInfo.InvariantCulture));
+            }
+
+            Console.Out.Flush();
         }
 
         return 0;
     }
 
-    private static int FreePort()
+    /// <summary>The first of <paramref name="count"/> consecutive loopback ports free for both UDP and TCP (PhxPaxos nodes use both).</summary>
+    internal static int FreePort(int count = 1)
     {
         for (var attempt = 0; attempt < 100; attempt++)
         {
-            var port = Random.Shared.Next(20000, 32000);
+            var first = Random.Shared.Next(20000, 32000);
+            var sockets = new List<Socket>();
             try
             {
-                using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                return port;
+                for (var port = first; port < first + count; port++)
+                {
+                    sockets.Add(new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+                    sockets[^1].Bind(new IPEndPoint(IPAddress.Loopback, port));
+                    sockets.Add(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+                    sockets[^1].Bind(new IPEndPoint(IPAddress.Loopback, port));
+                }
+
+                return first;
             }
             catch (SocketException)
             {
                 // Taken: try another.
             }
+            finally
+            {
+                foreach (var socket in sockets)
+                {
+                    socket.Dispose();
+                }
+            }
         }
 
-        throw new InvalidOperationException("no free loopback port");
+        throw new InvalidOperationException($"no {count} consecutive free loopback ports");
     }
 
     private static Options Parse(string[] args)

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace Orleans.Paxos.Engine.Benchmarks;
 
 /// <summary>
@@ -13,6 +15,7 @@ internal static class Program
         ["transport"] = (TransportBenchmark.Summary, TransportBenchmark.RunAsync),
         ["consensus"] = (ConsensusBenchmark.Summary, ConsensusBenchmark.RunAsync),
         ["disk"] = (DiskBenchmark.Summary, args => Task.FromResult(DiskBenchmark.Run(args))),
+        ["compare"] = (ComparisonBenchmark.Summary, ComparisonBenchmark.RunAsync),
     };
 
     public static async Task<int> Main(string[] args)
@@ -29,5 +32,24 @@ internal static class Program
         }
 
         return await suite.Run(args[1..]).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// How to start this program again as a child process (its own apphost, or <c>dotnet</c> with this assembly),
+    /// standard output redirected; the caller adds the suite and its arguments.
+    /// </summary>
+    internal static ProcessStartInfo StartInfo()
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!)
+        {
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        if (!Environment.ProcessPath!.EndsWith("Orleans.Paxos.Engine.Benchmarks", StringComparison.Ordinal))
+        {
+            psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+        }
+
+        return psi;
     }
 }
