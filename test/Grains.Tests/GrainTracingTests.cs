@@ -13,7 +13,7 @@ public sealed class GrainTracingTests
     public async Task A_proposal_through_the_grain_is_traced_inside_the_callers_trace()
     {
         var root = Path.Combine(Path.GetTempPath(), "paxos-tracing-" + Guid.NewGuid().ToString("N"));
-        var node = $"127.0.0.1:{PaxosClusterFixture.FreePorts(1)[0]}";
+        var node = $"127.0.0.1:{LoopbackPorts.Next()}";
         var stopped = new List<Activity>();
         using var listener = new ActivityListener
         {

@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
@@ -22,7 +20,7 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
 
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "paxos-grains-" + Guid.NewGuid().ToString("N"));
 
-    public string[] Nodes { get; } = FreePorts(3).Select(p => $"127.0.0.1:{p}").ToArray();
+    public string[] Nodes { get; } = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
@@ -112,32 +110,5 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
         catch (IOException)
         {
         }
-    }
-
-    /// <summary>Ports free for both TCP and UDP on loopback right now.</summary>
-    public static int[] FreePorts(int count)
-    {
-        var ports = new List<int>();
-        while (ports.Count < count)
-        {
-            using var tcp = new TcpListener(IPAddress.Loopback, 0);
-            tcp.Start();
-            var port = ((IPEndPoint)tcp.LocalEndpoint).Port;
-            try
-            {
-                using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, port));
-            }
-            catch (SocketException)
-            {
-                continue;
-            }
-
-            if (!ports.Contains(port))
-            {
-                ports.Add(port);
-            }
-        }
-
-        return [.. ports];
     }
 }

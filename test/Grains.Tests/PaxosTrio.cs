@@ -24,7 +24,7 @@ public sealed class PaxosTrio : IAsyncLifetime
 
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "paxos-trio-" + Guid.NewGuid().ToString("N"));
 
-    public string[] Nodes { get; } = PaxosClusterFixture.FreePorts(3).Select(p => $"127.0.0.1:{p}").ToArray();
+    public string[] Nodes { get; } = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
 
     public PaxosEngineHost[] Hosts { get; } = new PaxosEngineHost[3];
 

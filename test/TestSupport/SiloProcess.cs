@@ -84,6 +84,18 @@ public sealed class SiloProcess : IDisposable
         }
     }
 
+    /// <summary>What the process started last printed (its running or its last life).</summary>
+    public string CurrentOutput
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _life is { } life ? _output.ToString(life.OutputStart, _output.Length - life.OutputStart) : string.Empty;
+            }
+        }
+    }
+
     /// <summary>The last non-empty line printed.</summary>
     public string LastLine => Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) is { Length: > 0 } lines ? lines[^1] : string.Empty;
 
@@ -280,7 +292,7 @@ public sealed class SiloProcess : IDisposable
         var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_lock)
         {
-            if (_output.ToString(life.OutputStart, _output.Length - life.OutputStart).Split('\n').Any(l => match(l.TrimEnd('\r'))))
+            if (CurrentOutput.Split('\n').Any(l => match(l.TrimEnd('\r'))))
             {
                 return;
             }
