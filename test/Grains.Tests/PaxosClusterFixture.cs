@@ -57,47 +57,41 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
     /// Waits until every group on every silo votes and knows its master: before that, start-up rounds
     /// (master elections, the rounds of a group that surveys its peers) compete with the tests' proposals.
     /// </summary>
-    public async Task WaitUntilSettledAsync()
+    public Task WaitUntilSettledAsync() => Poll.UntilAsync(
+        () => Task.FromResult(Unsettled()),
+        pending => pending.Count == 0,
+        TimeSpan.FromSeconds(60),
+        pending => "the test cluster to settle; still " + string.Join("; ", pending ?? []),
+        interval: TimeSpan.FromMilliseconds(50));
+
+    /// <summary>What keeps the cluster from being settled: nodes not running, groups not voting or without a master.</summary>
+    private List<string> Unsettled()
     {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (true)
+        var pending = new List<string>();
+        foreach (var silo in Cluster.Silos)
         {
-            var pending = new List<string>();
-            foreach (var silo in Cluster.Silos)
+            var host = silo.ServiceProvider.GetRequiredService<PaxosEngineHost>();
+            if (!host.IsRunning)
             {
-                var host = silo.ServiceProvider.GetRequiredService<PaxosEngineHost>();
-                if (!host.IsRunning)
-                {
-                    pending.Add($"{host.MyNodeId} not running");
-                    continue;
-                }
+                pending.Add($"{host.MyNodeId} not running");
+                continue;
+            }
 
-                for (var g = 0; g < Groups; g++)
+            for (var g = 0; g < Groups; g++)
+            {
+                var (state, reason) = host.Node.GetGroupVotingState(g);
+                if (state != VotingState.Voting)
                 {
-                    var (state, reason) = host.Node.GetGroupVotingState(g);
-                    if (state != VotingState.Voting)
-                    {
-                        pending.Add($"{host.MyNodeId} group {g} {state}: {reason}");
-                    }
-                    else if (host.Node.GetMaster(g).Node == NodeId.Null)
-                    {
-                        pending.Add($"{host.MyNodeId} group {g} has no master");
-                    }
+                    pending.Add($"{host.MyNodeId} group {g} {state}: {reason}");
+                }
+                else if (host.Node.GetMaster(g).Node == NodeId.Null)
+                {
+                    pending.Add($"{host.MyNodeId} group {g} has no master");
                 }
             }
-
-            if (pending.Count == 0)
-            {
-                return;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException("the test cluster did not settle: " + string.Join("; ", pending));
-            }
-
-            await Task.Delay(50);
         }
+
+        return pending;
     }
 
     public async Task DisposeAsync()
