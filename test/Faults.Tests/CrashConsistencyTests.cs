@@ -3,6 +3,7 @@ using System.Globalization;
 using Orleans.Paxos.Faults.Checking;
 using Orleans.Paxos.Faults.Cluster;
 using Orleans.Paxos.Grains;
+using Orleans.Paxos.TestSupport;
 using Xunit.Abstractions;
 
 namespace Orleans.Paxos.Faults.Tests;
@@ -92,7 +93,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
         {
             for (var i = 0; i < cluster.Silos.Count; i++)
             {
-                File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Log);
+                File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Output);
             }
 
             output.WriteLine(log.ToString());

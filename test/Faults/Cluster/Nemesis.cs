@@ -1,4 +1,5 @@
 using System.Globalization;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Faults.Cluster;
 
