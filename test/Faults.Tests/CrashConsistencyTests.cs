@@ -76,6 +76,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
                         }
                         catch (Exception ex) when (ex is TimeoutException or OrleansException or OperationCanceledException or InvalidOperationException or System.Net.Sockets.SocketException)
                         {
+                            // The writer backs off after a failed put (workload pacing).
                             await Task.Delay(100, CancellationToken.None);
                         }
 
@@ -157,6 +158,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
             {
                 try
                 {
+                    // The kill schedule: one kill every 1-2 s.
                     await Task.Delay(random.Next(1000, 2000), stop);
                 }
                 catch (OperationCanceledException)
@@ -204,6 +206,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
             }
         }
 
+        // Restarts a killed silo after it has been down for delayMs (the kill schedule).
         static async Task RestartAsync(SiloProcess silo, int delayMs)
         {
             await Task.Delay(delayMs);
