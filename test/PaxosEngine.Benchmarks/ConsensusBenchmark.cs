@@ -1,10 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Engine.Benchmarks;
 
@@ -152,7 +151,7 @@ internal static class ConsensusBenchmark
     private static async Task<Result> RunOneAsync(Options o, int groups, int valueSize, int proposers, string batch)
     {
         var root = Path.Combine(o.BasePath, "paxos-bench-" + Guid.NewGuid().ToString("N"));
-        var ports = Enumerable.Range(0, 3).Select(_ => FreePort()).ToArray();
+        var ports = Enumerable.Range(0, 3).Select(_ => LoopbackPorts.Next()).ToArray();
         var members = ports.Select(p => $"127.0.0.1:{p}").ToList();
         var nodes = new List<PaxosNode>();
         var children = new List<Process>();
@@ -367,28 +366,6 @@ internal static class ConsensusBenchmark
         }
 
         return 0;
-    }
-
-    private static int FreePort()
-    {
-        for (var attempt = 0; attempt < 100; attempt++)
-        {
-            var port = Random.Shared.Next(20000, 32000);
-            try
-            {
-                using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                return port;
-            }
-            catch (SocketException)
-            {
-                // Taken: try another.
-            }
-        }
-
-        throw new InvalidOperationException("no free loopback port");
     }
 
     private static Options Parse(string[] args)
