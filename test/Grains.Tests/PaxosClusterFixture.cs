@@ -18,7 +18,7 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
     private readonly ConcurrentDictionary<string, int> _siloIndex = new();
     private int _nextIndex = -1;
 
-    public string Root { get; } = Path.Combine(Path.GetTempPath(), "paxos-grains-" + Guid.NewGuid().ToString("N"));
+    private readonly TemporaryDirectory _root = new("paxos-grains");
 
     public string[] Nodes { get; } = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
 
@@ -37,7 +37,7 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
                 o.MyNode = Nodes[index];
                 o.Members = [.. Nodes];
                 o.GroupCount = Groups;
-                o.StoragePath = Path.Combine(Root, "node" + index);
+                o.StoragePath = Path.Combine(_root.Path, "node" + index);
                 o.Sync = false;
                 o.DataFileSize = 1 << 20;
                 o.AskForLearnInterval = TimeSpan.FromMilliseconds(500);
@@ -97,12 +97,6 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
     public async Task DisposeAsync()
     {
         await Cluster.DisposeAsync();
-        try
-        {
-            Directory.Delete(Root, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
+        _root.Dispose();
     }
 }

@@ -25,6 +25,7 @@ public sealed class SiloProcess : IDisposable
     public const string LocalClusterReady = "Press Ctrl+C to stop.";
 
     private readonly string _workingDirectory;
+    private readonly IReadOnlyDictionary<string, string> _environment;
     private readonly StringBuilder _output = new();
     private readonly Lock _lock = new();
     private Life? _life;
@@ -35,10 +36,12 @@ public sealed class SiloProcess : IDisposable
     /// <param name="arguments">Its command line after the dll: configuration as <c>--Section:Key=value</c>.</param>
     /// <param name="index">Its position in its cluster (0 for a lone silo).</param>
     /// <param name="name">How messages name it; default "silo".</param>
-    public SiloProcess(string workingDirectory, IEnumerable<string> arguments, int index = 0, string? name = null)
+    /// <param name="environment">Environment variables to set for it (e.g. <c>DOTNET_ENVIRONMENT</c>).</param>
+    public SiloProcess(string workingDirectory, IEnumerable<string> arguments, int index = 0, string? name = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         ArgumentNullException.ThrowIfNull(arguments);
         _workingDirectory = workingDirectory;
+        _environment = environment ?? new Dictionary<string, string>();
         Arguments = [.. arguments];
         Index = index;
         Name = name ?? "silo";
@@ -100,9 +103,9 @@ public sealed class SiloProcess : IDisposable
     public string LastLine => Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) is { Length: > 0 } lines ? lines[^1] : string.Empty;
 
     /// <summary>Creates the process and <see cref="Launch">launches</see> it, without waiting for it to be up.</summary>
-    public static SiloProcess Start(string workingDirectory, IEnumerable<string> arguments, string? name = null)
+    public static SiloProcess Start(string workingDirectory, IEnumerable<string> arguments, string? name = null, IReadOnlyDictionary<string, string>? environment = null)
     {
-        var silo = new SiloProcess(workingDirectory, arguments, name: name);
+        var silo = new SiloProcess(workingDirectory, arguments, name: name, environment: environment);
         silo.Launch();
         return silo;
     }
@@ -143,6 +146,11 @@ public sealed class SiloProcess : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (var (key, value) in _environment)
+        {
+            psi.Environment[key] = value;
+        }
+
         psi.ArgumentList.Add(BuiltPrograms.Silo);
         foreach (var a in Arguments)
         {
