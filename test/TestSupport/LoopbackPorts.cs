@@ -34,7 +34,10 @@ public static class LoopbackPorts
     private static int _next;
     private static int _blockEnd;
 
-    /// <summary>A port free for UDP and TCP on 127.0.0.1 a moment ago, not handed out before by this process.</summary>
+    /// <summary>
+    /// A port free for UDP and TCP on 127.0.0.1 a moment ago, and not handed out before by this process (unless
+    /// it used every block it could reserve and starts over in its own blocks).
+    /// </summary>
     public static int Next() => Range(1);
 
     /// <summary>
@@ -47,7 +50,8 @@ public static class LoopbackPorts
         ArgumentOutOfRangeException.ThrowIfGreaterThan(count, BlockSize);
         lock (Gate)
         {
-            // Every block once, and ours again after a full turn (ports are bind-checked, so reuse is safe).
+            // Moves on through the blocks; after a full turn it starts over in its own, where only ports no
+            // socket holds now are handed out again.
             for (var tries = 0; tries <= 2 * (End - First); tries++)
             {
                 if (_next + count > _blockEnd)

@@ -205,14 +205,13 @@ public sealed class SiloProcess : IDisposable
         return life.Process.ExitCode;
     }
 
-    /// <summary>kill -9, and waits (up to 10 s) for the process to be gone.</summary>
+    /// <summary>kill -9, and waits (up to 10 s) for the process to be gone and its last output read.</summary>
     public void Kill()
     {
         if (IsRunning)
         {
-            var process = _life!.Process;
             Signal(Signals.SigKill);
-            process.WaitForExit(10_000);
+            _life!.Exited.Wait(TimeSpan.FromSeconds(10));
             Append(string.Create(CultureInfo.InvariantCulture, $"--- killed (SIGKILL) at {DateTime.UtcNow:HH:mm:ss.fff}"));
         }
 
