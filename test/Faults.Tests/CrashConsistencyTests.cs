@@ -3,6 +3,7 @@ using System.Globalization;
 using Orleans.Paxos.Faults.Checking;
 using Orleans.Paxos.Faults.Cluster;
 using Orleans.Paxos.Grains;
+using Orleans.Paxos.TestSupport;
 using Xunit.Abstractions;
 
 namespace Orleans.Paxos.Faults.Tests;
@@ -75,6 +76,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
                         }
                         catch (Exception ex) when (ex is TimeoutException or OrleansException or OperationCanceledException or InvalidOperationException or System.Net.Sockets.SocketException)
                         {
+                            // The writer backs off after a failed put (workload pacing).
                             await Task.Delay(100, CancellationToken.None);
                         }
 
@@ -92,7 +94,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
         {
             for (var i = 0; i < cluster.Silos.Count; i++)
             {
-                File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Log);
+                File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Output);
             }
 
             output.WriteLine(log.ToString());
@@ -156,6 +158,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
             {
                 try
                 {
+                    // The kill schedule: one kill every 1-2 s.
                     await Task.Delay(random.Next(1000, 2000), stop);
                 }
                 catch (OperationCanceledException)
@@ -203,6 +206,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
             }
         }
 
+        // Restarts a killed silo after it has been down for delayMs (the kill schedule).
         static async Task RestartAsync(SiloProcess silo, int delayMs)
         {
             await Task.Delay(delayMs);

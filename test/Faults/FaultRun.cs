@@ -169,7 +169,7 @@ public static class FaultRun
         {
             for (var i = 0; i < cluster.Silos.Count; i++)
             {
-                File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Log);
+                File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Output);
             }
 
             throw new InvalidOperationException($"fault run failed (seed {options.Seed}, work folder {work}): {ex.Message}", ex);
@@ -177,7 +177,7 @@ public static class FaultRun
 
         for (var i = 0; i < cluster.Silos.Count; i++)
         {
-            File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Log);
+            File.WriteAllText(Path.Combine(work, $"silo-{i}.log"), cluster.Silos[i].Output);
         }
 
         var result = new FaultRunResult(historyPath, report, nemesis.Events, divergence, options.Seed, work);

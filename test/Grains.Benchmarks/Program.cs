@@ -1,13 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Orleans.Configuration;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Grains.Hosting;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Grains.Benchmarks;
 
@@ -205,31 +205,7 @@ internal static class Program
         }
     }
 
-    private static int[] FreePorts(int count)
-    {
-        var ports = new List<int>();
-        while (ports.Count < count)
-        {
-            using var tcp = new TcpListener(IPAddress.Loopback, 0);
-            tcp.Start();
-            var port = ((IPEndPoint)tcp.LocalEndpoint).Port;
-            try
-            {
-                using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, port));
-            }
-            catch (SocketException)
-            {
-                continue;
-            }
-
-            if (!ports.Contains(port))
-            {
-                ports.Add(port);
-            }
-        }
-
-        return [.. ports];
-    }
+    private static int[] FreePorts(int count) => [.. Enumerable.Range(0, count).Select(_ => LoopbackPorts.Next())];
 
     private sealed record Result(double OpsPerSecond, double P50, double P99, long Failed);
 }

@@ -1,4 +1,4 @@
-using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Grains.Hosting;
 
@@ -25,19 +25,21 @@ public sealed class FaultInjectionTests
         var path = Path.Combine(Path.GetTempPath(), "paxos-fault-control-" + Guid.NewGuid().ToString("N") + ".txt");
         try
         {
-            using var factory = new FaultInjectionTransportFactory(path, NullLoggerFactory.Instance);
+            var log = new ErrorCount();
+            using var factory = new FaultInjectionTransportFactory(path, log);
             Assert.False(factory.Filter.IsActive); // no file: nothing blocked
 
             var peer = NodeId.Parse("127.0.0.1:1001");
             await File.WriteAllTextAsync(path, "outbound 127.0.0.1:1001\ninbound 127.0.0.1:1001\n");
-            await WaitUntil(() => factory.Filter.Outbound.Contains(peer) && factory.Filter.Inbound.Contains(peer));
+            await FollowedAsync(() => factory.Filter.Outbound.Contains(peer) && factory.Filter.Inbound.Contains(peer));
 
+            // A file that does not parse is logged as an error once it was read; the rules stay.
             await File.WriteAllTextAsync(path, "garbage\n");
-            await Task.Delay(FaultInjectionTransportFactory.PollInterval * 5);
+            await Poll.UntilAsync(() => log.Errors > 0, TimeSpan.FromSeconds(30), "the factory to read the bad control file", FaultInjectionTransportFactory.PollInterval);
             Assert.Contains(peer, factory.Filter.Outbound);
 
             await File.WriteAllTextAsync(path, string.Empty);
-            await WaitUntil(() => !factory.Filter.IsActive);
+            await FollowedAsync(() => !factory.Filter.IsActive);
         }
         finally
         {
@@ -45,13 +47,37 @@ public sealed class FaultInjectionTests
         }
     }
 
-    private static async Task WaitUntil(Func<bool> condition)
+    private static Task FollowedAsync(Func<bool> condition) =>
+        Poll.UntilAsync(condition, TimeSpan.FromSeconds(30), "the filter to follow the control file", TimeSpan.FromMilliseconds(50));
+
+    /// <summary>Counts the errors logged (the factory logs one for each control file that does not parse).</summary>
+    private sealed class ErrorCount : ILoggerFactory, ILogger
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!condition())
+        private int _errors;
+
+        public int Errors => Volatile.Read(ref _errors);
+
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public void AddProvider(ILoggerProvider provider)
         {
-            Assert.True(DateTime.UtcNow < deadline, "the filter did not follow the control file within 30 s");
-            await Task.Delay(50);
+        }
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= LogLevel.Error)
+            {
+                Interlocked.Increment(ref _errors);
+            }
+        }
+
+        public void Dispose()
+        {
         }
     }
 }

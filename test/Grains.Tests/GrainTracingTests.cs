@@ -12,8 +12,8 @@ public sealed class GrainTracingTests
     [Fact]
     public async Task A_proposal_through_the_grain_is_traced_inside_the_callers_trace()
     {
-        var root = Path.Combine(Path.GetTempPath(), "paxos-tracing-" + Guid.NewGuid().ToString("N"));
-        var node = $"127.0.0.1:{PaxosClusterFixture.FreePorts(1)[0]}";
+        using var root = new TemporaryDirectory("paxos-tracing");
+        var node = $"127.0.0.1:{LoopbackPorts.Next()}";
         var stopped = new List<Activity>();
         using var listener = new ActivityListener
         {
@@ -38,7 +38,7 @@ public sealed class GrainTracingTests
                 o.MyNode = node;
                 o.Members = [node];
                 o.GroupCount = 1;
-                o.StoragePath = root;
+                o.StoragePath = root.Path;
                 o.Sync = false;
                 o.DataFileSize = 1 << 20;
             });
@@ -75,13 +75,6 @@ public sealed class GrainTracingTests
         finally
         {
             await cluster.StopAllSilosAsync();
-            try
-            {
-                Directory.Delete(root, recursive: true);
-            }
-            catch (IOException)
-            {
-            }
         }
     }
 }

@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
@@ -20,9 +18,9 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
     private readonly ConcurrentDictionary<string, int> _siloIndex = new();
     private int _nextIndex = -1;
 
-    public string Root { get; } = Path.Combine(Path.GetTempPath(), "paxos-grains-" + Guid.NewGuid().ToString("N"));
+    private readonly TemporaryDirectory _root = new("paxos-grains");
 
-    public string[] Nodes { get; } = FreePorts(3).Select(p => $"127.0.0.1:{p}").ToArray();
+    public string[] Nodes { get; } = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
 
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
@@ -39,7 +37,7 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
                 o.MyNode = Nodes[index];
                 o.Members = [.. Nodes];
                 o.GroupCount = Groups;
-                o.StoragePath = Path.Combine(Root, "node" + index);
+                o.StoragePath = Path.Combine(_root.Path, "node" + index);
                 o.Sync = false;
                 o.DataFileSize = 1 << 20;
                 o.AskForLearnInterval = TimeSpan.FromMilliseconds(500);
@@ -59,85 +57,46 @@ public sealed class PaxosClusterFixture : IAsyncLifetime
     /// Waits until every group on every silo votes and knows its master: before that, start-up rounds
     /// (master elections, the rounds of a group that surveys its peers) compete with the tests' proposals.
     /// </summary>
-    public async Task WaitUntilSettledAsync()
+    public Task WaitUntilSettledAsync() => Poll.UntilAsync(
+        () => Task.FromResult(Unsettled()),
+        pending => pending.Count == 0,
+        TimeSpan.FromSeconds(60),
+        pending => "the test cluster to settle; still " + string.Join("; ", pending ?? []),
+        interval: TimeSpan.FromMilliseconds(50));
+
+    /// <summary>What keeps the cluster from being settled: nodes not running, groups not voting or without a master.</summary>
+    private List<string> Unsettled()
     {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (true)
+        var pending = new List<string>();
+        foreach (var silo in Cluster.Silos)
         {
-            var pending = new List<string>();
-            foreach (var silo in Cluster.Silos)
+            var host = silo.ServiceProvider.GetRequiredService<PaxosEngineHost>();
+            if (!host.IsRunning)
             {
-                var host = silo.ServiceProvider.GetRequiredService<PaxosEngineHost>();
-                if (!host.IsRunning)
-                {
-                    pending.Add($"{host.MyNodeId} not running");
-                    continue;
-                }
+                pending.Add($"{host.MyNodeId} not running");
+                continue;
+            }
 
-                for (var g = 0; g < Groups; g++)
+            for (var g = 0; g < Groups; g++)
+            {
+                var (state, reason) = host.Node.GetGroupVotingState(g);
+                if (state != VotingState.Voting)
                 {
-                    var (state, reason) = host.Node.GetGroupVotingState(g);
-                    if (state != VotingState.Voting)
-                    {
-                        pending.Add($"{host.MyNodeId} group {g} {state}: {reason}");
-                    }
-                    else if (host.Node.GetMaster(g).Node == NodeId.Null)
-                    {
-                        pending.Add($"{host.MyNodeId} group {g} has no master");
-                    }
+                    pending.Add($"{host.MyNodeId} group {g} {state}: {reason}");
+                }
+                else if (host.Node.GetMaster(g).Node == NodeId.Null)
+                {
+                    pending.Add($"{host.MyNodeId} group {g} has no master");
                 }
             }
-
-            if (pending.Count == 0)
-            {
-                return;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException("the test cluster did not settle: " + string.Join("; ", pending));
-            }
-
-            await Task.Delay(50);
         }
+
+        return pending;
     }
 
     public async Task DisposeAsync()
     {
         await Cluster.DisposeAsync();
-        try
-        {
-            Directory.Delete(Root, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
-
-    /// <summary>Ports free for both TCP and UDP on loopback right now.</summary>
-    public static int[] FreePorts(int count)
-    {
-        var ports = new List<int>();
-        while (ports.Count < count)
-        {
-            using var tcp = new TcpListener(IPAddress.Loopback, 0);
-            tcp.Start();
-            var port = ((IPEndPoint)tcp.LocalEndpoint).Port;
-            try
-            {
-                using var udp = new UdpClient(new IPEndPoint(IPAddress.Loopback, port));
-            }
-            catch (SocketException)
-            {
-                continue;
-            }
-
-            if (!ports.Contains(port))
-            {
-                ports.Add(port);
-            }
-        }
-
-        return [.. ports];
+        _root.Dispose();
     }
 }

@@ -22,19 +22,11 @@ public sealed class PaxosGroupGrainTests(PaxosClusterFixture fixture) : IClassFi
         Assert.True(second.InstanceId > first.InstanceId);
         Assert.Contains(first.Node, fixture.Nodes);
 
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        GroupStatus status;
-        do
-        {
-            status = await grain.GetStatusAsync();
-            if (status.Nodes.Count == 3 && status.Nodes.All(n => n.Reachable && n.NowInstanceId > second.InstanceId && n.Lag == 0))
-            {
-                break;
-            }
-
-            await Task.Delay(100);
-        }
-        while (DateTime.UtcNow < deadline);
+        // The followers learn the values a moment after the proposer; the checks below run on the last status either way.
+        var status = await Poll.LastAsync(
+            grain.GetStatusAsync,
+            s => s.Nodes.Count == 3 && s.Nodes.All(n => n.Reachable && n.NowInstanceId > second.InstanceId && n.Lag == 0),
+            TimeSpan.FromSeconds(20));
 
         Assert.Equal(3, status.Nodes.Count);
         Assert.All(status.Nodes, n => Assert.True(n.NowInstanceId > second.InstanceId, $"{n.Node} is at {n.NowInstanceId}"));
@@ -110,13 +102,7 @@ public sealed class PaxosGroupGrainTests(PaxosClusterFixture fixture) : IClassFi
 
         // The stale read comes from one node's store; it catches up with the write.
         await kv.PutAsync("stale", "s1");
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        KvResult stale;
-        do
-        {
-            stale = await kv.GetStaleAsync("stale");
-        }
-        while (stale.ValueText != "s1" && DateTime.UtcNow < deadline);
+        var stale = await Poll.LastAsync(() => kv.GetStaleAsync("stale"), r => r.ValueText == "s1", TimeSpan.FromSeconds(10));
         Assert.Equal("s1", stale.ValueText);
         Assert.Equal(0UL, stale.InstanceId);
     }
@@ -128,18 +114,22 @@ public sealed class PaxosGroupGrainTests(PaxosClusterFixture fixture) : IClassFi
         var before = await grain.ProposeAsync(B("history"));
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var seen = new List<CommittedEntry>();
+        var historySeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var watching = Task.Run(async () =>
         {
             await foreach (var e in grain.WatchAsync(before.InstanceId, cts.Token))
             {
                 seen.Add(e);
+                historySeen.TrySetResult();
                 if (seen.Count == 2)
                 {
                     break;
                 }
             }
         });
-        await Task.Delay(300);
+
+        // The second value goes out once the watch has delivered the first: it then reaches the watch live.
+        await Task.WhenAny(historySeen.Task, watching).WaitAsync(cts.Token);
         var after = await grain.ProposeAsync(B("live"));
         await watching;
         Assert.Equal(["history", "live"], seen.Select(e => Encoding.UTF8.GetString(e.Value)));
@@ -164,23 +154,6 @@ public sealed class PaxosGroupGrainTests(PaxosClusterFixture fixture) : IClassFi
         Assert.NotEqual(first.Node, second.Node);
     }
 
-    private static async Task<MasterView> WaitForView(IPaxosGroupGrain grain, Func<MasterView, bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (true)
-        {
-            var view = await grain.GetMasterAsync();
-            if (condition(view))
-            {
-                return view;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"timed out waiting for {what}; last view {view}");
-            }
-
-            await Task.Delay(100);
-        }
-    }
+    private static Task<MasterView> WaitForView(IPaxosGroupGrain grain, Func<MasterView, bool> condition, string what) =>
+        Poll.UntilAsync(grain.GetMasterAsync, condition, TimeSpan.FromSeconds(30), view => $"{what}; last view {view}");
 }

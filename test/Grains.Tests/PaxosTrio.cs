@@ -22,9 +22,9 @@ public sealed class PaxosTrio : IAsyncLifetime
 
     private readonly List<ServiceProvider> _providers = [];
 
-    public string Root { get; } = Path.Combine(Path.GetTempPath(), "paxos-trio-" + Guid.NewGuid().ToString("N"));
+    private readonly TemporaryDirectory _root = new("paxos-trio");
 
-    public string[] Nodes { get; } = PaxosClusterFixture.FreePorts(3).Select(p => $"127.0.0.1:{p}").ToArray();
+    public string[] Nodes { get; } = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
 
     public PaxosEngineHost[] Hosts { get; } = new PaxosEngineHost[3];
 
@@ -59,13 +59,7 @@ public sealed class PaxosTrio : IAsyncLifetime
             await sp.DisposeAsync();
         }
 
-        try
-        {
-            Directory.Delete(Root, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
+        _root.Dispose();
     }
 
     /// <summary>A membership table of <paramref name="clusterId"/> reached through node <paramref name="node"/>.</summary>
@@ -89,7 +83,7 @@ public sealed class PaxosTrio : IAsyncLifetime
             o.MyNode = Nodes[index];
             o.Members = [.. Nodes];
             o.GroupCount = Groups;
-            o.StoragePath = Path.Combine(Root, "node" + index);
+            o.StoragePath = Path.Combine(_root.Path, "node" + index);
             o.Sync = false;
             o.DataFileSize = 1 << 20;
             o.AskForLearnInterval = TimeSpan.FromMilliseconds(500);

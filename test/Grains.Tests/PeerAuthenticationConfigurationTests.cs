@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
 using Orleans.Paxos.Engine.Node;
 
@@ -33,7 +32,7 @@ public sealed class PeerAuthenticationConfigurationTests
     [Fact]
     public void The_silo_production_profile_turns_authentication_on_and_needs_a_secret()
     {
-        var siloDirectory = Path.GetDirectoryName(SiloDll())!;
+        var siloDirectory = Path.GetDirectoryName(BuiltPrograms.Silo)!;
         var production = new ConfigurationBuilder()
             .AddJsonFile(Path.Combine(siloDirectory, "appsettings.json"))
             .AddJsonFile(Path.Combine(siloDirectory, "appsettings.Production.json"))
@@ -54,48 +53,16 @@ public sealed class PeerAuthenticationConfigurationTests
     [Trait("Category", "Process")]
     public async Task A_production_silo_without_a_secret_refuses_to_start_with_a_clear_message()
     {
-        var work = Path.Combine(Path.GetTempPath(), "paxos-auth-silo-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(work);
-        try
-        {
-            var psi = new ProcessStartInfo("dotnet")
-            {
-                WorkingDirectory = work,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            psi.Environment["DOTNET_ENVIRONMENT"] = "Production";
-            psi.ArgumentList.Add(SiloDll());
-            psi.ArgumentList.Add("--Paxos:MyNode=127.0.0.1:1");
-            psi.ArgumentList.Add("--Paxos:Members:0=127.0.0.1:1");
-            psi.ArgumentList.Add("--Paxos:StoragePath=" + Path.Combine(work, "data"));
-            psi.ArgumentList.Add("--Telemetry:PrometheusPort=0");
-            using var process = Process.Start(psi)!;
-            var stdout = process.StandardOutput.ReadToEndAsync();
-            var stderr = process.StandardError.ReadToEndAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            await process.WaitForExitAsync(timeout.Token);
-            var output = await stdout + await stderr;
+        using var work = new TemporaryDirectory("paxos-auth-silo");
+        using var silo = SiloProcess.Start(
+            work.Path,
+            ["--Paxos:MyNode=127.0.0.1:1", "--Paxos:Members:0=127.0.0.1:1", "--Paxos:StoragePath=" + Path.Combine(work.Path, "data"), "--Telemetry:PrometheusPort=0"],
+            environment: new Dictionary<string, string> { ["DOTNET_ENVIRONMENT"] = "Production" });
+        var code = await silo.WaitForExitAsync(TimeSpan.FromSeconds(60));
 
-            Assert.True(process.ExitCode == 1, output);
-            Assert.Contains("The silo failed to start", output);
-            Assert.Contains("PeerAuthentication", output);
-            Assert.Contains("no secret is set", output);
-        }
-        finally
-        {
-            Directory.Delete(work, recursive: true);
-        }
-    }
-
-    private static string SiloDll()
-    {
-        // test/Grains.Tests/bin/<Configuration>/<tfm>/ → src/Silo/bin/<Configuration>/<tfm>/
-        var baseDir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var repo = baseDir.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        var path = Path.Combine(repo, "src", "Silo", "bin", baseDir.Parent!.Name, baseDir.Name, "Orleans.Paxos.Silo.dll");
-        Assert.True(File.Exists(path), $"{path} is missing; build the solution first");
-        return path;
+        Assert.True(code == 1, silo.Output);
+        Assert.Contains("The silo failed to start", silo.Output);
+        Assert.Contains("PeerAuthentication", silo.Output);
+        Assert.Contains("no secret is set", silo.Output);
     }
 }

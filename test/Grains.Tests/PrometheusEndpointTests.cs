@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Text;
 
 namespace Orleans.Paxos.Grains.Tests;
 
@@ -9,52 +7,38 @@ namespace Orleans.Paxos.Grains.Tests;
 [Trait("Category", "Process")]
 public sealed class PrometheusEndpointTests : IDisposable
 {
-    private readonly string _work = Path.Combine(Path.GetTempPath(), "paxos-prometheus-" + Guid.NewGuid().ToString("N"));
+    private readonly TemporaryDirectory _work = new("paxos-prometheus");
 
-    public PrometheusEndpointTests() => Directory.CreateDirectory(_work);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_work, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    public void Dispose() => _work.Dispose();
 
     [Fact]
     public async Task Silo_serves_engine_orleans_and_runtime_metrics_to_prometheus()
     {
-        var (paxos, silo, gateway, metrics) = (LoopbackPortRange.Free(3), LoopbackPortRange.Free(3), LoopbackPortRange.Free(3), LoopbackPortRange.Free(1));
-        using var process = StartSilo(paxos, silo, gateway, metrics);
-        var ready = await Task.WhenAny(process.Ready.Task, Task.Delay(TimeSpan.FromSeconds(40)));
-        Assert.True(ready == process.Ready.Task, "the silo did not start in 40 s:\n" + process.Output);
+        var (paxos, silo, gateway, metrics) = (LoopbackPorts.Range(3), LoopbackPorts.Range(3), LoopbackPorts.Range(3), LoopbackPorts.Next());
+        using var process = new SiloProcess(_work.Path, [
+            $"--LocalCluster:PaxosPort={paxos}", $"--LocalCluster:SiloPort={silo}", $"--LocalCluster:GatewayPort={gateway}",
+            "--Paxos:DataFileSize=1048576", $"--Telemetry:PrometheusPort={metrics}", "--Telemetry:PrometheusHost=127.0.0.1",
+        ]);
+        await process.StartAsync(TimeSpan.FromSeconds(40));
         Assert.Contains($"Prometheus scrape endpoint: http://127.0.0.1:{metrics}/metrics", process.Output);
 
-        var propose = await RunClientAsync(gateway, "propose", "0", "hello");
+        var propose = await ProgramRun.ClientAsync(["propose", "0", "hello", "-g", $"127.0.0.1:{gateway}"], TimeSpan.FromSeconds(40), _work.Path);
         Assert.True(propose.Code == 0, propose.Output);
 
+        // The exporter caches a scrape for 300 ms; the followers apply the value a moment after the proposer.
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
-        PrometheusText scrape;
-        var deadline = DateTime.UtcNow.AddSeconds(15);
-        while (true)
-        {
-            // The exporter caches a scrape for 300 ms; the followers apply the value a moment after the proposer.
-            var response = await http.GetAsync(new Uri($"http://127.0.0.1:{metrics}/metrics"));
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.MediaType ?? string.Empty, StringComparison.Ordinal);
-            scrape = PrometheusText.Parse(await response.Content.ReadAsStringAsync());
-            var current = scrape.Samples("paxos_group_instance_current", ("paxos_group", "0"));
-            if (current.Count == 3 && current.All(s => s.Value >= 1))
+        var scrape = await Poll.UntilAsync(
+            async () =>
             {
-                break;
-            }
-
-            Assert.True(DateTime.UtcNow < deadline, "group 0 did not reach instance 1 on all three nodes in the scrape:\n" + string.Join("\n", current));
-            await Task.Delay(200);
-        }
+                var response = await http.GetAsync(new Uri($"http://127.0.0.1:{metrics}/metrics"));
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.MediaType ?? string.Empty, StringComparison.Ordinal);
+                return PrometheusText.Parse(await response.Content.ReadAsStringAsync());
+            },
+            s => s.Samples("paxos_group_instance_current", ("paxos_group", "0")) is { Count: 3 } current && current.All(c => c.Value >= 1),
+            TimeSpan.FromSeconds(15),
+            s => "group 0 to reach instance 1 on all three nodes in the scrape:\n" + string.Join("\n", s?.Samples("paxos_group_instance_current", ("paxos_group", "0")) ?? []),
+            interval: TimeSpan.FromMilliseconds(200));
 
         // The engine: the proposal, its latency, the gauges of each node and group, the transport.
         // At least the client's proposal: Orleans' membership table (and grain state, reminders) use the log too.
@@ -72,60 +56,6 @@ public sealed class PrometheusEndpointTests : IDisposable
         Assert.True(scrape.Sum("orleans_catalog_activation_created_total") >= 1, "Orleans activations are exported");
         Assert.True(scrape.Sum("orleans_app_requests_latency_milliseconds_count") >= 1, "Orleans grain calls are exported");
         Assert.NotEmpty(scrape.Samples("dotnet_gc_collections_total"));
-    }
-
-    private SiloProcess StartSilo(int paxos, int silo, int gateway, int metrics)
-    {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = _work,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add(Executable("Silo", "Orleans.Paxos.Silo.dll"));
-        psi.ArgumentList.Add($"--LocalCluster:PaxosPort={paxos}");
-        psi.ArgumentList.Add($"--LocalCluster:SiloPort={silo}");
-        psi.ArgumentList.Add($"--LocalCluster:GatewayPort={gateway}");
-        psi.ArgumentList.Add("--Paxos:DataFileSize=1048576");
-        psi.ArgumentList.Add($"--Telemetry:PrometheusPort={metrics}");
-        psi.ArgumentList.Add("--Telemetry:PrometheusHost=127.0.0.1");
-        return new SiloProcess(Process.Start(psi)!);
-    }
-
-    private async Task<(int Code, string Output)> RunClientAsync(int gateway, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = _work,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add(Executable("Client", "Orleans.Paxos.Client.dll"));
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        psi.ArgumentList.Add("-g");
-        psi.ArgumentList.Add($"127.0.0.1:{gateway}");
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(40));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, await stdout + await stderr);
-    }
-
-    private static string Executable(string project, string dll)
-    {
-        // test/Grains.Tests/bin/<Configuration>/<tfm>/ → src/<project>/bin/<Configuration>/<tfm>/
-        var baseDir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var repo = baseDir.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        var path = Path.Combine(repo, "src", project, "bin", baseDir.Parent!.Name, baseDir.Name, dll);
-        Assert.True(File.Exists(path), $"{path} is missing; build the solution first");
-        return path;
     }
 
     /// <summary>The samples of a Prometheus text exposition: <c>name{labels} value</c> lines.</summary>
@@ -208,64 +138,6 @@ public sealed class PrometheusEndpointTests : IDisposable
             if (start < body.Length)
             {
                 yield return body[start..];
-            }
-        }
-    }
-
-    private sealed class SiloProcess : IDisposable
-    {
-        private readonly StringBuilder _output = new();
-
-        public SiloProcess(Process process)
-        {
-            Process = process;
-            process.OutputDataReceived += (_, e) => OnLine(e.Data);
-            process.ErrorDataReceived += (_, e) => OnLine(e.Data);
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-        }
-
-        public Process Process { get; }
-
-        public TaskCompletionSource Ready { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public string Output
-        {
-            get
-            {
-                lock (_output)
-                {
-                    return _output.ToString();
-                }
-            }
-        }
-
-        public void Dispose()
-        {
-            if (!Process.HasExited)
-            {
-                Process.Kill(entireProcessTree: true);
-                Process.WaitForExit(10_000);
-            }
-
-            Process.Dispose();
-        }
-
-        private void OnLine(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-
-            lock (_output)
-            {
-                _output.AppendLine(line);
-            }
-
-            if (line.Contains("Press Ctrl+C", StringComparison.Ordinal))
-            {
-                Ready.TrySetResult();
             }
         }
     }

@@ -28,24 +28,15 @@ public sealed class SiloFailureTests : IAsyncLifetime
         var deadline = DateTime.UtcNow.AddSeconds(60);
         for (var g = 0; g < PaxosClusterFixture.Groups; g++)
         {
-            while (true)
-            {
-                try
-                {
-                    var r = await _fixture.Client.GetGrain<IPaxosGroupGrain>(g).ProposeAsync(Encoding.UTF8.GetBytes("after-kill"));
-                    if (r.IsOk)
-                    {
-                        break;
-                    }
-                }
-                catch (Exception ex) when (ex is OrleansException or TimeoutException)
-                {
-                    // The grain was on the dead silo: calls fail until the cluster declares it dead.
-                }
+            var grain = _fixture.Client.GetGrain<IPaxosGroupGrain>(g);
 
-                Assert.True(DateTime.UtcNow < deadline, $"group {g} did not accept proposals after a silo was killed");
-                await Task.Delay(200);
-            }
+            // A grain that was on the dead silo fails its calls until the cluster declares that silo dead.
+            await Poll.UntilAsync(
+                async () => (await grain.ProposeAsync(Encoding.UTF8.GetBytes("after-kill"))).IsOk,
+                deadline - DateTime.UtcNow,
+                $"group {g} to accept proposals after a silo was killed",
+                retryOn: ex => ex is OrleansException or TimeoutException,
+                interval: TimeSpan.FromMilliseconds(200));
         }
 
         var after = await kv.PutAsync("after", "2");

@@ -25,7 +25,7 @@ internal static partial class ComparisonBenchmark
         {
             "--groups", I(row.Groups), "--value", I(row.ValueBytes), "--threads", I(row.Callers),
             "--batch", row.PhxBatch ? "1" : "0", "--batch-count", I(o.BatchCount), "--sync", row.Sync ? "1" : "0",
-            "--warmup", D(o.WarmupSeconds), "--duration", D(o.Seconds), "--port", I(ConsensusBenchmark.FreePort(3)),
+            "--warmup", D(o.WarmupSeconds), "--duration", D(o.Seconds), "--port", I(Orleans.Paxos.TestSupport.LoopbackPorts.Range(3)),
             "--procs", "3", "--tag", "compare",
         })
         {

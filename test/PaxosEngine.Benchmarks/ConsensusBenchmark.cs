@@ -1,12 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Engine.Benchmarks;
 
@@ -182,7 +181,7 @@ internal static class ConsensusBenchmark
     private static async Task<Result> RunOneAsync(Options o, int groups, int valueSize, int proposers, string batch)
     {
         var root = Path.Combine(o.BasePath, "paxos-bench-" + Guid.NewGuid().ToString("N"));
-        var ports = Enumerable.Range(0, 3).Select(_ => FreePort()).ToArray();
+        var ports = Enumerable.Range(0, 3).Select(_ => LoopbackPorts.Next()).ToArray();
         var members = ports.Select(p => $"127.0.0.1:{p}").ToList();
         var nodes = new List<PaxosNode>();
         var children = new List<Process>();
@@ -519,41 +518,6 @@ internal static class ConsensusBenchmark
         }
 
         return 0;
-    }
-
-    /// <summary>The first of <paramref name="count"/> consecutive loopback ports free for both UDP and TCP (PhxPaxos nodes use both).</summary>
-    internal static int FreePort(int count = 1)
-    {
-        for (var attempt = 0; attempt < 100; attempt++)
-        {
-            var first = Random.Shared.Next(20000, 32000);
-            var sockets = new List<Socket>();
-            try
-            {
-                for (var port = first; port < first + count; port++)
-                {
-                    sockets.Add(new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
-                    sockets[^1].Bind(new IPEndPoint(IPAddress.Loopback, port));
-                    sockets.Add(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
-                    sockets[^1].Bind(new IPEndPoint(IPAddress.Loopback, port));
-                }
-
-                return first;
-            }
-            catch (SocketException)
-            {
-                // Taken: try another.
-            }
-            finally
-            {
-                foreach (var socket in sockets)
-                {
-                    socket.Dispose();
-                }
-            }
-        }
-
-        throw new InvalidOperationException($"no {count} consecutive free loopback ports");
     }
 
     private static Options Parse(string[] args)

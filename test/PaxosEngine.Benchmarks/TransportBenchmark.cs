@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.Transport;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Engine.Benchmarks;
 
@@ -44,9 +44,8 @@ internal static class TransportBenchmark
             }
         }
 
-        var receiverPort = FreePort(41000);
-        var receiverOptions = new NetworkTransportOptions { LocalNode = NodeId.From(IPAddress.Loopback, receiverPort) };
-        var senderOptions = new NetworkTransportOptions { LocalNode = NodeId.From(IPAddress.Loopback, FreePort(receiverPort + 1)) };
+        var receiverOptions = new NetworkTransportOptions { LocalNode = NodeId.From(IPAddress.Loopback, LoopbackPorts.Next()) };
+        var senderOptions = new NetworkTransportOptions { LocalNode = NodeId.From(IPAddress.Loopback, LoopbackPorts.Next()) };
         Console.WriteLine("# transport benchmark");
         Console.WriteLine($"runtime {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}, {Environment.ProcessorCount} cores, server GC {System.Runtime.GCSettings.IsServerGC}");
         Console.WriteLine($"receiver {receiverOptions.LocalNode}, sender {senderOptions.LocalNode}; UdpMaxSize {senderOptions.UdpMaxSize} B, TCP IO threads {senderOptions.TcpIoThreadCount}+{senderOptions.TcpIoThreadCount}, TCP queue cap {senderOptions.TcpQueueMaxFrames} frames / {senderOptions.TcpQueueMaxBytes >> 20} MiB");
@@ -153,28 +152,6 @@ internal static class TransportBenchmark
 
     private static int[] ParseList(string text) =>
         Array.ConvertAll(text.Split(',', StringSplitOptions.RemoveEmptyEntries), t => int.Parse(t, CultureInfo.InvariantCulture));
-
-    private static int FreePort(int from)
-    {
-        for (var port = from; port < 42000; port++)
-        {
-            using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                return port;
-            }
-            catch (SocketException)
-            {
-                // Taken; try the next one.
-                continue;
-            }
-        }
-
-        throw new InvalidOperationException($"no free loopback port in {from}-41999");
-    }
 
     /// <summary>Counts frames and bytes; does nothing else so that the transport is what is measured.</summary>
     private sealed class CountingSink : IFrameSink

@@ -1,6 +1,7 @@
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Orleans.Paxos.Grains;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Faults.Checking;
 
@@ -12,39 +13,35 @@ namespace Orleans.Paxos.Faults.Checking;
 public static class ConvergenceChecker
 {
     /// <summary>Waits until every node of every group reports the same current instance; returns the problems left at the deadline.</summary>
-    public static async Task<IReadOnlyList<string>> WaitForCatchUpAsync(IGrainFactory grains, int groups, TimeSpan timeout)
+    public static Task<IReadOnlyList<string>> WaitForCatchUpAsync(IGrainFactory grains, int groups, TimeSpan timeout)
     {
         ArgumentNullException.ThrowIfNull(grains);
-        var deadline = DateTime.UtcNow + timeout;
+        return Poll.LastAsync(() => CatchUpProblemsAsync(grains, groups), problems => problems.Count == 0, timeout, TimeSpan.FromMilliseconds(500));
+    }
+
+    /// <summary>Groups whose nodes are not all reachable and at one instance now.</summary>
+    private static async Task<IReadOnlyList<string>> CatchUpProblemsAsync(IGrainFactory grains, int groups)
+    {
         var problems = new List<string>();
-        while (true)
+        for (var g = 0; g < groups; g++)
         {
-            problems.Clear();
-            for (var g = 0; g < groups; g++)
+            try
             {
-                try
+                var status = await grains.GetGrain<IPaxosGroupGrain>(g).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                var unreachable = status.Nodes.Where(n => !n.Reachable).ToList();
+                var instances = status.Nodes.Where(n => n.Reachable).Select(n => n.NowInstanceId).Distinct().ToList();
+                if (unreachable.Count > 0 || instances.Count != 1)
                 {
-                    var status = await grains.GetGrain<IPaxosGroupGrain>(g).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
-                    var unreachable = status.Nodes.Where(n => !n.Reachable).ToList();
-                    var instances = status.Nodes.Where(n => n.Reachable).Select(n => n.NowInstanceId).Distinct().ToList();
-                    if (unreachable.Count > 0 || instances.Count != 1)
-                    {
-                        problems.Add($"group {g}: " + string.Join(", ", status.Nodes.Select(n => n.Reachable ? $"{n.Node} at instance {n.NowInstanceId}" : $"{n.Silo} unreachable ({n.StoppedReason})")));
-                    }
-                }
-                catch (Exception ex) when (ex is TimeoutException or OrleansException)
-                {
-                    problems.Add($"group {g}: status unavailable: {ex.Message}");
+                    problems.Add($"group {g}: " + string.Join(", ", status.Nodes.Select(n => n.Reachable ? $"{n.Node} at instance {n.NowInstanceId}" : $"{n.Silo} unreachable ({n.StoppedReason})")));
                 }
             }
-
-            if (problems.Count == 0 || DateTime.UtcNow > deadline)
+            catch (Exception ex) when (ex is TimeoutException or OrleansException)
             {
-                return problems;
+                problems.Add($"group {g}: status unavailable: {ex.Message}");
             }
-
-            await Task.Delay(500);
         }
+
+        return problems;
     }
 
     /// <summary>Compares the key-value stores of stopped nodes; returns the differences (empty: equal).</summary>

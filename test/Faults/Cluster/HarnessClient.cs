@@ -50,6 +50,7 @@ public sealed class HarnessClient : IAsyncDisposable
             }
             catch (Exception) when (DateTime.UtcNow < deadline)
             {
+                // Not connected yet (the gateways may still be starting): the next attempt comes after a pause.
                 host.Dispose();
                 await Task.Delay(1000);
             }

@@ -16,6 +16,9 @@ public sealed class KvWorkload(IGrainFactory grains, int groupCount, HistoryReco
     /// <summary>The client id of the final reads.</summary>
     public const int FinalClient = 999_999;
 
+    /// <summary>A final read that failed is retried after this pause (a client's retry pace; every attempt is recorded).</summary>
+    private static readonly TimeSpan RetryPause = TimeSpan.FromMilliseconds(500);
+
     private long _done;
 
     /// <summary>Operations completed with a known outcome.</summary>
@@ -55,13 +58,13 @@ public sealed class KvWorkload(IGrainFactory grains, int groupCount, HistoryReco
                     else
                     {
                         recorder.Record(new HistoryOp(FinalClient, OpKind.Get, key, null, null, null, call, ret, OpStatus.Fail, Note: "final " + r.Proposal));
-                        await Task.Delay(500);
+                        await Task.Delay(RetryPause);
                     }
                 }
                 catch (Exception ex) when (IsTransient(ex))
                 {
                     recorder.Record(new HistoryOp(FinalClient, OpKind.Get, key, null, null, null, call, null, OpStatus.Info, Note: "final " + ex.GetType().Name));
-                    await Task.Delay(500);
+                    await Task.Delay(RetryPause);
                 }
             }
 
@@ -148,6 +151,8 @@ public sealed class KvWorkload(IGrainFactory grains, int groupCount, HistoryReco
                     : new HistoryOp(client, dice < 65 ? OpKind.Put : dice < 90 ? OpKind.Cas : OpKind.Delete, key, dice < 90 ? value : null,
                         dice is >= 65 and < 90 ? (known.TryGetValue(key, out var k) ? k.Value : null) : null, null, call, null, OpStatus.Info, Note: ex.GetType().Name);
                 known.Remove(key);
+
+                // The client backs off before its next operation (workload pacing).
                 await Task.Delay(random.Next(50, 200), CancellationToken.None);
             }
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Faults.Cluster;
 
@@ -98,7 +99,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         {
             while (!stop.IsCancellationRequested && options.Count > 0)
             {
-                await Delay(TimeSpan.FromMilliseconds(random.Next(1000, 3000)), stop);
+                await HoldAsync(TimeSpan.FromMilliseconds(random.Next(1000, 3000)), stop);
                 if (stop.IsCancellationRequested)
                 {
                     break;
@@ -140,7 +141,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
 
                     var hold = TimeSpan.FromMilliseconds(random.Next(1000, 5000));
                     Log(start, $"kill -9 silo {string.Join(",", victims.Select(v => v.Index))}, restart in {hold.TotalSeconds:0.0}s");
-                    await Delay(hold, stop);
+                    await HoldAsync(hold, stop);
                     await Task.WhenAll(victims.Select(RestartAsync));
                     foreach (var v in victims)
                     {
@@ -153,7 +154,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     var hold = TimeSpan.FromMilliseconds(random.Next(1000, 6000));
                     Log(start, $"partition {detail} for {hold.TotalSeconds:0.0}s");
                     cluster.SetPartition(drops);
-                    await Delay(hold, stop);
+                    await HoldAsync(hold, stop);
                     cluster.HealPartition();
                     Log(_clock.Elapsed, "partition healed");
                     _events.Add(new FaultEvent(FaultKinds.Partition, center, start, _clock.Elapsed - start, detail));
@@ -164,7 +165,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     var hold = TimeSpan.FromMilliseconds(random.Next(500, 6000));
                     Log(start, $"kill -STOP silo {victim.Index} for {hold.TotalSeconds:0.0}s");
                     victim.Pause();
-                    await Delay(hold, stop);
+                    await HoldAsync(hold, stop);
                     victim.Resume();
                     _events.Add(new FaultEvent(FaultKinds.Pause, victim.Index, start, _clock.Elapsed - start));
                 }
@@ -183,17 +184,14 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                     {
                         var behind = TimeSpan.FromMilliseconds(random.Next(3000, 6000));
                         Log(attempt == 1 ? start : _clock.Elapsed, $"kill -9 silo {victim.Index}, restart in {behind.TotalSeconds:0.0}s{(attempt == 1 ? string.Empty : $" (try {attempt}: nothing was lost)")}");
-                        await Delay(behind, CancellationToken.None);
+                        await HoldAsync(behind, CancellationToken.None);
 
                         // Its Paxos node catches up while Orleans is still starting (the membership table needs
                         // it), so watch from the launch, not from when the silo says it is up.
                         victim.Launch();
                         var up = _clock.Elapsed;
                         var before = UnsyncedBytes(victim.Index);
-                        while (_clock.Elapsed - up < TimeSpan.FromSeconds(15) && UnsyncedBytes(victim.Index) <= before)
-                        {
-                            await Task.Delay(2, CancellationToken.None);
-                        }
+                        await Poll.LastAsync(() => Task.FromResult(UnsyncedBytes(victim.Index)), bytes => bytes > before, TimeSpan.FromSeconds(15), TimeSpan.FromMilliseconds(2));
 
                         var after = _clock.Elapsed - up;
                         detail = Damage(victim, FaultKinds.Unsynced, out lost);
@@ -240,7 +238,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         var hold = TimeSpan.FromMilliseconds(random.Next(500, 3000));
         var detail = Damage(victim, kind, out _);
         Log(start, $"kill -9 silo {victim.Index}, {detail}, restart in {hold.TotalSeconds:0.0}s");
-        await Delay(hold, stop);
+        await HoldAsync(hold, stop);
         await RestartAsync(victim);
         var caughtUp = await WaitForCatchUpAsync(victim);
         _events.Add(new FaultEvent(kind, victim.Index, start, _clock.Elapsed - start, detail));
@@ -263,7 +261,7 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         cluster.SetPartition(Cut([.. lagging], [.. Enumerable.Range(0, n).Except(lagging)]));
         down.Kill();
         Log(start, $"lagging majority: kill -9 silo {down.Index}, cut off {Side(lagging)} for {firstHold.TotalSeconds:0.0}s");
-        await Delay(firstHold, stop);
+        await HoldAsync(firstHold, stop);
 
         // Its Paxos node runs at once; its Orleans start waits for a Paxos majority (the membership table).
         down.Launch();
@@ -274,12 +272,14 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         var detail = Damage(victim, kind, out _);
         Log(_clock.Elapsed, $"lagging majority: kill -9 silo {victim.Index}, {detail}, restart");
         victim.Launch();
-        await Delay(TimeSpan.FromMilliseconds(random.Next(1000, 3000)), stop);
+
+        // The partition switches at a seeded moment of B's start-up: schedule, not a wait (every moment is a valid one).
+        await HoldAsync(TimeSpan.FromMilliseconds(random.Next(1000, 3000)), stop);
 
         // Only C holds the values chosen while A was away; C is cut off, A and B (a majority) connected.
         cluster.SetPartition(Cut(rest, [.. Enumerable.Range(0, n).Except(rest)]));
         Log(_clock.Elapsed, $"lagging majority: silo {victim.Index} started; cut off {Side(rest)} instead ({Side(lagging.Append(victim.Index))} connected) for {secondHold.TotalSeconds:0.0}s");
-        await Delay(secondHold, stop);
+        await HoldAsync(secondHold, stop);
         cluster.HealPartition();
         Log(_clock.Elapsed, "lagging majority: healed");
         await EnsureUpAsync(down);
@@ -322,9 +322,8 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
 
         var node = cluster.PaxosNodes[silo.Index];
         var targets = new ulong?[groups];
-        var deadline = _clock.Elapsed + CatchUpTimeout;
         var last = new string[groups];
-        while (true)
+        async Task<bool> CaughtUpAsync()
         {
             var done = true;
             for (var g = 0; g < groups; g++)
@@ -347,23 +346,20 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
                 }
             }
 
-            if (done)
-            {
-                Log(_clock.Elapsed, $"silo {silo.Index} caught up and votes ({string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} at {targets[g]}"))})");
-                return true;
-            }
-
-            if (_clock.Elapsed > deadline)
-            {
-                var problem = $"silo {silo.Index} ({node}) did not catch up within {CatchUpTimeout.TotalSeconds:0} s after losing its data: " +
-                    string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} target {targets[g]?.ToString(CultureInfo.InvariantCulture) ?? "?"}: {last[g]}"));
-                _problems.Add(problem);
-                Log(_clock.Elapsed, problem);
-                return false;
-            }
-
-            await Task.Delay(500);
+            return done;
         }
+
+        if (await Poll.LastAsync(CaughtUpAsync, done => done, CatchUpTimeout, TimeSpan.FromMilliseconds(500)))
+        {
+            Log(_clock.Elapsed, $"silo {silo.Index} caught up and votes ({string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} at {targets[g]}"))})");
+            return true;
+        }
+
+        var problem = $"silo {silo.Index} ({node}) did not catch up within {CatchUpTimeout.TotalSeconds:0} s after losing its data: " +
+            string.Join("; ", Enumerable.Range(0, groups).Select(g => $"group {g} target {targets[g]?.ToString(CultureInfo.InvariantCulture) ?? "?"}: {last[g]}"));
+        _problems.Add(problem);
+        Log(_clock.Elapsed, problem);
+        return false;
     }
 
     /// <summary>Bytes of the silo's data files past their last fsync (a crash before it had written any may leave some).</summary>
@@ -460,7 +456,11 @@ public sealed class Nemesis(ProcessCluster cluster, FaultKinds kinds, int seed, 
         }
     }
 
-    private static async Task Delay(TimeSpan delay, CancellationToken stop)
+    /// <summary>
+    /// The nemesis's schedule: the pause before the next fault, how long a fault lasts or a silo stays down.
+    /// Pacing of the fault workload, not a wait for something to happen; ends early when the run stops.
+    /// </summary>
+    private static async Task HoldAsync(TimeSpan delay, CancellationToken stop)
     {
         try
         {

@@ -21,7 +21,7 @@ public sealed class CliTests(CliCluster cluster)
 
         Assert.Equal(0, (await cluster.ClientAsync("propose", "0", "watched")).Code);
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in (string[])[CliCluster.Executable("Client", "Orleans.Paxos.Client.dll"), "watch", "0", .. cluster.GatewayArguments])
+        foreach (var a in (string[])[BuiltPrograms.Client, "watch", "0", .. cluster.GatewayArguments])
         {
             psi.ArgumentList.Add(a);
         }
@@ -33,10 +33,7 @@ public sealed class CliTests(CliCluster cluster)
         var rest = watch.StandardOutput.ReadToEndAsync();
         var errors = watch.StandardError.ReadToEndAsync();
 
-        using (var term = Process.Start("kill", ["-TERM", watch.Id.ToString(CultureInfo.InvariantCulture)]))
-        {
-            await term.WaitForExitAsync();
-        }
+        Signals.Send(watch.Id, Signals.SigTerm);
 
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
         await watch.WaitForExitAsync(timeout.Token);
@@ -75,7 +72,7 @@ public sealed class CliTests(CliCluster cluster)
         Assert.True(cluster2.Code == 2, cluster2.ToString());
         Assert.Contains("cluster id 'not-this-one'", cluster2.Stderr);
 
-        var unreachable = await cluster.RunAsync("dotnet", [CliCluster.Executable("Client", "Orleans.Paxos.Client.dll"), "status", "-g", $"127.0.0.1:{LoopbackPortRange.Free(1)}"], TimeSpan.FromSeconds(60));
+        var unreachable = await ProgramRun.ClientAsync(["status", "-g", $"127.0.0.1:{LoopbackPorts.Next()}"], TimeSpan.FromSeconds(60));
         Assert.True(unreachable.Code == 3, unreachable.ToString());
         Assert.StartsWith("unreachable: No gateway answered", unreachable.Stderr);
 
@@ -103,7 +100,7 @@ public sealed class CliTests(CliCluster cluster)
     public async Task Bench_ends_on_time_when_the_cluster_stops_answering()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in (string[])[CliCluster.Executable("Client", "Orleans.Paxos.Client.dll"), "bench", "-d", "3", "-c", "4", .. cluster.GatewayArguments])
+        foreach (var a in (string[])[BuiltPrograms.Client, "bench", "-d", "3", "-c", "4", .. cluster.GatewayArguments])
         {
             psi.ArgumentList.Add(a);
         }
@@ -113,7 +110,7 @@ public sealed class CliTests(CliCluster cluster)
         var progress = bench.StandardError.ReadLineAsync();
         Assert.True(await Task.WhenAny(progress, Task.Delay(TimeSpan.FromSeconds(30))) == progress, "bench printed no progress in 30 s");
         var stopped = Stopwatch.GetTimestamp();
-        await Signal("STOP", cluster.Silo.Process.Id);
+        cluster.Silo.Pause();
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
@@ -121,7 +118,7 @@ public sealed class CliTests(CliCluster cluster)
         }
         finally
         {
-            await Signal("CONT", cluster.Silo.Process.Id);
+            cluster.Silo.Resume();
         }
 
         // 2 s of the run were left and unanswered calls get 3 s more: not the 30 s of a call's timeout.
@@ -132,12 +129,6 @@ public sealed class CliTests(CliCluster cluster)
         // The cluster answers again.
         var status = await cluster.ClientAsync("kv", "put", "after-bench", "x");
         Assert.True(status.Code == 0, status.ToString());
-
-        static async Task Signal(string signal, int pid)
-        {
-            using var kill = Process.Start("kill", [$"-{signal}", pid.ToString(CultureInfo.InvariantCulture)]);
-            await kill.WaitForExitAsync();
-        }
     }
 
     [Fact]

@@ -30,7 +30,7 @@ public sealed partial class ReadmeQuickStartTests(CliCluster cluster)
                 .Append("echo \"@@@ rc $?\"\n");
         }
 
-        var run = await cluster.ShellAsync($"set -- '{CliCluster.RepositoryRoot}'\n{script}", TimeSpan.FromMinutes(3));
+        var run = await cluster.ShellAsync($"set -- '{BuiltPrograms.RepositoryRoot}'\n{script}", TimeSpan.FromMinutes(3));
         Assert.True(run.Code == 0, run.ToString());
         var codes = RcLine().Matches(run.Stdout).Select(m => m.Groups[1].Value).ToArray();
         Assert.True(codes.Length == commands.Length, run.ToString());
@@ -50,7 +50,7 @@ public sealed partial class ReadmeQuickStartTests(CliCluster cluster)
 
     private static string[] QuickStartLines()
     {
-        var readme = File.ReadAllText(Path.Combine(CliCluster.RepositoryRoot, "README.md"));
+        var readme = File.ReadAllText(Path.Combine(BuiltPrograms.RepositoryRoot, "README.md"));
         var section = readme.IndexOf("## Quick start with the client", StringComparison.Ordinal);
         Assert.True(section >= 0, "README.md has no quick start section");
         var open = readme.IndexOf("```sh\n", section, StringComparison.Ordinal) + "```sh\n".Length;

@@ -11,10 +11,10 @@ public sealed class SiloStartTests(CliCluster cluster)
     public async Task A_second_silo_on_a_running_nodes_data_folder_stops_and_names_the_holder()
     {
         var folder = Path.Combine(cluster.Work, "data", $"node-{cluster.PaxosPort}");
-        var me = $"127.0.0.1:{LoopbackPortRange.Free(1)}";
+        var me = $"127.0.0.1:{LoopbackPorts.Next()}";
         using var second = SiloProcess.Start(cluster.Work, SingleSilo(me, $"--Paxos:StoragePath={folder}"));
         Assert.Equal(1, await second.WaitForExitAsync(TimeSpan.FromSeconds(60)));
-        Assert.Contains($"The data folder {folder} is in use: process {cluster.Silo.Process.Id} ", second.LastLine);
+        Assert.Contains($"The data folder {folder} is in use: process {cluster.Silo.Pid} ", second.LastLine);
         Assert.Contains("Paxos node 127.0.0.1:", second.LastLine);
 
         // The second silo opened none of the running node's stores (a group logs "started" once its log is open).
@@ -25,16 +25,16 @@ public sealed class SiloStartTests(CliCluster cluster)
     [Fact]
     public async Task A_failed_start_names_the_cause_on_its_last_line()
     {
-        using (var bad = SiloProcess.Start(cluster.Work, SingleSilo($"127.0.0.1:{LoopbackPortRange.Free(1)}", "--Paxos:MaxValueSize=10", $"--Paxos:StoragePath={Path.Combine(cluster.Work, "bad-option")}")))
+        using (var bad = SiloProcess.Start(cluster.Work, SingleSilo($"127.0.0.1:{LoopbackPorts.Next()}", "--Paxos:MaxValueSize=10", $"--Paxos:StoragePath={Path.Combine(cluster.Work, "bad-option")}")))
         {
             Assert.Equal(1, await bad.WaitForExitAsync(TimeSpan.FromSeconds(60)));
             Assert.Equal("The silo failed to start: Paxos option MaxValueSize must be at least 1024; it is 10.", bad.LastLine);
         }
 
         // The local cluster too, where the first silo's failure used to be hidden by stopping the others.
-        var ports = LoopbackPortRange.Free(3);
+        var ports = LoopbackPorts.Range(3);
         using (var taken = SiloProcess.Start(cluster.Work, [
-            $"--LocalCluster:PaxosPort={ports}", $"--LocalCluster:SiloPort={LoopbackPortRange.Free(3)}", $"--LocalCluster:GatewayPort={LoopbackPortRange.Free(3)}",
+            $"--LocalCluster:PaxosPort={ports}", $"--LocalCluster:SiloPort={LoopbackPorts.Range(3)}", $"--LocalCluster:GatewayPort={LoopbackPorts.Range(3)}",
             $"--Telemetry:PrometheusPort={cluster.PrometheusPort}", $"--Paxos:StoragePath={Path.Combine(cluster.Work, "taken-port")}",
         ]))
         {
@@ -65,7 +65,7 @@ public sealed class SiloStartTests(CliCluster cluster)
     private string[] SingleSilo(string me, params string[] more) =>
     [
         $"--Paxos:MyNode={me}", $"--Paxos:Members:0={me}",
-        $"--Orleans:SiloPort={LoopbackPortRange.Free(1)}", $"--Orleans:GatewayPort={LoopbackPortRange.Free(1)}", "--Telemetry:PrometheusPort=0",
+        $"--Orleans:SiloPort={LoopbackPorts.Next()}", $"--Orleans:GatewayPort={LoopbackPorts.Next()}", "--Telemetry:PrometheusPort=0",
         .. more,
     ];
 }

@@ -16,20 +16,9 @@ namespace Orleans.Paxos.Grains.Tests.Interop;
 [Trait("Category", "Process")]
 public sealed class PhxPaxosInteropTests : IDisposable
 {
-    private readonly string _work = Path.Combine(Path.GetTempPath(), "paxos-interop-" + Guid.NewGuid().ToString("N"));
+    private readonly TemporaryDirectory _work = new("paxos-interop");
 
-    public PhxPaxosInteropTests() => Directory.CreateDirectory(_work);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_work, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    public void Dispose() => _work.Dispose();
 
     [PhxPaxosPeerFact]
     public Task Two_PhxPaxos_nodes_and_one_of_ours() => RunAsync(phxPaxosNodes: 2);
@@ -39,10 +28,10 @@ public sealed class PhxPaxosInteropTests : IDisposable
 
     private async Task RunAsync(int phxPaxosNodes)
     {
-        var first = LoopbackPortRange.Free(3);
+        var first = LoopbackPorts.Range(3);
         var members = Enumerable.Range(first, 3).Select(p => $"127.0.0.1:{p.ToString(CultureInfo.InvariantCulture)}").ToArray();
         var nodes = Enumerable.Range(0, 3)
-            .Select(i => i < phxPaxosNodes ? (IMixedNode)new PhxEchoNode(_work, first + i, string.Join(',', members)) : new SiloNode(_work, first + i, members))
+            .Select(i => i < phxPaxosNodes ? (IMixedNode)new PhxEchoNode(_work.Path, first + i, string.Join(',', members)) : new SiloNode(_work.Path, first + i, members))
             .ToArray();
         try
         {

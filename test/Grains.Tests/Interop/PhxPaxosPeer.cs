@@ -4,7 +4,6 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using Orleans.Paxos.Grains.Tests.Cli;
 
 namespace Orleans.Paxos.Grains.Tests.Interop;
 
@@ -213,23 +212,19 @@ internal sealed partial class PhxEchoNode : IMixedNode
 /// <summary>Our Silo program as one node of the mixed cluster (its own one-silo Orleans cluster), driven with the Client program.</summary>
 internal sealed class SiloNode : IMixedNode
 {
-    private readonly string _work;
     private readonly string _me;
-    private readonly string[] _args;
     private readonly string[] _client;
-    private SiloProcess? _silo;
+    private readonly SiloProcess _silo;
 
     public SiloNode(string work, int port, IReadOnlyList<string> members)
     {
-        _work = work;
         _me = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
         var folder = Path.Combine(work, $"silo-{port.ToString(CultureInfo.InvariantCulture)}");
         DataFile = Path.Combine(folder, "g0", "vfile", "0.f");
-        var gateway = LoopbackPortRange.Free(1);
-        var siloPort = LoopbackPortRange.Free(1).ToString(CultureInfo.InvariantCulture);
+        var gateway = LoopbackPorts.Next();
+        var siloPort = LoopbackPorts.Next().ToString(CultureInfo.InvariantCulture);
         var clusterId = $"interop-{port.ToString(CultureInfo.InvariantCulture)}";
-        _args =
-        [
+        _silo = new SiloProcess(work, [
             $"--Paxos:MyNode={_me}", .. members.Select((m, i) => $"--Paxos:Members:{i.ToString(CultureInfo.InvariantCulture)}={m}"),
             "--Paxos:GroupCount=1", $"--Paxos:StoragePath={folder}",
 
@@ -244,7 +239,7 @@ internal sealed class SiloNode : IMixedNode
             "--Orleans:Reminders:ProviderType=Memory", "--Orleans:GrainStorage:Default:ProviderType=Memory",
             $"--Orleans:SiloPort={siloPort}", $"--Orleans:GatewayPort={gateway.ToString(CultureInfo.InvariantCulture)}",
             $"--Orleans:ClusterId={clusterId}", "--Telemetry:PrometheusPort=0",
-        ];
+        ], name: Name);
         _client = ["--cluster-id", clusterId, "-g", $"127.0.0.1:{gateway.ToString(CultureInfo.InvariantCulture)}"];
     }
 
@@ -252,12 +247,7 @@ internal sealed class SiloNode : IMixedNode
 
     public string DataFile { get; }
 
-    public async Task StartAsync()
-    {
-        _silo?.Dispose();
-        _silo = SiloProcess.Start(_work, _args);
-        await _silo.WaitForLineAsync("Silo up:", TimeSpan.FromSeconds(60));
-    }
+    public Task StartAsync() => _silo.StartAsync(TimeSpan.FromSeconds(60));
 
     public async Task ProposeAsync(string value)
     {
@@ -286,40 +276,21 @@ internal sealed class SiloNode : IMixedNode
     /// <summary>Runs the client against this node's silo.</summary>
     public Task<ProgramRun> ClientAsync(params string[] args) => ClientAsync(TimeSpan.FromSeconds(60), args);
 
-    public void Kill()
-    {
-        if (_silo is { Process.HasExited: false })
-        {
-            _silo.Process.Kill(entireProcessTree: true);
-            _silo.Process.WaitForExit();
-        }
-    }
+    public void Kill() => _silo.Kill();
 
-    public void Dispose() => _silo?.Dispose();
+    public void Dispose() => _silo.Dispose();
 
+    /// <summary>Runs the client against this node's silo; <paramref name="timeout"/> is the client's own, given 15 s more to end.</summary>
     private async Task<ProgramRun> ClientAsync(TimeSpan timeout, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in (string[])[CliCluster.Executable("Client", "Orleans.Paxos.Client.dll"), .. args, .. _client])
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var cancel = new CancellationTokenSource(timeout + TimeSpan.FromSeconds(15));
         try
         {
-            await process.WaitForExitAsync(cancel.Token);
+            return await ProgramRun.ClientAsync([.. args, .. _client], timeout + TimeSpan.FromSeconds(15));
         }
-        catch (OperationCanceledException)
+        catch (TimeoutException ex)
         {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail($"{Name}: client {string.Join(' ', args)} did not end in {timeout.TotalSeconds} s:\n{await stdout}{await stderr}\n--- silo\n{_silo?.Output}");
+            throw new TimeoutException($"{Name}: {ex.Message}\n--- silo\n{_silo.Output}", ex);
         }
-
-        return new ProgramRun(process.ExitCode, await stdout, await stderr);
     }
 }
 

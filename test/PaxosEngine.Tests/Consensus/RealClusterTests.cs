@@ -2,6 +2,7 @@ using System.Text;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.StateMachines;
 using Orleans.Paxos.Engine.Tests.Support;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Engine.Tests.Consensus;
 

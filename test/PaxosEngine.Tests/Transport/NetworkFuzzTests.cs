@@ -8,6 +8,7 @@ using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
 using Orleans.Paxos.Engine.Tests.Support;
 using Orleans.Paxos.Engine.Transport;
+using Orleans.Paxos.TestSupport;
 using Xunit.Abstractions;
 
 namespace Orleans.Paxos.Engine.Tests.Transport;

@@ -4,8 +4,8 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using Orleans.Paxos.Engine.Protocol;
-using Orleans.Paxos.Engine.Tests.Support;
 using Orleans.Paxos.Engine.Transport;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Engine.Tests.Transport;
 
