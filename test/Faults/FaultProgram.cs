@@ -12,7 +12,9 @@ public static class FaultProgram
           faults check <history.jsonl>                 check a history (linearizability per key, lost writes)
           faults run [--nodes 3] [--seconds 30] [--clients 6] [--keys 4] [--seed N]
                      [--nemesis kill,pause,partition,wipe,index,unsynced|all]
-                     [--groups 2] [--work DIR]         start real silo processes, run workload and nemesis, check
+                     [--groups 2] [--work DIR] [--min-faults N]
+                                                       start real silo processes, run workload and nemesis, check
+                                                       (--min-faults: go on past --seconds until N faults, at most 3x)
           faults record -g ip:port [-g ...] [--seconds 30] [--clients 6] [--keys 4] [--seed N] [--out FILE]
                                                        record a history against a running cluster, then check it
         exit codes: 0 passed, 1 a check failed, 2 usage error

@@ -17,6 +17,12 @@ public sealed record FaultRunOptions
     /// <summary>How long the workload runs.</summary>
     public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// The run goes on past <see cref="Duration"/> until the nemesis has injected this many faults (at most three
+    /// times <see cref="Duration"/>): on a loaded machine a silo's catch-up can take most of a short run.
+    /// </summary>
+    public int MinimumFaults { get; init; }
+
     /// <summary>Concurrent logical clients.</summary>
     public int Clients { get; init; } = 6;
 
@@ -60,6 +66,7 @@ public sealed record FaultRunOptions
                 "--nodes" => o with { Nodes = FaultProgram.ParseInt(v) },
                 "--groups" => o with { Groups = FaultProgram.ParseInt(v) },
                 "--seconds" => o with { Duration = TimeSpan.FromSeconds(FaultProgram.ParseInt(v)) },
+                "--min-faults" => o with { MinimumFaults = FaultProgram.ParseInt(v) },
                 "--clients" => o with { Clients = FaultProgram.ParseInt(v) },
                 "--keys" => o with { Keys = FaultProgram.ParseInt(v) },
                 "--seed" => o with { Seed = FaultProgram.ParseInt(v) },
@@ -110,6 +117,23 @@ public static class FaultRun
 {
     private const int DataFileSize = 256 * 1024;
 
+    /// <summary>Stops the workload and the nemesis once the run lasted its duration and saw its minimum of faults.</summary>
+    private static async Task StopWhenDoneAsync(Task running, CancellationTokenSource stop, Nemesis nemesis, FaultRunOptions options)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!running.IsCompleted)
+        {
+            var elapsed = clock.Elapsed;
+            if (elapsed >= options.Duration && (nemesis.Events.Count >= options.MinimumFaults || elapsed >= options.Duration * 3))
+            {
+                await stop.CancelAsync();
+                return;
+            }
+
+            await Task.WhenAny(running, Task.Delay(100));
+        }
+    }
+
     /// <summary>Starts a cluster of silo processes, runs the workload under the nemesis, heals, checks.</summary>
     public static async Task<FaultRunResult> RunAsync(FaultRunOptions options, TextWriter log)
     {
@@ -140,8 +164,10 @@ public static class FaultRun
                 await using var client = await HarnessClient.ConnectAsync(gateways, options.OperationTimeout, TimeSpan.FromSeconds(30));
                 var workload = new KvWorkload(client.Grains, options.Groups, recorder, options.Clients, options.Keys, options.Seed, options.OperationTimeout + TimeSpan.FromSeconds(1));
                 nemesis = new Nemesis(cluster, options.Faults, options.Seed, log, client.Grains, options.Groups);
-                using var stop = new CancellationTokenSource(options.Duration);
-                await Task.WhenAll(workload.RunAsync(stop.Token), nemesis.RunAsync(stop.Token));
+                using var stop = new CancellationTokenSource();
+                var running = Task.WhenAll(workload.RunAsync(stop.Token), nemesis.RunAsync(stop.Token));
+                await StopWhenDoneAsync(running, stop, nemesis, options);
+                await running;
                 log.WriteLine($"workload done: {workload.Completed} ops completed; faults: {nemesis.Summary()}");
                 divergence.AddRange(nemesis.Problems);
                 if (!await workload.FinalReadsAsync(TimeSpan.FromSeconds(90)))
