@@ -69,10 +69,24 @@ public sealed class TestCluster : IDisposable
     private readonly Action<PaxosNodeOptions>? _configure;
     private readonly Action<int, PaxosNodeOptions>? _configureNode;
     private readonly ILogStorage?[] _storages;
+    private readonly bool _recordingMachines;
 
-    public TestCluster(int nodeCount, int groups, int seed, FaultOptions? faults = null, Action<PaxosNodeOptions>? configure = null, Action<int, PaxosNodeOptions>? configureNode = null, int? startNodes = null)
+    /// <summary>Creates the cluster and starts its first <paramref name="startNodes"/> nodes (all by default).</summary>
+    /// <param name="nodeCount">Members of every group.</param>
+    /// <param name="groups">Groups of every node.</param>
+    /// <param name="seed">The network's fault decisions.</param>
+    /// <param name="faults">The network's faults; none by default.</param>
+    /// <param name="configure">Adjusts every node's options.</param>
+    /// <param name="configureNode">Adjusts one node's options (node index, options).</param>
+    /// <param name="startNodes">How many nodes start now; all when null.</param>
+    /// <param name="recordingMachines">
+    /// Mount a <see cref="RecordingStateMachine"/> on every group of every node (default). Without them a group
+    /// has only the state machines <see cref="Mount"/> adds, and <see cref="Machines"/> holds empty arrays.
+    /// </param>
+    public TestCluster(int nodeCount, int groups, int seed, FaultOptions? faults = null, Action<PaxosNodeOptions>? configure = null, Action<int, PaxosNodeOptions>? configureNode = null, int? startNodes = null, bool recordingMachines = true)
     {
         _groups = groups;
+        _recordingMachines = recordingMachines;
         _configure = configure;
         _configureNode = configureNode;
         Root = Path.Combine(Path.GetTempPath(), "paxos-cluster-" + Guid.NewGuid().ToString("N"));
@@ -138,8 +152,8 @@ public sealed class TestCluster : IDisposable
         };
         var storage = new FileLogStorage(ConfigureStorage?.Invoke(i, storageOptions) ?? storageOptions);
         var node = new PaxosNode(options, LoggerFactory, Network.CreateTransport(Ids[i]), storage);
-        Machines[i] = new RecordingStateMachine[_groups];
-        for (var g = 0; g < _groups; g++)
+        Machines[i] = new RecordingStateMachine[_recordingMachines ? _groups : 0];
+        for (var g = 0; g < Machines[i].Length; g++)
         {
             Machines[i][g] = new RecordingStateMachine();
             node.AddStateMachine(g, Machines[i][g]);
@@ -192,6 +206,12 @@ public sealed class TestCluster : IDisposable
             await Task.Delay(50);
         }
     }
+
+    /// <summary>Waits until every running node's acceptor in <paramref name="group"/> votes (a new group first hears from every member).</summary>
+    public Task WaitVotingAsync(int group, TimeSpan timeout) => Polling.WaitUntilAsync(
+        () => Nodes.All(n => n is null || n.GetGroupVotingState(group).State == Engine.Groups.VotingState.Voting),
+        timeout,
+        $"every running node to vote in group {group} (seed {Network.Seed})");
 
     /// <summary>
     /// Safety and order: every pair of running nodes executed identical sequences up to the shorter
