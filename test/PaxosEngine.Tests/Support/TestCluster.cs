@@ -177,22 +177,29 @@ public sealed class TestCluster : IDisposable
     public Task<Engine.Consensus.ProposeResult> Propose(int node, int group, string value, CancellationToken ct = default) =>
         Node(node).ProposeAsync(group, Encoding.UTF8.GetBytes(value), new StateMachineContext(RecordingStateMachine.Id), ct);
 
-    /// <summary>Waits until every running node has executed the same number of values in <paramref name="group"/> (at least <paramref name="atLeast"/>).</summary>
+    /// <summary>
+    /// Waits until every running node has executed the same number of values in <paramref name="group"/> (at least
+    /// <paramref name="atLeast"/>) and has moved past the last instance it executed: a node runs its state machines
+    /// before it publishes its next instance, so a count alone may be read while it still reports the instance just executed.
+    /// </summary>
     public async Task WaitConvergedAsync(int group, int atLeast, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
             var counts = new List<int>();
+            var published = true;
             for (var i = 0; i < Nodes.Length; i++)
             {
-                if (Nodes[i] is not null)
+                if (Nodes[i] is { } node)
                 {
-                    counts.Add(Machines[i][group].Count);
+                    var executed = Machines[i][group].Snapshot();
+                    counts.Add(executed.Count);
+                    published &= executed.Count == 0 || node.GetNowInstanceId(group) > executed[^1].Instance;
                 }
             }
 
-            if (counts.Count > 0 && counts.Min() >= atLeast && counts.Distinct().Count() == 1)
+            if (counts.Count > 0 && counts.Min() >= atLeast && counts.Distinct().Count() == 1 && published)
             {
                 return;
             }
