@@ -220,6 +220,8 @@ public sealed class CheckpointCatchUpTests(ITestOutputHelper output)
         }
 
         await kv.WriteUntil(0, 1500, concurrency: 1);
+
+        // A window of more than one cleaner period (500-999 ms) for something that must not happen.
         await Task.Delay(1200);
         Assert.Equal(0ul, kv.Node(0).GetMinChosenInstanceId(0));
 
