@@ -123,19 +123,7 @@ internal sealed class KvCluster : IDisposable
         return (files.Length, files.Sum(f => new FileInfo(f).Length), highest);
     }
 
-    public static async Task WaitUntil(Func<bool> condition, string what, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"timed out waiting for {what}");
-            }
-
-            await Task.Delay(20);
-        }
-    }
+    public static Task WaitUntil(Func<bool> condition, string what, TimeSpan timeout) => Polling.WaitUntilAsync(condition, timeout, what);
 
     public void Dispose()
     {

@@ -26,6 +26,8 @@ public sealed class ReplayerTests
             Assert.True((await cluster.Node(0).ProposeAsync(0, ReplayedMachine.Id, new byte[] { (byte)n })).IsOk);
         }
 
+        // A window in which a replayer that is not paused would have run at least once (its first step is due
+        // 1 s after start, the next every second); nothing can be waited for when nothing must happen.
         await Task.Delay(1500);
         Assert.Empty(machines[1]!.Replayed);
 
@@ -34,13 +36,17 @@ public sealed class ReplayerTests
         Assert.Equal(Enumerable.Range(0, 20).Select(n => (byte)n), machines[1]!.Replayed.Select(r => r.Value));
         Assert.True(machines[1]!.Replayed.Select(r => r.Instance).SequenceEqual(machines[1]!.Replayed.Select(r => r.Instance).Order()));
 
+        // A step runs on node 1's loop and feeds only instances below the node's current one, all replayed by
+        // now; node 1 learns the next values on that loop after the pause, so every step after them sees it.
         cluster.Node(1).PauseCheckpointReplayer();
-        await Task.Delay(1200); // a step already running finishes
         for (var n = 20; n < 30; n++)
         {
             Assert.True((await cluster.Node(0).ProposeAsync(0, ReplayedMachine.Id, new byte[] { (byte)n })).IsOk);
         }
 
+        await KvCluster.WaitUntil(() => cluster.Node(1).GetNowInstanceId(0) >= 30, "node 1 to learn the next ten values", TimeSpan.FromSeconds(10));
+
+        // Again a window for something that must not happen: a paused replayer feeds nothing.
         await Task.Delay(1500);
         Assert.Equal(20, machines[1]!.Replayed.Count);
         cluster.Node(1).ContinueCheckpointReplayer();

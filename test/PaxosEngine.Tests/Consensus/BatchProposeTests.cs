@@ -83,15 +83,27 @@ public sealed class BatchProposeTests
     [Fact]
     public async Task By_default_PhxPaxos_rule_a_batch_waits_for_its_count_even_without_automatic_batching()
     {
-        using var cluster = new TestCluster(3, 1, seed: 43, configure: o =>
+        // Group 1 shares node 0's loop thread with group 0: a proposal there is handled after the work the two
+        // values below queued on that loop, so once it is chosen, group 0 has decided what to do with them.
+        using var cluster = new TestCluster(3, 2, seed: 43, configure: o =>
         {
             o.AutoBatch = false;
             o.BatchCount = 3;
             o.BatchDelay = TimeSpan.FromMinutes(10);
+            o.LoopThreadCount = 1;
         });
 
+        var proposed = 0;
+        cluster.Network.SendObserver = (from, _, frame) =>
+        {
+            if (from == cluster.Ids[0] && PaxosFrames.TryRead(frame, 0, out var message) && message.MsgType is (int)PaxosMsgType.Prepare or (int)PaxosMsgType.Accept)
+            {
+                Interlocked.Exchange(ref proposed, 1);
+            }
+        };
         var two = new[] { Batch(cluster, "a"), Batch(cluster, "b") };
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.Equal(ProposeStatus.Ok, (await cluster.Propose(0, 1, "after-the-two")).Status);
+        Assert.Equal(0, Volatile.Read(ref proposed));
         Assert.All(two, t => Assert.False(t.IsCompleted, "two values must wait for the third (batch count 3)"));
         Assert.Equal(0ul, cluster.Node(0).GetNowInstanceId(0));
 

@@ -61,6 +61,36 @@ public sealed class ClusterTests
     }
 
     [Fact]
+    public async Task Beyond_MaxWaitingProposals_a_proposal_is_refused_at_once_with_TooManyWaiting()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 5, configure: o => o.MaxWaitingProposals = 3);
+        await cluster.WaitVotingAsync(0, TimeSpan.FromSeconds(30));
+
+        // Cut off from the others, node 0's proposals wait: three are allowed, the fourth is refused before it waits.
+        cluster.Network.Isolate(cluster.Ids[0]);
+        var waiting = Enumerable.Range(0, 3).Select(i => cluster.Propose(0, 0, $"waiting-{i}")).ToArray();
+        Assert.Equal(3, cluster.Node(0).GetWaitingProposals(0));
+        var refused = cluster.Propose(0, 0, "one-too-many");
+        Assert.True(refused.IsCompleted, "the refusal must not wait");
+        Assert.Equal(ProposeStatus.TooManyWaiting, (await refused).Status);
+        Assert.All(waiting, t => Assert.False(t.IsCompleted));
+        Assert.Equal(3, cluster.Node(0).GetWaitingProposals(0));
+
+        // The limit is per node and group: node 1 still proposes.
+        Assert.True((await cluster.Propose(1, 0, "elsewhere")).IsOk);
+
+        // Once the waiting proposals complete, room is made again.
+        cluster.Network.HealAll();
+        var results = await Task.WhenAll(waiting).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.All(results, r => Assert.Equal(ProposeStatus.Ok, r.Status));
+        await Polling.WaitUntilAsync(() => cluster.Node(0).GetWaitingProposals(0) == 0, TimeSpan.FromSeconds(30), "node 0 to count its proposals done");
+        Assert.True((await cluster.Propose(0, 0, "room-again")).IsOk);
+        await cluster.WaitConvergedAsync(0, 5, TimeSpan.FromSeconds(30));
+        cluster.AssertSafety(0);
+        Assert.DoesNotContain(cluster.Machines[0][0].Snapshot(), e => Encoding.UTF8.GetString(e.Value) == "one-too-many");
+    }
+
+    [Fact]
     public async Task Bad_requests_get_typed_results()
     {
         using var cluster = new TestCluster(3, 2, seed: 4, configure: o => o.MaxValueSize = 2048);

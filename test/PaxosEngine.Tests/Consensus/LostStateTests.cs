@@ -12,6 +12,11 @@ namespace Orleans.Paxos.Engine.Tests.Consensus;
 /// A node that lost its data folder or its index must not vote until that is safe (the voting gate): it learns
 /// first, so it can neither vote away values it had accepted nor fork the cluster id.
 /// </summary>
+/// <remarks>
+/// Runs alone, with the telemetry tests: one test reads the not-voting gauge of node 0, whose series every other
+/// test cluster's node 0 (the same address) also reports while its new group surveys.
+/// </remarks>
+[Collection(Telemetry.TelemetryCollection.Name)]
 public sealed class LostStateTests
 {
     private static readonly TimeSpan Generous = TimeSpan.FromSeconds(30);

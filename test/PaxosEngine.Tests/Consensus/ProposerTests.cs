@@ -57,6 +57,9 @@ public sealed class ProposerTests
     private static PaxosMsg Reject(ulong from, ulong proposalId, ulong promised) =>
         new() { MsgType = 2, NodeID = from, ProposalID = proposalId, RejectByPromiseID = promised };
 
+    private static PaxosMsg RejectAccept(ulong from, ulong proposalId, ulong promised) =>
+        new() { MsgType = 4, NodeID = from, ProposalID = proposalId, RejectByPromiseID = promised };
+
     [Fact]
     public void First_value_prepares_then_accepts_on_a_majority_of_promises()
     {
@@ -98,6 +101,88 @@ public sealed class ProposerTests
         proposer.OnTimeout(TimerKind.PrepareTimeout, host.Timers.Count);
         Assert.Equal(2, host.Prepares.Count);
         Assert.Equal(42ul, host.Prepares[1].ProposalID);
+    }
+
+    [Fact]
+    public void A_majority_of_rejected_accepts_backs_off_then_prepares_a_ballot_above_the_highest_promise()
+    {
+        var host = new Host();
+        var proposer = new Proposer(host, ProposerTimeouts.Default);
+        proposer.NewValue(ByteString.CopyFromUtf8("mine"));
+        proposer.OnPrepareReply(Promise(1, 1));
+        proposer.OnPrepareReply(Promise(2, 1));
+        Assert.Single(host.Accepts);
+
+        proposer.OnAcceptReply(RejectAccept(2, 1, promised: 50));
+        proposer.OnAcceptReply(RejectAccept(3, 1, promised: 51));
+
+        // Not chosen, nothing sent at once: the retry waits for the host's random back-off, not the accept timeout.
+        Assert.Empty(host.Chosen);
+        Assert.Single(host.Prepares);
+        Assert.Equal((15, TimerKind.AcceptTimeout), host.Timers[^1]);
+
+        proposer.OnTimeout(TimerKind.AcceptTimeout, host.Timers.Count);
+        Assert.Equal(2, host.Prepares.Count);
+        Assert.Equal(52ul, host.Prepares[1].ProposalID);
+        Assert.Equal("mine", proposer.Value.ToStringUtf8());
+        Assert.False(proposer.CanSkipPrepare);
+    }
+
+    [Fact]
+    public void A_back_off_timer_of_an_instance_that_ended_does_nothing()
+    {
+        var host = new Host();
+        var proposer = new Proposer(host, ProposerTimeouts.Default);
+        proposer.NewValue(ByteString.CopyFromUtf8("a"));
+        proposer.OnPrepareReply(Reject(2, 1, promised: 40));
+        proposer.OnPrepareReply(Reject(3, 1, promised: 41));
+        var backOff = host.Timers.Count;
+
+        // The instance was chosen elsewhere meanwhile; the late timer must not start a round for the old instance.
+        proposer.NewInstance();
+        proposer.OnTimeout(TimerKind.PrepareTimeout, backOff);
+        Assert.Single(host.Prepares);
+    }
+
+    [Fact]
+    public void One_rejection_in_a_chosen_round_makes_the_next_instance_prepare_a_new_ballot()
+    {
+        var host = new Host();
+        var proposer = new Proposer(host, ProposerTimeouts.Default);
+        proposer.NewValue(ByteString.CopyFromUtf8("a"));
+        proposer.OnPrepareReply(Promise(1, 1));
+        proposer.OnPrepareReply(Promise(2, 1));
+        proposer.OnAcceptReply(new PaxosMsg { MsgType = 4, NodeID = 1, ProposalID = 1 });
+        proposer.OnAcceptReply(RejectAccept(3, 1, promised: 9));
+        proposer.OnAcceptReply(new PaxosMsg { MsgType = 4, NodeID = 2, ProposalID = 1 });
+        Assert.Equal((0ul, 1ul), Assert.Single(host.Chosen));
+
+        // The right to skip Prepare is gone. As in PhxPaxos the highest promise seen is per instance, so the new
+        // ballot is just the next one; an acceptor that still holds the higher promise rejects it with that.
+        proposer.NewInstance();
+        proposer.NewValue(ByteString.CopyFromUtf8("b"));
+        Assert.Single(host.Accepts);
+        Assert.Equal(2, host.Prepares.Count);
+        Assert.Equal(2ul, host.Prepares[1].ProposalID);
+    }
+
+    [Fact]
+    public void A_rejection_that_arrives_after_its_instance_still_raises_the_next_ballot()
+    {
+        var host = new Host();
+        var proposer = new Proposer(host, ProposerTimeouts.Default);
+        proposer.NewValue(ByteString.CopyFromUtf8("a"));
+        proposer.OnPrepareReply(Promise(1, 1));
+        proposer.OnPrepareReply(Promise(2, 1));
+        proposer.OnAcceptReply(new PaxosMsg { MsgType = 4, NodeID = 1, ProposalID = 1 });
+        proposer.OnAcceptReply(new PaxosMsg { MsgType = 4, NodeID = 2, ProposalID = 1 });
+        proposer.NewInstance();
+
+        // A slower acceptor's rejection of instance 0 (PhxPaxos OnExpiredAcceptReply).
+        proposer.OnExpiredReply(RejectAccept(3, 1, promised: 30));
+        proposer.NewValue(ByteString.CopyFromUtf8("b"));
+        Assert.Equal(2, host.Prepares.Count);
+        Assert.Equal(31ul, host.Prepares[1].ProposalID);
     }
 
     [Fact]

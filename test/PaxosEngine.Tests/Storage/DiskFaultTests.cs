@@ -67,7 +67,7 @@ public sealed class DiskFaultTests : IDisposable
                 {
                     // A put completes once its record is durable; its index row follows within the flush
                     // interval, and the put after a failed index write is refused with the failure inside.
-                    await Task.Delay(20);
+                    await Polling.WaitUntilAsync(() => storage.Failure is not null, TimeSpan.FromSeconds(30), $"the index write after put {i} to fail");
                 }
             }
             catch (LogStorageException e)

@@ -69,10 +69,24 @@ public sealed class TestCluster : IDisposable
     private readonly Action<PaxosNodeOptions>? _configure;
     private readonly Action<int, PaxosNodeOptions>? _configureNode;
     private readonly ILogStorage?[] _storages;
+    private readonly bool _recordingMachines;
 
-    public TestCluster(int nodeCount, int groups, int seed, FaultOptions? faults = null, Action<PaxosNodeOptions>? configure = null, Action<int, PaxosNodeOptions>? configureNode = null, int? startNodes = null)
+    /// <summary>Creates the cluster and starts its first <paramref name="startNodes"/> nodes (all by default).</summary>
+    /// <param name="nodeCount">Members of every group.</param>
+    /// <param name="groups">Groups of every node.</param>
+    /// <param name="seed">The network's fault decisions.</param>
+    /// <param name="faults">The network's faults; none by default.</param>
+    /// <param name="configure">Adjusts every node's options.</param>
+    /// <param name="configureNode">Adjusts one node's options (node index, options).</param>
+    /// <param name="startNodes">How many nodes start now; all when null.</param>
+    /// <param name="recordingMachines">
+    /// Mount a <see cref="RecordingStateMachine"/> on every group of every node (default). Without them a group
+    /// has only the state machines <see cref="Mount"/> adds, and <see cref="Machines"/> holds empty arrays.
+    /// </param>
+    public TestCluster(int nodeCount, int groups, int seed, FaultOptions? faults = null, Action<PaxosNodeOptions>? configure = null, Action<int, PaxosNodeOptions>? configureNode = null, int? startNodes = null, bool recordingMachines = true)
     {
         _groups = groups;
+        _recordingMachines = recordingMachines;
         _configure = configure;
         _configureNode = configureNode;
         Root = Path.Combine(Path.GetTempPath(), "paxos-cluster-" + Guid.NewGuid().ToString("N"));
@@ -138,8 +152,8 @@ public sealed class TestCluster : IDisposable
         };
         var storage = new FileLogStorage(ConfigureStorage?.Invoke(i, storageOptions) ?? storageOptions);
         var node = new PaxosNode(options, LoggerFactory, Network.CreateTransport(Ids[i]), storage);
-        Machines[i] = new RecordingStateMachine[_groups];
-        for (var g = 0; g < _groups; g++)
+        Machines[i] = new RecordingStateMachine[_recordingMachines ? _groups : 0];
+        for (var g = 0; g < Machines[i].Length; g++)
         {
             Machines[i][g] = new RecordingStateMachine();
             node.AddStateMachine(g, Machines[i][g]);
@@ -163,22 +177,29 @@ public sealed class TestCluster : IDisposable
     public Task<Engine.Consensus.ProposeResult> Propose(int node, int group, string value, CancellationToken ct = default) =>
         Node(node).ProposeAsync(group, Encoding.UTF8.GetBytes(value), new StateMachineContext(RecordingStateMachine.Id), ct);
 
-    /// <summary>Waits until every running node has executed the same number of values in <paramref name="group"/> (at least <paramref name="atLeast"/>).</summary>
+    /// <summary>
+    /// Waits until every running node has executed the same number of values in <paramref name="group"/> (at least
+    /// <paramref name="atLeast"/>) and has moved past the last instance it executed: a node runs its state machines
+    /// before it publishes its next instance, so a count alone may be read while it still reports the instance just executed.
+    /// </summary>
     public async Task WaitConvergedAsync(int group, int atLeast, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
             var counts = new List<int>();
+            var published = true;
             for (var i = 0; i < Nodes.Length; i++)
             {
-                if (Nodes[i] is not null)
+                if (Nodes[i] is { } node)
                 {
-                    counts.Add(Machines[i][group].Count);
+                    var executed = Machines[i][group].Snapshot();
+                    counts.Add(executed.Count);
+                    published &= executed.Count == 0 || node.GetNowInstanceId(group) > executed[^1].Instance;
                 }
             }
 
-            if (counts.Count > 0 && counts.Min() >= atLeast && counts.Distinct().Count() == 1)
+            if (counts.Count > 0 && counts.Min() >= atLeast && counts.Distinct().Count() == 1 && published)
             {
                 return;
             }
@@ -192,6 +213,12 @@ public sealed class TestCluster : IDisposable
             await Task.Delay(50);
         }
     }
+
+    /// <summary>Waits until every running node's acceptor in <paramref name="group"/> votes (a new group first hears from every member).</summary>
+    public Task WaitVotingAsync(int group, TimeSpan timeout) => Polling.WaitUntilAsync(
+        () => Nodes.All(n => n is null || n.GetGroupVotingState(group).State == Engine.Groups.VotingState.Voting),
+        timeout,
+        $"every running node to vote in group {group} (seed {Network.Seed})");
 
     /// <summary>
     /// Safety and order: every pair of running nodes executed identical sequences up to the shorter

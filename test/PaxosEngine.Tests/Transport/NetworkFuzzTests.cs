@@ -117,6 +117,7 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output) : IDisposable
     {
         var (nodes, _, _) = await StartClusterAsync(key: null);
         var stranger = NodeId.From(IPAddress.Loopback, LoopbackPorts.Next());
+        var invalidBefore = nodes[0].InvalidFramesReceived;
         using (var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
         {
             foreach (var type in new[] { PaxosMsgType.AskForLearn, PaxosMsgType.SendNowInstanceId })
@@ -124,10 +125,14 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output) : IDisposable
                 var gid = nodes[0].GetMembership(0).Gid;
                 udp.SendTo(FrameCodec.Encode(0, gid, new PaxosMsg { MsgType = (int)type, NodeID = stranger, InstanceID = 1UL << 40, NowInstanceID = 1UL << 40 }), nodes[0].MyNodeId.EndPoint);
             }
+
+            // Then a frame for a group the node does not have, which it counts as invalid. One thread receives the
+            // node's datagrams, in order on loopback, and hands each to its group's loop before taking the next: once
+            // this one is counted, the two above are queued on group 0's loop, ahead of the proposal below.
+            udp.SendTo(FrameCodec.Encode(Groups + 7, 0, new PaxosMsg { MsgType = (int)PaxosMsgType.AskForLearn, NodeID = stranger }), nodes[0].MyNodeId.EndPoint);
         }
 
-        // Give the frames time to be handled, then propose from the node that got them.
-        await Task.Delay(1000);
+        await WaitUntilAsync(() => nodes[0].InvalidFramesReceived > invalidBefore, "node 0 to receive the stranger's frames");
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
         var result = await nodes[0].ProposeAsync(0, "after-stranger"u8.ToArray(), new StateMachineContext(RecordingStateMachine.Id), timeout.Token);
         Assert.True(result.IsOk, $"the node could not propose after a stranger's far instance: {result.Status}");
