@@ -64,7 +64,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
 
     /// <inheritdoc />
     bool ICleanableGroup.MayCleanLog =>
-        Volatile.Read(ref _checkpointSending) == 0 && Environment.TickCount64 >= Interlocked.Read(ref _cleanerResumeAtMs);
+        Volatile.Read(ref _checkpointSending) == 0 && _loop.NowMs >= Interlocked.Read(ref _cleanerResumeAtMs);
 
     /// <inheritdoc />
     object ICleanableGroup.LogMaintenanceGate => _logMaintenanceGate;
@@ -450,7 +450,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         // The checkpoint id is read before the state machines lock theirs, so the files hold at least
         // everything up to it; the receiver continues after what it actually loaded.
         Volatile.Write(ref _checkpointSending, 1);
-        var sender = new CheckpointSender(Index, _settings.MyNodeId, message.NodeID, Gid, checkpoint, machines, _transport, _logger, OnCheckpointSenderFinished);
+        var sender = new CheckpointSender(Index, _settings.MyNodeId, message.NodeID, Gid, checkpoint, machines, _transport, _loop.Time, _logger, OnCheckpointSenderFinished);
         _checkpointSender = sender;
         sender.Start();
     }
@@ -460,7 +460,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
     {
         if (sender.HasBegun)
         {
-            Interlocked.Exchange(ref _cleanerResumeAtMs, Environment.TickCount64 + CleanerGraceAfterSendMs);
+            Interlocked.Exchange(ref _cleanerResumeAtMs, _loop.NowMs + CleanerGraceAfterSendMs);
         }
 
         Volatile.Write(ref _checkpointSending, 0);

@@ -47,7 +47,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _logger = logger;
         _acceptor = new Acceptor(settings.MyNodeId);
         _proposer = new Proposer(this, settings.Timeouts);
-        _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)Environment.TickCount64)));
+        _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)loop.Time.GetTimestamp())));
         _gate = new VotingGate(_random);
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
         Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
@@ -455,7 +455,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
             }
         }
 
-        var persistStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+        var persistStarted = _loop.Time.GetTimestamp();
         try
         {
             // The loop thread writes the record itself when the storage is idle, unless that would make other
@@ -478,7 +478,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         {
             if (error is null)
             {
-                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, persistStarted);
+                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, group._loop.Time.GetElapsedTime(persistStarted));
 
                 // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
                 group.Send(replyTo, reply, TransportKind.Udp);
