@@ -390,18 +390,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         _proposer.Abandon();
         _proposer.InstanceId = instance;
         _proposer.OnChosenElsewhere();
-        if (_inFlightActive)
-        {
-            // Its instance was decided elsewhere and is now behind the checkpoint: the outcome is unknown here.
-            _inFlightActive = false;
-            foreach (var p in _inFlight)
-            {
-                p.TryComplete(new ProposeResult(ProposeStatus.Timeout, _inFlightInstance));
-            }
-
-            _inFlight.Clear();
-            _inFlightValue = ByteString.Empty;
-        }
+        _committer.AbandonInFlight();
 
         ResetLearnedValue();
         _retryQueue.Clear();

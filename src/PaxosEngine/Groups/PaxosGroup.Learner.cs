@@ -156,11 +156,11 @@ internal sealed partial class PaxosGroup
     private void ExecuteLearnedValue()
     {
         var instance = Now;
-        var contexts = GetContextsIfMine(instance, _learnedValue);
+        var contexts = _committer.GetContextsIfMine(instance, _learnedValue);
         if (!StateMachines.Execute(instance, _learnedValue, contexts))
         {
             // The value stays learned; execution is retried on the next learner message.
-            OnExecuteFailed(instance, contexts is not null);
+            _committer.OnExecuteFailed(instance, contexts is not null);
             _proposer.CancelSkipPrepare();
             return;
         }
@@ -176,7 +176,7 @@ internal sealed partial class PaxosGroup
 
         // Callers are told only after the new instance is published: once ProposeAsync returns, the
         // node's current instance is past the one it reports.
-        OnInstanceExecuted(instance, value, contexts is not null);
+        _committer.OnInstanceExecuted(instance, contexts is not null);
         Chosen?.Invoke(instance, value);
         if (_senderBusy && _senderConfirmed)
         {

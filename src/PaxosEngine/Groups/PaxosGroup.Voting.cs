@@ -92,7 +92,7 @@ internal sealed partial class PaxosGroup
         SendToOthers(ask, TransportKind.Tcp);
 
         // At instance 0 a new group's first value stays the caller's (or the cluster id); later a no-op will do.
-        if (Now > 0 && !_gate.OwnRoundPending && IsLatest && !_inFlightActive && _ready.Count == 0 && _incoming.IsEmpty
+        if (Now > 0 && !_gate.OwnRoundPending && IsLatest && _committer.IsIdle
             && !_askingForCheckpoint && _members.Contains(_settings.MyNodeId))
         {
             var noop = new PendingProposal(ReservedSmIds.None, ReadOnlyMemory<byte>.Empty, null, explicitBatch: false, _loop.NowMs)

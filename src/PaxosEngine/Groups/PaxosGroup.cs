@@ -13,7 +13,7 @@ namespace Orleans.Paxos.Engine.Groups;
 /// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
 /// method except the ones documented as thread-safe runs there, and none takes a lock.
 /// </summary>
-internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
+internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimerTarget
 {
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -22,6 +22,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private readonly ILogger _logger;
     private readonly Acceptor _acceptor;
     private readonly Proposer _proposer;
+    private readonly Committer _committer;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private List<ulong> _members;
@@ -47,6 +48,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _logger = logger;
         _acceptor = new Acceptor(settings.MyNodeId);
         _proposer = new Proposer(this, settings.Timeouts);
+        _committer = new Committer(this, settings);
         _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)loop.Time.GetTimestamp())));
         _gate = new VotingGate(_random);
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
@@ -86,6 +88,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
 
     /// <summary>Why the group stopped, or null while it runs. Thread-safe.</summary>
     public string? StoppedReason => _stoppedReason;
+
+    /// <summary>Number of proposals waiting or in flight. Thread-safe.</summary>
+    public int WaitingProposals => _committer.WaitingProposals;
 
     /// <summary>Raised on the loop thread after each instance is executed: (instance, packed value).</summary>
     public event Action<ulong, ByteString>? Chosen;
@@ -229,6 +234,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         return true;
     }
 
+    /// <summary>Queues a proposal from any thread; returns false (and completes it) when too many wait.</summary>
+    public bool TryEnqueueProposal(PendingProposal proposal) => _committer.TryEnqueueProposal(proposal);
+
     /// <inheritdoc />
     public void OnTimer(int kind, long timerId)
     {
@@ -250,13 +258,11 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
                 OnLearnerSenderTimer(timerId);
                 break;
             case TimerKind.BatchDelay:
-                OnBatchDelayTimer(timerId);
+            case TimerKind.ProposalTimeouts:
+                _committer.OnTimer((TimerKind)kind, timerId);
                 break;
             case TimerKind.Master:
                 OnMasterTimer(timerId);
-                break;
-            case TimerKind.ProposalTimeouts:
-                OnTimeoutSweep(timerId);
                 break;
             case TimerKind.VotingGate:
                 OnVotingGateTimer(timerId);
@@ -348,7 +354,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
 
         _stoppedReason = reason;
         _proposer.Abandon();
-        FailAllProposals(ProposeResult.GroupStopped);
+        _committer.FailAllProposals(ProposeResult.GroupStopped);
         LogGroupStopped(Index, reason, cause);
     }
 
@@ -357,7 +363,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     {
         _stoppedReason ??= "the node stopped";
         _proposer.Abandon();
-        FailAllProposals(ProposeResult.NodeStopped);
+        _committer.FailAllProposals(ProposeResult.NodeStopped);
     }
 
     /// <summary>
@@ -402,7 +408,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
 
         DealWithRetryQueue();
-        CheckNewValue();
+        _committer.CheckNewValue();
     }
 
     private void NewInstance()
