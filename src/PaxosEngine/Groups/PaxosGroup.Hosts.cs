@@ -29,4 +29,6 @@ internal sealed partial class PaxosGroup
     void ICommitterHost.Propose(ByteString value) => _proposer.NewValue(value);
 
     void ICommitterHost.AfterWork() => AfterWork();
+
+    bool IMasterElectionHost.IsSelfMember => IsMember;
 }

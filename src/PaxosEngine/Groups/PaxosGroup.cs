@@ -13,7 +13,7 @@ namespace Orleans.Paxos.Engine.Groups;
 /// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
 /// method except the ones documented as thread-safe runs there, and none takes a lock.
 /// </summary>
-internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimerTarget
+internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMasterElectionHost, ITimerTarget
 {
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -23,6 +23,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimer
     private readonly Acceptor _acceptor;
     private readonly Proposer _proposer;
     private readonly Committer _committer;
+    private readonly MasterElection _election;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private List<ulong> _members;
@@ -54,6 +55,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimer
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
         Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
         Master = new MasterStateMachine(settings.GroupIndex, settings.MyNodeId, storage, loop.Time, logger);
+        _election = new MasterElection(this, settings, Master, _random, logger);
         StateMachines.AddBuiltIn(Membership);
         StateMachines.AddBuiltIn(Master);
         _members = MemberIds(Membership.Current);
@@ -194,10 +196,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimer
         ArmAskForLearnTimer();
         OnVotingLoopStarted();
         OnCheckpointLoopStarted();
-        if (_settings.UseMaster)
-        {
-            ArmMasterTimer(_random.Next(0, 50));
-        }
+        _election.OnLoopStarted();
     }
 
     private static List<ulong> MemberIds(Membership membership)
@@ -216,6 +215,21 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimer
         _members = MemberIds(membership);
         Gid = membership.Gid;
         MembershipChanged?.Invoke(membership);
+    }
+
+    /// <summary>Raised on the loop thread when the master changes: (master or null, version).</summary>
+    public event Action<NodeId, ulong>? MasterChanged;
+
+    /// <summary>Gives up mastership promptly: the lease is handed back through the log. Thread-safe.</summary>
+    public void DropMaster() => _election.DropMaster();
+
+    /// <summary>Sets the lease (at least 1000 ms); a master renews with it at once. Thread-safe.</summary>
+    public void SetMasterLease(int leaseMs) => _election.SetMasterLease(leaseMs);
+
+    private void OnMasterChanged(NodeId master, ulong version)
+    {
+        MasterChanged?.Invoke(master, version);
+        _election.OnMasterChanged(master);
     }
 
     /// <summary>Raised on the loop thread after the membership changed.</summary>
@@ -262,7 +276,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, ITimer
                 _committer.OnTimer((TimerKind)kind, timerId);
                 break;
             case TimerKind.Master:
-                OnMasterTimer(timerId);
+                _election.OnTimer(timerId);
                 break;
             case TimerKind.VotingGate:
                 OnVotingGateTimer(timerId);
