@@ -14,9 +14,6 @@ internal interface ICommitterHost : IRoleHost
     /// <summary>The proposer works on a value.</summary>
     bool IsProposing { get; }
 
-    /// <summary>Whether <paramref name="nodeId"/> is in the group's current membership.</summary>
-    bool IsMember(ulong nodeId);
-
     /// <summary>The value that creates the group's cluster id (the membership state machine's).</summary>
     byte[] CreateGidValue();
 

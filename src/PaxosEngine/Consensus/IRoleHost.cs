@@ -26,6 +26,9 @@ internal interface IRoleHost
     /// <summary>Whether the group stopped for good. Thread-safe.</summary>
     bool IsStopped { get; }
 
+    /// <summary>Whether <paramref name="nodeId"/> is in the group's current membership.</summary>
+    bool IsMember(ulong nodeId);
+
     /// <summary>Arms a timer of <paramref name="kind"/>; returns its id (never 0).</summary>
     long AddTimer(int delayMs, TimerKind kind);
 

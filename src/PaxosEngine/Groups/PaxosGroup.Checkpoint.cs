@@ -359,7 +359,7 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         TryResetReceiver();
 
         // Learn what follows the checkpoint right away instead of at the next regular round.
-        ArmAskForLearnTimer(1);
+        _learner.ArmAskForLearnTimer(1);
         if (failure is not null)
         {
             LogCheckpointInstallFailed(Index, new NodeId(from), announced, failure, start);
@@ -392,13 +392,11 @@ internal sealed partial class PaxosGroup : ICleanableGroup
         _proposer.OnChosenElsewhere();
         _committer.AbandonInFlight();
 
-        ResetLearnedValue();
+        _learner.Reset();
         _retryQueue.Clear();
         _chosenByMeInstance = ulong.MaxValue;
         _lastChecksum = 0; // history before the checkpoint is unknown here; adopted from the next peer message
-        _isLearning = false;
-        _lastAckInstanceId = 0;
-        StopSender();
+        _learnerSender.Stop();
         _replayerNext = null;
         _saidCleanedPastUs.Clear();
         PublishProgress(instance);

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Storage;
 
 namespace Orleans.Paxos.Engine.Groups;
 
@@ -128,7 +129,7 @@ internal sealed partial class PaxosGroup
                 PersistThenReply(record, reply, message.NodeID);
             }
         }
-        else if (!isRetry && message.InstanceID > Now && message.InstanceID >= _highestSeenInstanceId)
+        else if (!isRetry && message.InstanceID > Now && message.InstanceID >= _learner.HighestSeenInstanceId)
         {
             if (message.InstanceID < Now + RetryQueueMaxLength)
             {
@@ -178,6 +179,82 @@ internal sealed partial class PaxosGroup
         }
     }
 
+    /// <summary>Hands a learner message to the role that takes it, then executes a value that became learned.</summary>
+    private void OnLearnerMessage(PaxosMsg message)
+    {
+        switch ((PaxosMsgType)message.MsgType)
+        {
+            case PaxosMsgType.ProposerSendSuccess:
+                _learner.OnProposerSendSuccess(message);
+                break;
+            case PaxosMsgType.AskForLearn:
+                _learner.OnAskForLearn(message);
+                break;
+            case PaxosMsgType.SendNowInstanceId:
+                _learner.OnSendNowInstanceId(message);
+                break;
+            case PaxosMsgType.ConfirmAskForLearn:
+                _learnerSender.OnConfirmAskForLearn(message);
+                break;
+            case PaxosMsgType.SendLearnValue:
+                _learner.OnSendLearnValue(message);
+                break;
+            case PaxosMsgType.SendLearnValueAck:
+                _learnerSender.OnSendLearnValueAck(message);
+                break;
+            case PaxosMsgType.AskForCheckpoint:
+                OnAskForCheckpoint(message);
+                break;
+        }
+
+        if (_learner.IsLearned)
+        {
+            ExecuteLearnedValue();
+        }
+    }
+
+    /// <summary>Executes the learned value in the state machines and moves every role to the next instance.</summary>
+    private void ExecuteLearnedValue()
+    {
+        var instance = Now;
+        var value = _learner.LearnedValue;
+        var contexts = _committer.GetContextsIfMine(instance, value);
+        if (!StateMachines.Execute(instance, value, contexts))
+        {
+            // The value stays learned; execution is retried on the next learner message.
+            _committer.OnExecuteFailed(instance, contexts is not null);
+            _proposer.CancelSkipPrepare();
+            return;
+        }
+
+        if (_chosenByMeInstance != instance)
+        {
+            _proposer.OnChosenElsewhere();
+        }
+
+        _lastChecksum = _learner.LearnedChecksum;
+        NewInstance();
+
+        // Callers are told only after the new instance is published: once ProposeAsync returns, the
+        // node's current instance is past the one it reports.
+        _committer.OnInstanceExecuted(instance, contexts is not null);
+        Chosen?.Invoke(instance, value);
+        _learnerSender.OnInstanceExecuted();
+    }
+
+    private AcceptorStateData? TryReadRecord(ulong instanceId)
+    {
+        try
+        {
+            return ReadRecord(instanceId);
+        }
+        catch (LogStorageException ex)
+        {
+            LogReadFailed(Index, instanceId, ex);
+            return null;
+        }
+    }
+
     /// <summary>
     /// The rolling checksum check (PhxPaxos <c>ChecksumLogic</c>). A mismatch means this node's history
     /// differs from the sender's: the group stops loudly instead of diverging.
@@ -209,6 +286,9 @@ internal sealed partial class PaxosGroup
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Group {Group}: refused a prepare or accept with gid 0 from node {Node}; this cluster's gid is {Gid}.")]
     private partial void LogGidZeroVote(int group, ulong node, ulong gid);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group}: reading instance {Instance} failed.")]
+    private partial void LogReadFailed(int group, ulong instance, Exception ex);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a message of unknown type {Type} from node {Node}.")]
     private partial void LogInvalidType(int group, int type, ulong node);

@@ -1,5 +1,7 @@
 using Google.Protobuf;
 using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Transport;
 
 namespace Orleans.Paxos.Engine.Groups;
 
@@ -18,11 +20,26 @@ internal sealed partial class PaxosGroup
 
     void IRoleHost.Post(Action action) => _loop.Post(new LoopAction(action));
 
-    bool ICommitterHost.IsLatest => IsLatest;
+    bool IRoleHost.IsMember(ulong nodeId) => _members.Contains(nodeId);
+
+    void IPeerHost.Send(ulong to, PaxosMsg message, TransportKind kind) => Send(to, message, kind);
+
+    void IPeerHost.SendToOthers(PaxosMsg message, TransportKind kind) => SendToOthers(message, kind);
+
+    void IPeerHost.SendFrame(ulong to, byte[] frame, TransportKind kind) => _transport.Send(new NodeId(to), frame, kind);
+
+    AcceptorStateData? IPeerHost.TryReadRecord(ulong instanceId) => TryReadRecord(instanceId);
+
+    void ILearnerHost.AnswerSurvey(PaxosMsg ask) => AnswerSurvey(ask);
+
+    void ILearnerHost.OnSurveyAnswer(PaxosMsg answer) => OnSurveyAnswer(answer);
+
+    void ILearnerHost.OnPeerCleanedPastUs(PaxosMsg message) => OnPeerCleanedPastUs(message);
+
+    bool ICommitterHost.IsLatest => _learner.IsLatest;
 
     bool ICommitterHost.IsProposing => _proposer.IsWorking;
 
-    bool ICommitterHost.IsMember(ulong nodeId) => _members.Contains(nodeId);
 
     byte[] ICommitterHost.CreateGidValue() => Membership.CreateGidValue(_settings.MyNodeId);
 

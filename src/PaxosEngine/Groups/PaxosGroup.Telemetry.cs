@@ -4,7 +4,7 @@ namespace Orleans.Paxos.Engine.Groups;
 internal sealed partial class PaxosGroup
 {
     /// <summary>The highest instance id seen from a peer (learner's view); may be slightly stale. Thread-safe.</summary>
-    public ulong HighestSeenInstanceId => Volatile.Read(ref _highestSeenInstanceId);
+    public ulong HighestSeenInstanceId => _learner.HighestSeenInstanceId;
 
     /// <summary>Messages received and waiting for the loop thread. Thread-safe.</summary>
     public int InboundQueueDepth => Volatile.Read(ref _inboundCount);

@@ -92,7 +92,7 @@ internal sealed partial class PaxosGroup
         SendToOthers(ask, TransportKind.Tcp);
 
         // At instance 0 a new group's first value stays the caller's (or the cluster id); later a no-op will do.
-        if (Now > 0 && !_gate.OwnRoundPending && IsLatest && _committer.IsIdle
+        if (Now > 0 && !_gate.OwnRoundPending && _learner.IsLatest && _committer.IsIdle
             && !_askingForCheckpoint && _members.Contains(_settings.MyNodeId))
         {
             var noop = new PendingProposal(ReservedSmIds.None, ReadOnlyMemory<byte>.Empty, null, explicitBatch: false, _loop.NowMs)
@@ -141,7 +141,7 @@ internal sealed partial class PaxosGroup
 
     private void OnSurveyAnswer(PaxosMsg answer)
     {
-        SetSeen(answer.NowInstanceID);
+        _learner.SetSeen(answer.NowInstanceID);
         if (answer.HasSystemVariables)
         {
             Membership.UpdateFromPeer(answer.SystemVariables.Span);
@@ -175,7 +175,7 @@ internal sealed partial class PaxosGroup
     /// </summary>
     private void LearnOwnChosen(ulong instanceId, ulong proposalId)
     {
-        if (instanceId != Now || _learned)
+        if (instanceId != Now || _learner.IsLearned)
         {
             return;
         }
@@ -188,14 +188,11 @@ internal sealed partial class PaxosGroup
             _gate.BeginOpening(ballot);
         }
 
-        if (!TryWriteLearnedRecord(ballot, value, sync: true, new GateRecordWrite(this, $"its proposal was chosen at instance {instanceId} by a majority of the other members"), out var checksum))
+        if (!_learner.LearnFromProposer(ballot, value, new GateRecordWrite(this, $"its proposal was chosen at instance {instanceId} by a majority of the other members")))
         {
             return;
         }
 
-        _learned = true;
-        _learnedValue = value;
-        _learnedChecksum = checksum;
         var success = new PaxosMsg
         {
             MsgType = (int)PaxosMsgType.ProposerSendSuccess,

@@ -13,7 +13,7 @@ namespace Orleans.Paxos.Engine.Groups;
 /// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
 /// method except the ones documented as thread-safe runs there, and none takes a lock.
 /// </summary>
-internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMasterElectionHost, ITimerTarget
+internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMasterElectionHost, ILearnerHost, ITimerTarget
 {
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -24,6 +24,8 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     private readonly Proposer _proposer;
     private readonly Committer _committer;
     private readonly MasterElection _election;
+    private readonly Learner _learner;
+    private readonly LearnerSender _learnerSender;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private List<ulong> _members;
@@ -56,6 +58,8 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
         Master = new MasterStateMachine(settings.GroupIndex, settings.MyNodeId, storage, loop.Time, logger);
         _election = new MasterElection(this, settings, Master, _random, logger);
+        _learnerSender = new LearnerSender(this, settings, logger);
+        _learner = new Learner(this, settings, _acceptor, storage, _learnerSender, Membership, Master, _random, logger);
         StateMachines.AddBuiltIn(Membership);
         StateMachines.AddBuiltIn(Master);
         _members = MemberIds(Membership.Current);
@@ -116,6 +120,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     public uint LastChecksum => _lastChecksum;
 
     private ulong Now => _acceptor.InstanceId;
+
+    /// <summary>This node only learns: it follows a member and never proposes or votes.</summary>
+    private bool IsFollower => _settings.FollowToNodeId != 0;
 
     /// <summary>
     /// Restores the group from its log and replays chosen values into the state machines after their
@@ -193,7 +200,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     /// <summary>Arms the group's timers; runs on the loop thread once the loop started.</summary>
     public void OnLoopStarted()
     {
-        ArmAskForLearnTimer();
+        _learner.ArmAskForLearnTimer();
         OnVotingLoopStarted();
         OnCheckpointLoopStarted();
         _election.OnLoopStarted();
@@ -266,10 +273,10 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
                 _proposer.OnTimeout((TimerKind)kind, timerId);
                 break;
             case TimerKind.AskForLearn:
-                OnAskForLearnTimer(timerId);
+                _learner.OnAskForLearnTimer(timerId);
                 break;
             case TimerKind.LearnerSender:
-                OnLearnerSenderTimer(timerId);
+                _learnerSender.OnTimer(timerId);
                 break;
             case TimerKind.BatchDelay:
             case TimerKind.ProposalTimeouts:
@@ -429,7 +436,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     {
         _acceptor.NewInstance();
         _proposer.NewInstance();
-        ResetLearnedValue();
+        _learner.ResetLearnedValue();
         PublishProgress();
     }
 
