@@ -30,7 +30,7 @@ internal sealed partial class PaxosGroup
             case PaxosMsgType.Prepare:
             case PaxosMsgType.Accept:
                 // A follower never votes; nor does a group whose durable state may be incomplete (VotingGate).
-                if (IsFollower || !_gate.IsVoting || !IsValidSender(message.NodeID))
+                if (IsFollower || !_voting.IsVoting || !IsValidSender(message.NodeID))
                 {
                     return;
                 }

@@ -30,9 +30,9 @@ internal sealed partial class PaxosGroup
 
     AcceptorStateData? IPeerHost.TryReadRecord(ulong instanceId) => TryReadRecord(instanceId);
 
-    void ILearnerHost.AnswerSurvey(PaxosMsg ask) => AnswerSurvey(ask);
+    void ILearnerHost.AnswerSurvey(PaxosMsg ask) => _voting.AnswerSurvey(ask);
 
-    void ILearnerHost.OnSurveyAnswer(PaxosMsg answer) => OnSurveyAnswer(answer);
+    void ILearnerHost.OnSurveyAnswer(PaxosMsg answer) => _voting.OnSurveyAnswer(answer);
 
     void ILearnerHost.OnPeerCleanedPastUs(PaxosMsg message) => OnPeerCleanedPastUs(message);
 
@@ -48,4 +48,14 @@ internal sealed partial class PaxosGroup
     void ICommitterHost.AfterWork() => AfterWork();
 
     bool IMasterElectionHost.IsSelfMember => IsMember;
+
+    IReadOnlyList<ulong> IVotingHost.Members => _members;
+
+    bool IVotingHost.IsLatest => _learner.IsLatest;
+
+    bool IVotingHost.IsCommitterIdle => _committer.IsIdle;
+
+    bool IVotingHost.IsAskingForCheckpoint => _askingForCheckpoint;
+
+    void IVotingHost.OnPeerInstanceSeen(ulong instanceId) => _learner.SetSeen(instanceId);
 }

@@ -13,7 +13,7 @@ namespace Orleans.Paxos.Engine.Groups;
 /// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
 /// method except the ones documented as thread-safe runs there, and none takes a lock.
 /// </summary>
-internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMasterElectionHost, ILearnerHost, ITimerTarget
+internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMasterElectionHost, ILearnerHost, IVotingHost, ITimerTarget
 {
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -26,6 +26,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     private readonly MasterElection _election;
     private readonly Learner _learner;
     private readonly LearnerSender _learnerSender;
+    private readonly VotingGateKeeper _voting;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private List<ulong> _members;
@@ -38,8 +39,6 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     private long _nowPublished;
     private long _minChosenPublished;
     private volatile string? _stoppedReason;
-    private readonly VotingGate _gate;
-    private long _gateTimerId;
 
     public PaxosGroup(GroupSettings settings, ILogStorage storage, ITransport transport, GroupLoop loop, ILogger logger)
     {
@@ -53,13 +52,13 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         _proposer = new Proposer(this, settings.Timeouts);
         _committer = new Committer(this, settings);
         _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)loop.Time.GetTimestamp())));
-        _gate = new VotingGate(_random);
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
         Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
         Master = new MasterStateMachine(settings.GroupIndex, settings.MyNodeId, storage, loop.Time, logger);
         _election = new MasterElection(this, settings, Master, _random, logger);
         _learnerSender = new LearnerSender(this, settings, logger);
         _learner = new Learner(this, settings, _acceptor, storage, _learnerSender, Membership, Master, _random, logger);
+        _voting = new VotingGateKeeper(this, settings, _acceptor, storage, Membership, Master, new VotingGate(_random), logger);
         StateMachines.AddBuiltIn(Membership);
         StateMachines.AddBuiltIn(Master);
         _members = MemberIds(Membership.Current);
@@ -79,6 +78,12 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
 
     /// <summary>The group's index.</summary>
     public int Index => _settings.GroupIndex;
+
+    /// <summary>The state of the voting gate. Thread-safe (a snapshot).</summary>
+    public VotingState VotingState => _voting.State;
+
+    /// <summary>Why the group does not vote, or null while it votes. Thread-safe (a snapshot).</summary>
+    public string? NotVotingReason => _voting.Reason;
 
     /// <summary>The state machines of this group.</summary>
     public StateMachineRegistry StateMachines { get; }
@@ -144,7 +149,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         }
 
         var checkpoint = StateMachines.GetCheckpointInstanceId();
-        DecideVotingAtStart(max, minChosen, checkpoint);
+        _voting.DecideAtStart(max, minChosen, checkpoint);
         if (_storage.WasIndexRebuilt(Index) && Membership.Current.Version == ulong.MaxValue && minChosen == 0)
         {
             RecoverSystemVariablesFromLog();
@@ -201,7 +206,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     public void OnLoopStarted()
     {
         _learner.ArmAskForLearnTimer();
-        OnVotingLoopStarted();
+        _voting.OnLoopStarted();
         OnCheckpointLoopStarted();
         _election.OnLoopStarted();
     }
@@ -286,7 +291,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
                 _election.OnTimer(timerId);
                 break;
             case TimerKind.VotingGate:
-                OnVotingGateTimer(timerId);
+                _voting.OnTimer(timerId);
                 break;
             default:
                 OnCheckpointTimer((TimerKind)kind, timerId);
@@ -308,7 +313,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     /// <inheritdoc />
     public void BroadcastPrepare(PaxosMsg prepare)
     {
-        if (_gate.IsVoting)
+        if (_voting.IsVoting)
         {
             OnAcceptorMessage(prepare, isRetry: false);
         }
@@ -320,7 +325,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     public void BroadcastAccept(PaxosMsg accept)
     {
         SendToOthers(accept, TransportKind.Udp);
-        if (_gate.IsVoting)
+        if (_voting.IsVoting)
         {
             OnAcceptorMessage(accept, isRetry: false);
         }
@@ -336,7 +341,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     public void OnChosen(ulong instanceId, ulong proposalId)
     {
         var ballot = new Ballot(proposalId, _settings.MyNodeId);
-        if (!_gate.IsVoting || (_acceptSkippedInstance == instanceId && _acceptSkippedBallot == ballot && _acceptor.Accepted != ballot))
+        if (!_voting.IsVoting || (_acceptSkippedInstance == instanceId && _acceptSkippedBallot == ballot && _acceptor.Accepted != ballot))
         {
             // This acceptor abstained (the gate was closed when the accept went out, though it may be open by
             // now): a majority of the others chose the proposer's value; learn it from the proposer. (An
@@ -359,6 +364,43 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         // Learn and execute here first; tell the others only if that worked (as PhxPaxos).
         _chosenByMeInstance = instanceId;
         OnLearnerMessage(success);
+        if (Now > instanceId)
+        {
+            SendToOthers(success, TransportKind.Udp);
+        }
+    }
+
+    /// <summary>
+    /// This node's proposer got <paramref name="instanceId"/> chosen by a majority of the other members, without
+    /// this acceptor's vote (the gate was closed, or the acceptor had promised a later ballot). Learn the value
+    /// from the proposer and make its record (which carries the ballot as the promise) durable; a closed gate
+    /// opens once it is.
+    /// </summary>
+    private void LearnOwnChosen(ulong instanceId, ulong proposalId)
+    {
+        if (instanceId != Now || _learner.IsLearned)
+        {
+            return;
+        }
+
+        var ballot = new Ballot(proposalId, _settings.MyNodeId);
+        var value = _proposer.Value;
+        _acceptor.RaisePromise(ballot);
+        _voting.OnOwnRoundChosen(ballot);
+        if (!_learner.LearnFromProposer(ballot, value, _voting.OpenWhenDurable($"its proposal was chosen at instance {instanceId} by a majority of the other members")))
+        {
+            return;
+        }
+
+        var success = new PaxosMsg
+        {
+            MsgType = (int)PaxosMsgType.ProposerSendSuccess,
+            InstanceID = instanceId,
+            NodeID = _settings.MyNodeId,
+            ProposalID = proposalId,
+            LastChecksum = _lastChecksum,
+        };
+        ExecuteLearnedValue();
         if (Now > instanceId)
         {
             SendToOthers(success, TransportKind.Udp);
