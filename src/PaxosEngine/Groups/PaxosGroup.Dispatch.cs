@@ -13,7 +13,7 @@ internal sealed partial class PaxosGroup
     private void OnPaxosMessage(PaxosMsg message, ulong headerGid)
     {
         // While waiting for a checkpoint the log is about to be replaced: take part in nothing (as PhxPaxos).
-        if (_stoppedReason is not null || _askingForCheckpoint)
+        if (_stoppedReason is not null || _installer.IsAskingForCheckpoint)
         {
             return;
         }
@@ -203,7 +203,7 @@ internal sealed partial class PaxosGroup
                 _learnerSender.OnSendLearnValueAck(message);
                 break;
             case PaxosMsgType.AskForCheckpoint:
-                OnAskForCheckpoint(message);
+                _checkpointServer.OnAskForCheckpoint(message);
                 break;
         }
 
@@ -240,6 +240,37 @@ internal sealed partial class PaxosGroup
         _committer.OnInstanceExecuted(instance, contexts is not null);
         Chosen?.Invoke(instance, value);
         _learnerSender.OnInstanceExecuted();
+    }
+
+    /// <summary>A checkpoint transfer message: acknowledgements go to the server, chunks to the installer.</summary>
+    private void OnCheckpointMessage(CheckpointMsg message, ulong headerGid)
+    {
+        if (_stoppedReason is not null)
+        {
+            return;
+        }
+
+        if ((Gid != 0 && headerGid != 0 && headerGid != Gid) || !IsValidSender(message.NodeID))
+        {
+            LogCheckpointMessageRefused(Index, new NodeId(message.NodeID), headerGid);
+            return;
+        }
+
+        if (message.MsgType == (int)CheckpointMsgType.SendFileAck)
+        {
+            _checkpointServer.OnAck(message);
+            return;
+        }
+
+        if (message.MsgType != (int)CheckpointMsgType.SendFile)
+        {
+            return;
+        }
+
+        if (_installer.OnSendFile(message))
+        {
+            AfterWork();
+        }
     }
 
     private AcceptorStateData? TryReadRecord(ulong instanceId)
@@ -286,6 +317,9 @@ internal sealed partial class PaxosGroup
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Group {Group}: refused a prepare or accept with gid 0 from node {Node}; this cluster's gid is {Gid}.")]
     private partial void LogGidZeroVote(int group, ulong node, ulong gid);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a checkpoint message from node {Peer} (gid {HeaderGid}): not a member of this cluster.")]
+    private partial void LogCheckpointMessageRefused(int group, NodeId peer, ulong headerGid);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group}: reading instance {Instance} failed.")]
     private partial void LogReadFailed(int group, ulong instance, Exception ex);

@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Orleans.Paxos.Engine.Checkpoints;
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.Transport;
@@ -34,7 +35,7 @@ internal sealed partial class PaxosGroup
 
     void ILearnerHost.OnSurveyAnswer(PaxosMsg answer) => _voting.OnSurveyAnswer(answer);
 
-    void ILearnerHost.OnPeerCleanedPastUs(PaxosMsg message) => OnPeerCleanedPastUs(message);
+    void ILearnerHost.OnPeerCleanedPastUs(PaxosMsg message) => _installer.OnPeerCleanedPastUs(message);
 
     bool ICommitterHost.IsLatest => _learner.IsLatest;
 
@@ -55,7 +56,36 @@ internal sealed partial class PaxosGroup
 
     bool IVotingHost.IsCommitterIdle => _committer.IsIdle;
 
-    bool IVotingHost.IsAskingForCheckpoint => _askingForCheckpoint;
+    bool IVotingHost.IsAskingForCheckpoint => _installer.IsAskingForCheckpoint;
 
     void IVotingHost.OnPeerInstanceSeen(ulong instanceId) => _learner.SetSeen(instanceId);
+
+    void ICheckpointInstallerHost.AbandonProposal() => _proposer.Abandon();
+
+    void ICheckpointInstallerHost.ResetToInstance(ulong instance) => ResetToInstance(instance);
+
+    void ICheckpointInstallerHost.LearnSoon() => _learner.ArmAskForLearnTimer(1);
+
+    bool ICheckpointServerHost.IsValidSender(ulong nodeId) => IsValidSender(nodeId);
+
+    bool IReplayerHost.IsSendingCheckpoint => _checkpointServer.IsSending;
+
+    bool IReplayerHost.IsAskingForCheckpoint => _installer.IsAskingForCheckpoint;
+
+    AcceptorStateData? IReplayerHost.TryReadRecord(ulong instanceId) => TryReadRecord(instanceId);
+
+    ulong ICleanableGroup.CheckpointInstanceIdForCleaner => StateMachines.GetCheckpointInstanceId();
+
+    bool ICleanableGroup.MayCleanLog => _checkpointServer.MayCleanLog;
+
+    object ICleanableGroup.LogMaintenanceGate => _installer.LogMaintenanceGate;
+
+    void ICleanableGroup.OnLogCleaned(ulong minChosen) => _loop.Post(new LoopAction(() =>
+    {
+        // A checkpoint installed meanwhile moved the log start further; never go back.
+        if (minChosen > MinChosenInstanceId)
+        {
+            PublishProgress(minChosen);
+        }
+    }));
 }

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Checkpoints;
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
@@ -9,11 +10,30 @@ using Orleans.Paxos.Engine.Transport;
 namespace Orleans.Paxos.Engine.Groups;
 
 /// <summary>
-/// One Paxos group on one node (PhxPaxos <c>Group</c> + <c>Instance</c>): its acceptor, proposer,
-/// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
-/// method except the ones documented as thread-safe runs there, and none takes a lock.
+/// One Paxos group on one node (PhxPaxos <c>Group</c> + <c>Instance</c>): it owns the group's roles and
+/// state machines, routes messages and timers to the roles, and is the host each role reaches through
+/// its own narrow interface. It keeps what ties the roles together: the current instance's checksum
+/// chain, the acceptor's persist-then-reply path, the retry queue, and execution of a learned value.
+/// Owned by one <see cref="GroupLoop"/> thread: every method except the ones documented as thread-safe
+/// runs there, and none takes a lock.
 /// </summary>
-internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMasterElectionHost, ILearnerHost, IVotingHost, ITimerTarget
+/// <remarks>
+/// The roles: <see cref="Acceptor"/>, <see cref="Proposer"/>, <see cref="Learner"/> and its
+/// <see cref="LearnerSender"/>, <see cref="Committer"/>, <see cref="MasterElection"/>,
+/// <see cref="VotingGateKeeper"/>, and for checkpoints <see cref="CheckpointInstaller"/>,
+/// <see cref="CheckpointServer"/> and <see cref="Replayer"/>. See docs/architecture.md.
+/// </remarks>
+internal sealed partial class PaxosGroup :
+    IProposerHost,
+    ICommitterHost,
+    IMasterElectionHost,
+    ILearnerHost,
+    IVotingHost,
+    ICheckpointInstallerHost,
+    ICheckpointServerHost,
+    IReplayerHost,
+    ICleanableGroup,
+    ITimerTarget
 {
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -27,6 +47,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     private readonly Learner _learner;
     private readonly LearnerSender _learnerSender;
     private readonly VotingGateKeeper _voting;
+    private readonly CheckpointInstaller _installer;
+    private readonly CheckpointServer _checkpointServer;
+    private readonly Replayer _replayer;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private List<ulong> _members;
@@ -59,6 +82,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         _learnerSender = new LearnerSender(this, settings, logger);
         _learner = new Learner(this, settings, _acceptor, storage, _learnerSender, Membership, Master, _random, logger);
         _voting = new VotingGateKeeper(this, settings, _acceptor, storage, Membership, Master, new VotingGate(_random), logger);
+        _installer = new CheckpointInstaller(this, settings, storage, StateMachines, logger);
+        _checkpointServer = new CheckpointServer(this, settings, StateMachines, transport, loop.Time, logger);
+        _replayer = new Replayer(this, settings.Checkpoints, StateMachines, logger);
         StateMachines.AddBuiltIn(Membership);
         StateMachines.AddBuiltIn(Master);
         _members = MemberIds(Membership.Current);
@@ -102,6 +128,15 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
 
     /// <summary>Number of proposals waiting or in flight. Thread-safe.</summary>
     public int WaitingProposals => _committer.WaitingProposals;
+
+    /// <summary>The highest instance id seen from a peer (learner's view); may be slightly stale. Thread-safe.</summary>
+    public ulong HighestSeenInstanceId => _learner.HighestSeenInstanceId;
+
+    /// <summary>Messages received and waiting for the loop thread. Thread-safe.</summary>
+    public int InboundQueueDepth => Volatile.Read(ref _inboundCount);
+
+    /// <summary>Checkpoints installed in place since start. Thread-safe.</summary>
+    public long CheckpointsInstalled => _installer.CheckpointsInstalled;
 
     /// <summary>Raised on the loop thread after each instance is executed: (instance, packed value).</summary>
     public event Action<ulong, ByteString>? Chosen;
@@ -207,7 +242,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
     {
         _learner.ArmAskForLearnTimer();
         _voting.OnLoopStarted();
-        OnCheckpointLoopStarted();
+        _replayer.OnLoopStarted();
         _election.OnLoopStarted();
     }
 
@@ -293,8 +328,11 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
             case TimerKind.VotingGate:
                 _voting.OnTimer(timerId);
                 break;
-            default:
-                OnCheckpointTimer((TimerKind)kind, timerId);
+            case TimerKind.CheckpointReceive:
+                _installer.OnTimer(timerId);
+                break;
+            case TimerKind.CheckpointReplayer:
+                _replayer.OnTimer(timerId);
                 break;
         }
 
@@ -429,6 +467,13 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         _committer.FailAllProposals(ProposeResult.NodeStopped);
     }
 
+    /// <summary>Accepts an inbound checkpoint message for the loop. Thread-safe.</summary>
+    public void EnqueueCheckpointMessage(CheckpointMsg message, ulong headerGid) =>
+        _loop.Post(new LoopAction(() => OnCheckpointMessage(message, headerGid)));
+
+    /// <summary>Ends a checkpoint transfer being sent and waits for its thread. Thread-safe; used when the node stops.</summary>
+    public void CancelCheckpointSend(string reason) => _checkpointServer.CancelSend(reason);
+
     /// <summary>
     /// The index that held the system variables was rebuilt: executes the membership values of the log again
     /// (it starts at instance 0 here), so the cluster id and members come back without a new cluster id.
@@ -480,6 +525,33 @@ internal sealed partial class PaxosGroup : IProposerHost, ICommitterHost, IMaste
         _proposer.NewInstance();
         _learner.ResetLearnedValue();
         PublishProgress();
+    }
+
+    /// <summary>Restarts acceptor, learner and proposer at <paramref name="instance"/> with an empty log behind it (a checkpoint was installed).</summary>
+    private void ResetToInstance(ulong instance)
+    {
+        // The promise is kept (as across instances); nothing is accepted at the new instance yet.
+        _acceptor.Restore(new AcceptorStateData
+        {
+            InstanceID = instance,
+            PromiseID = _acceptor.Promised.ProposalId,
+            PromiseNodeID = _acceptor.Promised.NodeId,
+            AcceptedID = 0,
+            AcceptedNodeID = 0,
+            AcceptedValue = ByteString.Empty,
+            Checksum = 0,
+        });
+        _proposer.Abandon();
+        _proposer.InstanceId = instance;
+        _proposer.OnChosenElsewhere();
+        _committer.AbandonInFlight();
+        _learner.Reset();
+        _retryQueue.Clear();
+        _chosenByMeInstance = ulong.MaxValue;
+        _lastChecksum = 0; // history before the checkpoint is unknown here; adopted from the next peer message
+        _learnerSender.Stop();
+        _replayer.Reset();
+        PublishProgress(instance);
     }
 
     private bool IsValidSender(ulong nodeId) => Gid == 0 || _members.Contains(nodeId);
