@@ -1,15 +1,12 @@
 using Microsoft.Extensions.Logging;
 using Orleans.Paxos.Engine.Protocol;
-using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Transport;
 
 namespace Orleans.Paxos.Engine.Groups;
 
-/// <summary>Message dispatch: gid and membership checks, the checksum chain, the retry queue.</summary>
+/// <summary>Messages in and out: gid and membership checks, routing to the roles, sending.</summary>
 internal sealed partial class PaxosGroup
 {
-    /// <summary>Messages for future instances are kept at most this far ahead (PhxPaxos <c>RETRY_QUEUE_MAX_LEN</c>).</summary>
-    private const int RetryQueueMaxLength = 300;
-
     private void OnPaxosMessage(PaxosMsg message, ulong headerGid)
     {
         // While waiting for a checkpoint the log is about to be replaced: take part in nothing (as PhxPaxos).
@@ -102,83 +99,6 @@ internal sealed partial class PaxosGroup
         }
     }
 
-    private void OnAcceptorMessage(PaxosMsg message, bool isRetry)
-    {
-        if (message.InstanceID == Now + 1)
-        {
-            // A message for the next instance implies the current one was chosen with its ballot
-            // (implicit commit): learn it first if this acceptor accepted exactly that ballot.
-            var implied = message.Clone();
-            implied.InstanceID = Now;
-            implied.MsgType = (int)PaxosMsgType.ProposerSendSuccess;
-            OnLearnerMessage(implied);
-        }
-
-        if (message.InstanceID == Now)
-        {
-            var isPrepare = message.MsgType == (int)PaxosMsgType.Prepare;
-            var reply = isPrepare
-                ? _acceptor.OnPrepare(message, _lastChecksum, out var record)
-                : _acceptor.OnAccept(message, _lastChecksum, out record);
-            if (record is null)
-            {
-                Send(message.NodeID, reply, Transport.TransportKind.Udp);
-            }
-            else
-            {
-                PersistThenReply(record, reply, message.NodeID);
-            }
-        }
-        else if (!isRetry && message.InstanceID > Now && message.InstanceID >= _learner.HighestSeenInstanceId)
-        {
-            if (message.InstanceID < Now + RetryQueueMaxLength)
-            {
-                if (_retryQueue.Count >= RetryQueueMaxLength)
-                {
-                    _retryQueue.Dequeue();
-                }
-
-                _retryQueue.Enqueue(message);
-            }
-            else
-            {
-                _retryQueue.Clear();
-            }
-        }
-    }
-
-    private void DealWithRetryQueue()
-    {
-        var handledCurrent = false;
-        while (_retryQueue.TryPeek(out var message))
-        {
-            if (message.InstanceID > Now + 1)
-            {
-                break;
-            }
-
-            if (message.InstanceID == Now + 1)
-            {
-                // The next instance is only retried once a message for the current one was.
-                if (!handledCurrent)
-                {
-                    break;
-                }
-
-                _retryQueue.Dequeue();
-                OnAcceptorMessage(message, isRetry: true);
-                continue;
-            }
-
-            _retryQueue.Dequeue();
-            if (message.InstanceID == Now)
-            {
-                handledCurrent = true;
-                OnAcceptorMessage(message, isRetry: true);
-            }
-        }
-    }
-
     /// <summary>Hands a learner message to the role that takes it, then executes a value that became learned.</summary>
     private void OnLearnerMessage(PaxosMsg message)
     {
@@ -213,35 +133,6 @@ internal sealed partial class PaxosGroup
         }
     }
 
-    /// <summary>Executes the learned value in the state machines and moves every role to the next instance.</summary>
-    private void ExecuteLearnedValue()
-    {
-        var instance = Now;
-        var value = _learner.LearnedValue;
-        var contexts = _committer.GetContextsIfMine(instance, value);
-        if (!StateMachines.Execute(instance, value, contexts))
-        {
-            // The value stays learned; execution is retried on the next learner message.
-            _committer.OnExecuteFailed(instance, contexts is not null);
-            _proposer.CancelSkipPrepare();
-            return;
-        }
-
-        if (_chosenByMeInstance != instance)
-        {
-            _proposer.OnChosenElsewhere();
-        }
-
-        _lastChecksum = _learner.LearnedChecksum;
-        NewInstance();
-
-        // Callers are told only after the new instance is published: once ProposeAsync returns, the
-        // node's current instance is past the one it reports.
-        _committer.OnInstanceExecuted(instance, contexts is not null);
-        Chosen?.Invoke(instance, value);
-        _learnerSender.OnInstanceExecuted();
-    }
-
     /// <summary>A checkpoint transfer message: acknowledgements go to the server, chunks to the installer.</summary>
     private void OnCheckpointMessage(CheckpointMsg message, ulong headerGid)
     {
@@ -273,43 +164,47 @@ internal sealed partial class PaxosGroup
         }
     }
 
-    private AcceptorStateData? TryReadRecord(ulong instanceId)
+    private bool IsValidSender(ulong nodeId) => Gid == 0 || _members.Contains(nodeId);
+
+    private void Send(ulong to, PaxosMsg message, TransportKind kind)
     {
-        try
+        if (to == _settings.MyNodeId)
         {
-            return ReadRecord(instanceId);
+            _loop.Post(new InboundMessage(this, message, Gid, counted: false));
+            return;
         }
-        catch (LogStorageException ex)
+
+        var frame = FrameCodec.Encode(Index, Gid, message);
+        _transport.Send(new NodeId(to), frame, kind);
+    }
+
+    private void SendToOthers(PaxosMsg message, TransportKind kind)
+    {
+        byte[]? frame = null;
+        foreach (var member in _members)
         {
-            LogReadFailed(Index, instanceId, ex);
-            return null;
+            if (member == _settings.MyNodeId)
+            {
+                continue;
+            }
+
+            frame ??= FrameCodec.Encode(Index, Gid, message);
+            _transport.Send(new NodeId(member), frame, kind);
         }
     }
 
-    /// <summary>
-    /// The rolling checksum check (PhxPaxos <c>ChecksumLogic</c>). A mismatch means this node's history
-    /// differs from the sender's: the group stops loudly instead of diverging.
-    /// </summary>
-    private bool ChecksumMatches(PaxosMsg message)
+    /// <summary>An inbound or local message for a group.</summary>
+    private sealed class InboundMessage(PaxosGroup group, PaxosMsg message, ulong headerGid, bool counted) : ILoopWork
     {
-        if (message.LastChecksum == 0 || message.InstanceID != Now)
+        public void Run()
         {
-            return true;
-        }
+            if (counted)
+            {
+                Interlocked.Decrement(ref group._inboundCount);
+            }
 
-        if (Now > 0 && _lastChecksum == 0)
-        {
-            _lastChecksum = message.LastChecksum;
-            return true;
+            group.OnPaxosMessage(message, headerGid);
         }
-
-        if (message.LastChecksum == _lastChecksum)
-        {
-            return true;
-        }
-
-        Stop($"checksum mismatch at instance {Now}: node {new NodeId(message.NodeID)} has {message.LastChecksum} for instance {Now - 1}, this node has {_lastChecksum}");
-        return false;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a frame from node {Node} with gid {HeaderGid}; this cluster's gid is {Gid}.")]
@@ -320,9 +215,6 @@ internal sealed partial class PaxosGroup
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a checkpoint message from node {Peer} (gid {HeaderGid}): not a member of this cluster.")]
     private partial void LogCheckpointMessageRefused(int group, NodeId peer, ulong headerGid);
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group}: reading instance {Instance} failed.")]
-    private partial void LogReadFailed(int group, ulong instance, Exception ex);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a message of unknown type {Type} from node {Node}.")]
     private partial void LogInvalidType(int group, int type, ulong node);

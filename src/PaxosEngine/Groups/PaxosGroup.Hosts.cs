@@ -6,9 +6,15 @@ using Orleans.Paxos.Engine.Transport;
 
 namespace Orleans.Paxos.Engine.Groups;
 
-/// <summary>The group as host of its roles: each role sees the group only through its own host interface.</summary>
+/// <summary>
+/// The group as host of its roles: each role sees the group only through its own host interface. Members
+/// that the group also offers publicly (<see cref="Gid"/>, <see cref="MinChosenInstanceId"/>,
+/// <see cref="LastChecksum"/>, <see cref="Quorum"/>, <see cref="AddTimer"/>, <see cref="RemoveTimer"/>,
+/// <see cref="Stop"/>, <see cref="TryEnqueueProposal"/>) implement them implicitly; the rest are below.
+/// </summary>
 internal sealed partial class PaxosGroup
 {
+    // What every role needs.
     int IRoleHost.GroupIndex => Index;
 
     ulong IRoleHost.MyNodeId => _settings.MyNodeId;
@@ -23,6 +29,7 @@ internal sealed partial class PaxosGroup
 
     bool IRoleHost.IsMember(ulong nodeId) => _members.Contains(nodeId);
 
+    // Messaging and log reads.
     void IPeerHost.Send(ulong to, PaxosMsg message, TransportKind kind) => Send(to, message, kind);
 
     void IPeerHost.SendToOthers(PaxosMsg message, TransportKind kind) => SendToOthers(message, kind);
@@ -31,16 +38,13 @@ internal sealed partial class PaxosGroup
 
     AcceptorStateData? IPeerHost.TryReadRecord(ulong instanceId) => TryReadRecord(instanceId);
 
-    void ILearnerHost.AnswerSurvey(PaxosMsg ask) => _voting.AnswerSurvey(ask);
+    // Proposer (the broadcasts and OnChosen are in PaxosGroup.Instance.cs).
+    ulong IProposerHost.MyNodeId => _settings.MyNodeId;
 
-    void ILearnerHost.OnSurveyAnswer(PaxosMsg answer) => _voting.OnSurveyAnswer(answer);
-
-    void ILearnerHost.OnPeerCleanedPastUs(PaxosMsg message) => _installer.OnPeerCleanedPastUs(message);
-
+    // Committer.
     bool ICommitterHost.IsLatest => _learner.IsLatest;
 
     bool ICommitterHost.IsProposing => _proposer.IsWorking;
-
 
     byte[] ICommitterHost.CreateGidValue() => Membership.CreateGidValue(_settings.MyNodeId);
 
@@ -48,8 +52,17 @@ internal sealed partial class PaxosGroup
 
     void ICommitterHost.AfterWork() => AfterWork();
 
+    // Master election.
     bool IMasterElectionHost.IsSelfMember => IsMember;
 
+    // Learner.
+    void ILearnerHost.AnswerSurvey(PaxosMsg ask) => _voting.AnswerSurvey(ask);
+
+    void ILearnerHost.OnSurveyAnswer(PaxosMsg answer) => _voting.OnSurveyAnswer(answer);
+
+    void ILearnerHost.OnPeerCleanedPastUs(PaxosMsg message) => _installer.OnPeerCleanedPastUs(message);
+
+    // Voting gate keeper.
     IReadOnlyList<ulong> IVotingHost.Members => _members;
 
     bool IVotingHost.IsLatest => _learner.IsLatest;
@@ -60,6 +73,7 @@ internal sealed partial class PaxosGroup
 
     void IVotingHost.OnPeerInstanceSeen(ulong instanceId) => _learner.SetSeen(instanceId);
 
+    // Checkpoint installer, server and replayer.
     void ICheckpointInstallerHost.AbandonProposal() => _proposer.Abandon();
 
     void ICheckpointInstallerHost.ResetToInstance(ulong instance) => ResetToInstance(instance);
@@ -74,6 +88,7 @@ internal sealed partial class PaxosGroup
 
     AcceptorStateData? IReplayerHost.TryReadRecord(ulong instanceId) => TryReadRecord(instanceId);
 
+    // The log cleaner (its own thread: these are thread-safe).
     ulong ICleanableGroup.CheckpointInstanceIdForCleaner => StateMachines.GetCheckpointInstanceId();
 
     bool ICleanableGroup.MayCleanLog => _checkpointServer.MayCleanLog;

@@ -148,8 +148,6 @@ internal sealed partial class PaxosGroup :
         set => _settings.Sync = value;
     }
 
-    ulong IProposerHost.MyNodeId => _settings.MyNodeId;
-
     /// <inheritdoc />
     public int Quorum => (_members.Count / 2) + 1;
 
@@ -345,106 +343,6 @@ internal sealed partial class PaxosGroup :
     /// <inheritdoc />
     public void RemoveTimer(long timerId) => _loop.RemoveTimer(timerId);
 
-    /// <inheritdoc />
-    public int RetryDelayMs() => _random.Next(10, 40);
-
-    /// <inheritdoc />
-    public void BroadcastPrepare(PaxosMsg prepare)
-    {
-        if (_voting.IsVoting)
-        {
-            OnAcceptorMessage(prepare, isRetry: false);
-        }
-
-        SendToOthers(prepare, TransportKind.Udp);
-    }
-
-    /// <inheritdoc />
-    public void BroadcastAccept(PaxosMsg accept)
-    {
-        SendToOthers(accept, TransportKind.Udp);
-        if (_voting.IsVoting)
-        {
-            OnAcceptorMessage(accept, isRetry: false);
-        }
-        else
-        {
-            // Remembered so that a choice of this ballot, should the gate open meanwhile, is learned from the proposer.
-            _acceptSkippedInstance = accept.InstanceID;
-            _acceptSkippedBallot = new Ballot(accept.ProposalID, accept.NodeID);
-        }
-    }
-
-    /// <inheritdoc />
-    public void OnChosen(ulong instanceId, ulong proposalId)
-    {
-        var ballot = new Ballot(proposalId, _settings.MyNodeId);
-        if (!_voting.IsVoting || (_acceptSkippedInstance == instanceId && _acceptSkippedBallot == ballot && _acceptor.Accepted != ballot))
-        {
-            // This acceptor abstained (the gate was closed when the accept went out, though it may be open by
-            // now): a majority of the others chose the proposer's value; learn it from the proposer. (An
-            // acceptor that voted and rejected keeps PhxPaxos's rule: the value is learned from those that
-            // accepted it, never on the strength of replies alone.)
-            _chosenByMeInstance = instanceId;
-            LearnOwnChosen(instanceId, proposalId);
-            return;
-        }
-
-        var success = new PaxosMsg
-        {
-            MsgType = (int)PaxosMsgType.ProposerSendSuccess,
-            InstanceID = instanceId,
-            NodeID = _settings.MyNodeId,
-            ProposalID = proposalId,
-            LastChecksum = _lastChecksum,
-        };
-
-        // Learn and execute here first; tell the others only if that worked (as PhxPaxos).
-        _chosenByMeInstance = instanceId;
-        OnLearnerMessage(success);
-        if (Now > instanceId)
-        {
-            SendToOthers(success, TransportKind.Udp);
-        }
-    }
-
-    /// <summary>
-    /// This node's proposer got <paramref name="instanceId"/> chosen by a majority of the other members, without
-    /// this acceptor's vote (the gate was closed, or the acceptor had promised a later ballot). Learn the value
-    /// from the proposer and make its record (which carries the ballot as the promise) durable; a closed gate
-    /// opens once it is.
-    /// </summary>
-    private void LearnOwnChosen(ulong instanceId, ulong proposalId)
-    {
-        if (instanceId != Now || _learner.IsLearned)
-        {
-            return;
-        }
-
-        var ballot = new Ballot(proposalId, _settings.MyNodeId);
-        var value = _proposer.Value;
-        _acceptor.RaisePromise(ballot);
-        _voting.OnOwnRoundChosen(ballot);
-        if (!_learner.LearnFromProposer(ballot, value, _voting.OpenWhenDurable($"its proposal was chosen at instance {instanceId} by a majority of the other members")))
-        {
-            return;
-        }
-
-        var success = new PaxosMsg
-        {
-            MsgType = (int)PaxosMsgType.ProposerSendSuccess,
-            InstanceID = instanceId,
-            NodeID = _settings.MyNodeId,
-            ProposalID = proposalId,
-            LastChecksum = _lastChecksum,
-        };
-        ExecuteLearnedValue();
-        if (Now > instanceId)
-        {
-            SendToOthers(success, TransportKind.Udp);
-        }
-    }
-
     /// <summary>Stops the group for good: it drops messages, fails proposals and logs why. Loop thread.</summary>
     public void Stop(string reason, Exception? cause = null)
     {
@@ -498,6 +396,19 @@ internal sealed partial class PaxosGroup :
         return bytes is null ? null : AcceptorStateData.Parser.ParseFrom(bytes);
     }
 
+    private AcceptorStateData? TryReadRecord(ulong instanceId)
+    {
+        try
+        {
+            return ReadRecord(instanceId);
+        }
+        catch (LogStorageException ex)
+        {
+            LogReadFailed(Index, instanceId, ex);
+            return null;
+        }
+    }
+
     private void PublishProgress(ulong? minChosen = null)
     {
         Volatile.Write(ref _nowPublished, (long)Now);
@@ -519,131 +430,6 @@ internal sealed partial class PaxosGroup :
         _committer.CheckNewValue();
     }
 
-    private void NewInstance()
-    {
-        _acceptor.NewInstance();
-        _proposer.NewInstance();
-        _learner.ResetLearnedValue();
-        PublishProgress();
-    }
-
-    /// <summary>Restarts acceptor, learner and proposer at <paramref name="instance"/> with an empty log behind it (a checkpoint was installed).</summary>
-    private void ResetToInstance(ulong instance)
-    {
-        // The promise is kept (as across instances); nothing is accepted at the new instance yet.
-        _acceptor.Restore(new AcceptorStateData
-        {
-            InstanceID = instance,
-            PromiseID = _acceptor.Promised.ProposalId,
-            PromiseNodeID = _acceptor.Promised.NodeId,
-            AcceptedID = 0,
-            AcceptedNodeID = 0,
-            AcceptedValue = ByteString.Empty,
-            Checksum = 0,
-        });
-        _proposer.Abandon();
-        _proposer.InstanceId = instance;
-        _proposer.OnChosenElsewhere();
-        _committer.AbandonInFlight();
-        _learner.Reset();
-        _retryQueue.Clear();
-        _chosenByMeInstance = ulong.MaxValue;
-        _lastChecksum = 0; // history before the checkpoint is unknown here; adopted from the next peer message
-        _learnerSender.Stop();
-        _replayer.Reset();
-        PublishProgress(instance);
-    }
-
-    private bool IsValidSender(ulong nodeId) => Gid == 0 || _members.Contains(nodeId);
-
-    private void Send(ulong to, PaxosMsg message, TransportKind kind)
-    {
-        if (to == _settings.MyNodeId)
-        {
-            _loop.Post(new InboundMessage(this, message, Gid, counted: false));
-            return;
-        }
-
-        var frame = FrameCodec.Encode(Index, Gid, message);
-        _transport.Send(new NodeId(to), frame, kind);
-    }
-
-    private void SendToOthers(PaxosMsg message, TransportKind kind)
-    {
-        byte[]? frame = null;
-        foreach (var member in _members)
-        {
-            if (member == _settings.MyNodeId)
-            {
-                continue;
-            }
-
-            frame ??= FrameCodec.Encode(Index, Gid, message);
-            _transport.Send(new NodeId(member), frame, kind);
-        }
-    }
-
-    /// <summary>Writes the acceptor's record and sends <paramref name="reply"/> only once it is durable.</summary>
-    private void PersistThenReply(AcceptorStateData record, PaxosMsg reply, ulong replyTo)
-    {
-        var sync = _settings.Sync;
-        if (sync && _settings.SyncInterval > 0)
-        {
-            sync = ++_writesSinceSync > _settings.SyncInterval;
-            if (sync)
-            {
-                _writesSinceSync = 0;
-            }
-        }
-
-        var persistStarted = _loop.Time.GetTimestamp();
-        try
-        {
-            // The loop thread writes the record itself when the storage is idle, unless that would make other
-            // groups of its loop wait for an fsync.
-            var callerWrite = !sync || _loop.GroupCount == 1;
-            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted, callerWrite));
-        }
-        catch (LogStorageException ex)
-        {
-            Stop($"the acceptor could not write instance {record.InstanceID}", ex);
-        }
-    }
-
-    /// <summary>A reply waiting for its record to be durable; completes on a storage thread or, when the loop writes it itself, on the loop.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted, bool callerWrite) : IPutCallback
-    {
-        public bool AllowsCallerWrite => callerWrite;
-
-        public void OnPutCompleted(Exception? error)
-        {
-            if (error is null)
-            {
-                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, group._loop.Time.GetElapsedTime(persistStarted));
-
-                // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
-                group.Send(replyTo, reply, TransportKind.Udp);
-                return;
-            }
-
-            group._loop.Post(new LoopAction(() => group.Stop($"the acceptor could not write instance {instanceId}", error)));
-        }
-    }
-
-    /// <summary>An inbound or local message for a group.</summary>
-    private sealed class InboundMessage(PaxosGroup group, PaxosMsg message, ulong headerGid, bool counted) : ILoopWork
-    {
-        public void Run()
-        {
-            if (counted)
-            {
-                Interlocked.Decrement(ref group._inboundCount);
-            }
-
-            group.OnPaxosMessage(message, headerGid);
-        }
-    }
-
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: system variables recovered from the log after the index was rebuilt: gid {Gid}, version {Version} (log up to instance {Now}).")]
     private partial void LogSystemVariablesRecovered(int group, ulong gid, long version, ulong now);
 
@@ -655,6 +441,9 @@ internal sealed partial class PaxosGroup :
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Group {Group} STOPPED: {Reason}. It no longer takes part in consensus; other groups are unaffected. Fix the cause and restart the node.")]
     private partial void LogGroupStopped(int group, string reason, Exception? cause);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group}: reading instance {Instance} failed.")]
+    private partial void LogReadFailed(int group, ulong instance, Exception ex);
 }
 
 /// <summary>A delegate run on a loop thread.</summary>
