@@ -17,7 +17,9 @@ namespace Orleans.Paxos.Engine.Checkpoints;
 /// Runs on a dedicated thread of its own (at most one per group at a time): locking a checkpoint may
 /// copy a whole database and reading files blocks, neither of which may stall the group's loop or a
 /// thread-pool thread. It touches no Paxos state; acknowledgements reach it through <see cref="OnAck"/>
-/// from the loop thread, and it reports its end through the callback given to the constructor.
+/// from the loop thread, and it reports its end through the callback given to the constructor. Its
+/// acknowledgement timeout is measured on the group loop's <see cref="TimeProvider"/>; the thread waits for
+/// acknowledgements at most a second at a time and then looks at that clock again.
 /// </remarks>
 internal sealed partial class CheckpointSender
 {
@@ -35,6 +37,7 @@ internal sealed partial class CheckpointSender
     private readonly ulong _gid;
     private readonly IReadOnlyList<IStateMachine> _machines;
     private readonly ITransport _transport;
+    private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<CheckpointSender> _finished;
     private readonly object _gate = new();
@@ -54,6 +57,7 @@ internal sealed partial class CheckpointSender
         ulong checkpointInstanceId,
         IReadOnlyList<IStateMachine> userMachines,
         ITransport transport,
+        TimeProvider time,
         ILogger logger,
         Action<CheckpointSender> finished)
     {
@@ -64,9 +68,10 @@ internal sealed partial class CheckpointSender
         CheckpointInstanceId = checkpointInstanceId;
         _machines = userMachines;
         _transport = transport;
+        _time = time;
         _logger = logger;
         _finished = finished;
-        Uuid = unchecked((myNodeId ^ (ulong)Environment.TickCount64) + (ulong)Random.Shared.NextInt64());
+        Uuid = unchecked((myNodeId ^ (ulong)time.GetTimestamp()) + (ulong)Random.Shared.NextInt64());
         _thread = new Thread(Run) { IsBackground = true, Name = $"paxos-cp-send-g{groupIndex}" };
     }
 
@@ -87,6 +92,9 @@ internal sealed partial class CheckpointSender
 
     /// <summary>Bytes of file data sent.</summary>
     public long BytesSent { get; private set; }
+
+    /// <summary>Milliseconds on the group loop's clock (the <see cref="TimeProvider"/> given to the constructor).</summary>
+    private long NowMs => (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
 
     public void Start() => _thread.Start();
 
@@ -112,7 +120,7 @@ internal sealed partial class CheckpointSender
                 // The receiver takes messages in order, so an acknowledgement covers every earlier one.
                 _ackedSequence = ack.Sequence;
                 _anyAck = true;
-                _lastAckMs = Environment.TickCount64;
+                _lastAckMs = NowMs;
             }
 
             Monitor.PulseAll(_gate);
@@ -132,7 +140,7 @@ internal sealed partial class CheckpointSender
     private void Run()
     {
         var locked = new List<IStateMachine>();
-        var started = Environment.TickCount64;
+        var started = NowMs;
         try
         {
             foreach (var machine in _machines)
@@ -149,7 +157,7 @@ internal sealed partial class CheckpointSender
                 return;
             }
 
-            _lastAckMs = Environment.TickCount64;
+            _lastAckMs = NowMs;
             if (!Send(new CheckpointMsg { Flag = (int)CheckpointSendFileFlag.Begin, CheckpointInstanceID = CheckpointInstanceId }))
             {
                 return;
@@ -171,7 +179,7 @@ internal sealed partial class CheckpointSender
             }
 
             Succeeded = true;
-            LogSendDone(_groupIndex, new NodeId(Receiver), Uuid, BytesSent, Environment.TickCount64 - started);
+            LogSendDone(_groupIndex, new NodeId(Receiver), Uuid, BytesSent, NowMs - started);
             Telemetry.EngineInstruments.RecordCheckpointTransfer(Telemetry.EngineInstruments.CheckpointsSent, _groupIndex, ok: true, BytesSent);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
@@ -287,7 +295,7 @@ internal sealed partial class CheckpointSender
                     return true;
                 }
 
-                var left = _lastAckMs + AckTimeoutMs - Environment.TickCount64;
+                var left = _lastAckMs + AckTimeoutMs - NowMs;
                 if (left <= 0)
                 {
                     _abortReason = $"no acknowledgement for {AckTimeoutMs} ms";

@@ -38,6 +38,8 @@ internal interface ICleanableGroup
 /// sharing a loop. It touches no Paxos state: it reads the values groups publish, calls the
 /// thread-safe storage, and posts the new log start to the group's loop. One thread for all groups
 /// rather than PhxPaxos's one per group, so that hundreds of groups do not mean hundreds of threads.
+/// The deletion budget is paced by the node's <see cref="TimeProvider"/>; the pause between passes is a
+/// real wait of the thread.
 /// </remarks>
 internal sealed partial class LogCleaner : IDisposable
 {
@@ -47,25 +49,30 @@ internal sealed partial class LogCleaner : IDisposable
     private readonly IReadOnlyList<ICleanableGroup> _groups;
     private readonly ILogStorage _storage;
     private readonly CheckpointControl _control;
+    private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Thread _thread;
     private readonly ManualResetEventSlim _stop = new(false);
     private readonly long[] _lastPassMs;
     private readonly Random _random = new();
 
-    public LogCleaner(IReadOnlyList<ICleanableGroup> groups, ILogStorage storage, CheckpointControl control, string name, ILogger logger)
+    public LogCleaner(IReadOnlyList<ICleanableGroup> groups, ILogStorage storage, CheckpointControl control, TimeProvider time, string name, ILogger logger)
     {
         _groups = groups;
         _storage = storage;
         _control = control;
+        _time = time;
         _logger = logger;
         _lastPassMs = new long[groups.Count];
         _thread = new Thread(Run) { IsBackground = true, Name = name, Priority = ThreadPriority.BelowNormal };
     }
 
+    /// <summary>Milliseconds on the node's clock: deletion is paced by it, as the groups' timers are.</summary>
+    private long NowMs => (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
+
     public void Start()
     {
-        var now = Environment.TickCount64;
+        var now = NowMs;
         Array.Fill(_lastPassMs, now);
         _thread.Start();
     }
@@ -140,7 +147,7 @@ internal sealed partial class LogCleaner : IDisposable
             var perGroupQps = Math.Max(1, DeleteQps / Math.Max(1, _control.GroupCount));
             for (var i = 0; i < _groups.Count && !_stop.IsSet; i++)
             {
-                var now = Environment.TickCount64;
+                var now = NowMs;
                 var budget = Math.Min(perGroupQps, (now - _lastPassMs[i]) * perGroupQps / 1000);
                 _lastPassMs[i] = now;
                 try

@@ -1,18 +1,16 @@
 using Microsoft.Extensions.Logging;
 using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Transport;
 
 namespace Orleans.Paxos.Engine.Groups;
 
-/// <summary>Message dispatch: gid and membership checks, the checksum chain, the retry queue.</summary>
+/// <summary>Messages in and out: gid and membership checks, routing to the roles, sending.</summary>
 internal sealed partial class PaxosGroup
 {
-    /// <summary>Messages for future instances are kept at most this far ahead (PhxPaxos <c>RETRY_QUEUE_MAX_LEN</c>).</summary>
-    private const int RetryQueueMaxLength = 300;
-
     private void OnPaxosMessage(PaxosMsg message, ulong headerGid)
     {
         // While waiting for a checkpoint the log is about to be replaced: take part in nothing (as PhxPaxos).
-        if (_stoppedReason is not null || _askingForCheckpoint)
+        if (_stoppedReason is not null || _installer.IsAskingForCheckpoint)
         {
             return;
         }
@@ -102,113 +100,112 @@ internal sealed partial class PaxosGroup
         }
     }
 
-    private void OnAcceptorMessage(PaxosMsg message, bool isRetry)
+    /// <summary>Hands a learner message to the role that takes it, then executes a value that became learned.</summary>
+    private void OnLearnerMessage(PaxosMsg message)
     {
-        if (message.InstanceID == Now + 1)
+        switch ((PaxosMsgType)message.MsgType)
         {
-            // A message for the next instance implies the current one was chosen with its ballot
-            // (implicit commit): learn it first if this acceptor accepted exactly that ballot.
-            var implied = message.Clone();
-            implied.InstanceID = Now;
-            implied.MsgType = (int)PaxosMsgType.ProposerSendSuccess;
-            OnLearnerMessage(implied);
+            case PaxosMsgType.ProposerSendSuccess:
+                _learner.OnProposerSendSuccess(message);
+                break;
+            case PaxosMsgType.AskForLearn:
+                _learner.OnAskForLearn(message);
+                break;
+            case PaxosMsgType.SendNowInstanceId:
+                _learner.OnSendNowInstanceId(message);
+                break;
+            case PaxosMsgType.ConfirmAskForLearn:
+                _learnerSender.OnConfirmAskForLearn(message);
+                break;
+            case PaxosMsgType.SendLearnValue:
+                _learner.OnSendLearnValue(message);
+                break;
+            case PaxosMsgType.SendLearnValueAck:
+                _learnerSender.OnSendLearnValueAck(message);
+                break;
+            case PaxosMsgType.AskForCheckpoint:
+                _checkpointServer.OnAskForCheckpoint(message);
+                break;
         }
 
-        if (message.InstanceID == Now)
+        if (_learner.IsLearned)
         {
-            if (!_gate.IsVoting)
-            {
-                ObserveWhileNotVoting(message);
-                return;
-            }
-
-            var isPrepare = message.MsgType == (int)PaxosMsgType.Prepare;
-            var reply = isPrepare
-                ? _acceptor.OnPrepare(message, _lastChecksum, out var record)
-                : _acceptor.OnAccept(message, _lastChecksum, out record);
-            if (record is null)
-            {
-                Send(message.NodeID, reply, Transport.TransportKind.Udp);
-            }
-            else
-            {
-                PersistThenReply(record, reply, message.NodeID);
-            }
-        }
-        else if (!isRetry && message.InstanceID > Now && message.InstanceID >= _highestSeenInstanceId)
-        {
-            if (message.InstanceID < Now + RetryQueueMaxLength)
-            {
-                if (_retryQueue.Count >= RetryQueueMaxLength)
-                {
-                    _retryQueue.Dequeue();
-                }
-
-                _retryQueue.Enqueue(message);
-            }
-            else
-            {
-                _retryQueue.Clear();
-            }
+            ExecuteLearnedValue();
         }
     }
 
-    private void DealWithRetryQueue()
+    /// <summary>A checkpoint transfer message: acknowledgements go to the server, chunks to the installer.</summary>
+    private void OnCheckpointMessage(CheckpointMsg message, ulong headerGid)
     {
-        var handledCurrent = false;
-        while (_retryQueue.TryPeek(out var message))
+        if (_stoppedReason is not null)
         {
-            if (message.InstanceID > Now + 1)
-            {
-                break;
-            }
+            return;
+        }
 
-            if (message.InstanceID == Now + 1)
-            {
-                // The next instance is only retried once a message for the current one was.
-                if (!handledCurrent)
-                {
-                    break;
-                }
+        if ((Gid != 0 && headerGid != 0 && headerGid != Gid) || !IsValidSender(message.NodeID))
+        {
+            LogCheckpointMessageRefused(Index, new NodeId(message.NodeID), headerGid);
+            return;
+        }
 
-                _retryQueue.Dequeue();
-                OnAcceptorMessage(message, isRetry: true);
+        if (message.MsgType == (int)CheckpointMsgType.SendFileAck)
+        {
+            _checkpointServer.OnAck(message);
+            return;
+        }
+
+        if (message.MsgType != (int)CheckpointMsgType.SendFile)
+        {
+            return;
+        }
+
+        if (_installer.OnSendFile(message))
+        {
+            AfterWork();
+        }
+    }
+
+    private bool IsValidSender(ulong nodeId) => Gid == 0 || _members.Contains(nodeId);
+
+    private void Send(ulong to, PaxosMsg message, TransportKind kind)
+    {
+        if (to == _settings.MyNodeId)
+        {
+            _loop.Post(new InboundMessage(this, message, Gid, counted: false));
+            return;
+        }
+
+        var frame = FrameCodec.Encode(Index, Gid, message);
+        _transport.Send(new NodeId(to), frame, kind);
+    }
+
+    private void SendToOthers(PaxosMsg message, TransportKind kind)
+    {
+        byte[]? frame = null;
+        foreach (var member in _members)
+        {
+            if (member == _settings.MyNodeId)
+            {
                 continue;
             }
 
-            _retryQueue.Dequeue();
-            if (message.InstanceID == Now)
-            {
-                handledCurrent = true;
-                OnAcceptorMessage(message, isRetry: true);
-            }
+            frame ??= FrameCodec.Encode(Index, Gid, message);
+            _transport.Send(new NodeId(member), frame, kind);
         }
     }
 
-    /// <summary>
-    /// The rolling checksum check (PhxPaxos <c>ChecksumLogic</c>). A mismatch means this node's history
-    /// differs from the sender's: the group stops loudly instead of diverging.
-    /// </summary>
-    private bool ChecksumMatches(PaxosMsg message)
+    /// <summary>An inbound or local message for a group.</summary>
+    private sealed class InboundMessage(PaxosGroup group, PaxosMsg message, ulong headerGid, bool counted) : ILoopWork
     {
-        if (message.LastChecksum == 0 || message.InstanceID != Now)
+        public void Run()
         {
-            return true;
-        }
+            if (counted)
+            {
+                Interlocked.Decrement(ref group._inboundCount);
+            }
 
-        if (Now > 0 && _lastChecksum == 0)
-        {
-            _lastChecksum = message.LastChecksum;
-            return true;
+            group.OnPaxosMessage(message, headerGid);
         }
-
-        if (message.LastChecksum == _lastChecksum)
-        {
-            return true;
-        }
-
-        Stop($"checksum mismatch at instance {Now}: node {new NodeId(message.NodeID)} has {message.LastChecksum} for instance {Now - 1}, this node has {_lastChecksum}");
-        return false;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a frame from node {Node} with gid {HeaderGid}; this cluster's gid is {Gid}.")]
@@ -216,6 +213,9 @@ internal sealed partial class PaxosGroup
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Group {Group}: refused a prepare or accept with gid 0 from node {Node}; this cluster's gid is {Gid}.")]
     private partial void LogGidZeroVote(int group, ulong node, ulong gid);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a checkpoint message from node {Peer} (gid {HeaderGid}): not a member of this cluster.")]
+    private partial void LogCheckpointMessageRefused(int group, NodeId peer, ulong headerGid);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: refused a message of unknown type {Type} from node {Node}.")]
     private partial void LogInvalidType(int group, int type, ulong node);

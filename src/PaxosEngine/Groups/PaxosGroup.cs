@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Checkpoints;
 using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
@@ -9,11 +10,30 @@ using Orleans.Paxos.Engine.Transport;
 namespace Orleans.Paxos.Engine.Groups;
 
 /// <summary>
-/// One Paxos group on one node (PhxPaxos <c>Group</c> + <c>Instance</c>): its acceptor, proposer,
-/// learner, committer and state machines. Owned by one <see cref="GroupLoop"/> thread: every
-/// method except the ones documented as thread-safe runs there, and none takes a lock.
+/// One Paxos group on one node (PhxPaxos <c>Group</c> + <c>Instance</c>): it owns the group's roles and
+/// state machines, routes messages and timers to the roles, and is the host each role reaches through
+/// its own narrow interface. It keeps what ties the roles together: the current instance's checksum
+/// chain, the acceptor's persist-then-reply path, the retry queue, and execution of a learned value.
+/// Owned by one <see cref="GroupLoop"/> thread: every method except the ones documented as thread-safe
+/// runs there, and none takes a lock.
 /// </summary>
-internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
+/// <remarks>
+/// The roles: <see cref="Acceptor"/>, <see cref="Proposer"/>, <see cref="Learner"/> and its
+/// <see cref="LearnerSender"/>, <see cref="Committer"/>, <see cref="MasterElection"/>,
+/// <see cref="VotingGateKeeper"/>, and for checkpoints <see cref="CheckpointInstaller"/>,
+/// <see cref="CheckpointServer"/> and <see cref="Replayer"/>. See docs/architecture.md.
+/// </remarks>
+internal sealed partial class PaxosGroup :
+    IProposerHost,
+    ICommitterHost,
+    IMasterElectionHost,
+    ILearnerHost,
+    IVotingHost,
+    ICheckpointInstallerHost,
+    ICheckpointServerHost,
+    IReplayerHost,
+    ICleanableGroup,
+    ITimerTarget
 {
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -22,6 +42,14 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private readonly ILogger _logger;
     private readonly Acceptor _acceptor;
     private readonly Proposer _proposer;
+    private readonly Committer _committer;
+    private readonly MasterElection _election;
+    private readonly Learner _learner;
+    private readonly LearnerSender _learnerSender;
+    private readonly VotingGateKeeper _voting;
+    private readonly CheckpointInstaller _installer;
+    private readonly CheckpointServer _checkpointServer;
+    private readonly Replayer _replayer;
     private readonly Random _random;
     private readonly Queue<PaxosMsg> _retryQueue = new();
     private List<ulong> _members;
@@ -34,8 +62,6 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     private long _nowPublished;
     private long _minChosenPublished;
     private volatile string? _stoppedReason;
-    private readonly VotingGate _gate;
-    private long _gateTimerId;
 
     public PaxosGroup(GroupSettings settings, ILogStorage storage, ITransport transport, GroupLoop loop, ILogger logger)
     {
@@ -47,11 +73,18 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         _logger = logger;
         _acceptor = new Acceptor(settings.MyNodeId);
         _proposer = new Proposer(this, settings.Timeouts);
-        _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)Environment.TickCount64)));
-        _gate = new VotingGate(_random);
+        _committer = new Committer(this, settings);
+        _random = new Random(unchecked((int)(settings.MyNodeId ^ (ulong)settings.GroupIndex ^ (ulong)loop.Time.GetTimestamp())));
         StateMachines = new StateMachineRegistry(settings.GroupIndex, logger);
         Membership = new SystemVariablesStateMachine(settings.GroupIndex, storage, settings.Members, logger);
         Master = new MasterStateMachine(settings.GroupIndex, settings.MyNodeId, storage, loop.Time, logger);
+        _election = new MasterElection(this, settings, Master, _random, logger);
+        _learnerSender = new LearnerSender(this, settings, logger);
+        _learner = new Learner(this, settings, _acceptor, storage, _learnerSender, Membership, Master, _random, logger);
+        _voting = new VotingGateKeeper(this, settings, _acceptor, storage, Membership, Master, new VotingGate(_random), logger);
+        _installer = new CheckpointInstaller(this, settings, storage, StateMachines, logger);
+        _checkpointServer = new CheckpointServer(this, settings, StateMachines, transport, loop.Time, logger);
+        _replayer = new Replayer(this, settings.Checkpoints, StateMachines, logger);
         StateMachines.AddBuiltIn(Membership);
         StateMachines.AddBuiltIn(Master);
         _members = MemberIds(Membership.Current);
@@ -72,6 +105,12 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     /// <summary>The group's index.</summary>
     public int Index => _settings.GroupIndex;
 
+    /// <summary>The state of the voting gate. Thread-safe (a snapshot).</summary>
+    public VotingState VotingState => _voting.State;
+
+    /// <summary>Why the group does not vote, or null while it votes. Thread-safe (a snapshot).</summary>
+    public string? NotVotingReason => _voting.Reason;
+
     /// <summary>The state machines of this group.</summary>
     public StateMachineRegistry StateMachines { get; }
 
@@ -87,6 +126,18 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     /// <summary>Why the group stopped, or null while it runs. Thread-safe.</summary>
     public string? StoppedReason => _stoppedReason;
 
+    /// <summary>Number of proposals waiting or in flight. Thread-safe.</summary>
+    public int WaitingProposals => _committer.WaitingProposals;
+
+    /// <summary>The highest instance id seen from a peer (learner's view); may be slightly stale. Thread-safe.</summary>
+    public ulong HighestSeenInstanceId => _learner.HighestSeenInstanceId;
+
+    /// <summary>Messages received and waiting for the loop thread. Thread-safe.</summary>
+    public int InboundQueueDepth => Volatile.Read(ref _inboundCount);
+
+    /// <summary>Checkpoints installed in place since start. Thread-safe.</summary>
+    public long CheckpointsInstalled => _installer.CheckpointsInstalled;
+
     /// <summary>Raised on the loop thread after each instance is executed: (instance, packed value).</summary>
     public event Action<ulong, ByteString>? Chosen;
 
@@ -96,8 +147,6 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         get => _settings.Sync;
         set => _settings.Sync = value;
     }
-
-    ulong IProposerHost.MyNodeId => _settings.MyNodeId;
 
     /// <inheritdoc />
     public int Quorum => (_members.Count / 2) + 1;
@@ -109,6 +158,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     public uint LastChecksum => _lastChecksum;
 
     private ulong Now => _acceptor.InstanceId;
+
+    /// <summary>This node only learns: it follows a member and never proposes or votes.</summary>
+    private bool IsFollower => _settings.FollowToNodeId != 0;
 
     /// <summary>
     /// Restores the group from its log and replays chosen values into the state machines after their
@@ -130,7 +182,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
 
         var checkpoint = StateMachines.GetCheckpointInstanceId();
-        DecideVotingAtStart(max, minChosen, checkpoint);
+        _voting.DecideAtStart(max, minChosen, checkpoint);
         if (_storage.WasIndexRebuilt(Index) && Membership.Current.Version == ulong.MaxValue && minChosen == 0)
         {
             RecoverSystemVariablesFromLog();
@@ -186,13 +238,10 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     /// <summary>Arms the group's timers; runs on the loop thread once the loop started.</summary>
     public void OnLoopStarted()
     {
-        ArmAskForLearnTimer();
-        OnVotingLoopStarted();
-        OnCheckpointLoopStarted();
-        if (_settings.UseMaster)
-        {
-            ArmMasterTimer(_random.Next(0, 50));
-        }
+        _learner.ArmAskForLearnTimer();
+        _voting.OnLoopStarted();
+        _replayer.OnLoopStarted();
+        _election.OnLoopStarted();
     }
 
     private static List<ulong> MemberIds(Membership membership)
@@ -213,6 +262,21 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         MembershipChanged?.Invoke(membership);
     }
 
+    /// <summary>Raised on the loop thread when the master changes: (master or null, version).</summary>
+    public event Action<NodeId, ulong>? MasterChanged;
+
+    /// <summary>Gives up mastership promptly: the lease is handed back through the log. Thread-safe.</summary>
+    public void DropMaster() => _election.DropMaster();
+
+    /// <summary>Sets the lease (at least 1000 ms); a master renews with it at once. Thread-safe.</summary>
+    public void SetMasterLease(int leaseMs) => _election.SetMasterLease(leaseMs);
+
+    private void OnMasterChanged(NodeId master, ulong version)
+    {
+        MasterChanged?.Invoke(master, version);
+        _election.OnMasterChanged(master);
+    }
+
     /// <summary>Raised on the loop thread after the membership changed.</summary>
     public event Action<Membership>? MembershipChanged;
 
@@ -229,6 +293,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         return true;
     }
 
+    /// <summary>Queues a proposal from any thread; returns false (and completes it) when too many wait.</summary>
+    public bool TryEnqueueProposal(PendingProposal proposal) => _committer.TryEnqueueProposal(proposal);
+
     /// <inheritdoc />
     public void OnTimer(int kind, long timerId)
     {
@@ -244,25 +311,26 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
                 _proposer.OnTimeout((TimerKind)kind, timerId);
                 break;
             case TimerKind.AskForLearn:
-                OnAskForLearnTimer(timerId);
+                _learner.OnAskForLearnTimer(timerId);
                 break;
             case TimerKind.LearnerSender:
-                OnLearnerSenderTimer(timerId);
+                _learnerSender.OnTimer(timerId);
                 break;
             case TimerKind.BatchDelay:
-                OnBatchDelayTimer(timerId);
+            case TimerKind.ProposalTimeouts:
+                _committer.OnTimer((TimerKind)kind, timerId);
                 break;
             case TimerKind.Master:
-                OnMasterTimer(timerId);
-                break;
-            case TimerKind.ProposalTimeouts:
-                OnTimeoutSweep(timerId);
+                _election.OnTimer(timerId);
                 break;
             case TimerKind.VotingGate:
-                OnVotingGateTimer(timerId);
+                _voting.OnTimer(timerId);
                 break;
-            default:
-                OnCheckpointTimer((TimerKind)kind, timerId);
+            case TimerKind.CheckpointReceive:
+                _installer.OnTimer(timerId);
+                break;
+            case TimerKind.CheckpointReplayer:
+                _replayer.OnTimer(timerId);
                 break;
         }
 
@@ -275,69 +343,6 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     /// <inheritdoc />
     public void RemoveTimer(long timerId) => _loop.RemoveTimer(timerId);
 
-    /// <inheritdoc />
-    public int RetryDelayMs() => _random.Next(10, 40);
-
-    /// <inheritdoc />
-    public void BroadcastPrepare(PaxosMsg prepare)
-    {
-        if (_gate.IsVoting)
-        {
-            OnAcceptorMessage(prepare, isRetry: false);
-        }
-
-        SendToOthers(prepare, TransportKind.Udp);
-    }
-
-    /// <inheritdoc />
-    public void BroadcastAccept(PaxosMsg accept)
-    {
-        SendToOthers(accept, TransportKind.Udp);
-        if (_gate.IsVoting)
-        {
-            OnAcceptorMessage(accept, isRetry: false);
-        }
-        else
-        {
-            // Remembered so that a choice of this ballot, should the gate open meanwhile, is learned from the proposer.
-            _acceptSkippedInstance = accept.InstanceID;
-            _acceptSkippedBallot = new Ballot(accept.ProposalID, accept.NodeID);
-        }
-    }
-
-    /// <inheritdoc />
-    public void OnChosen(ulong instanceId, ulong proposalId)
-    {
-        var ballot = new Ballot(proposalId, _settings.MyNodeId);
-        if (!_gate.IsVoting || (_acceptSkippedInstance == instanceId && _acceptSkippedBallot == ballot && _acceptor.Accepted != ballot))
-        {
-            // This acceptor abstained (the gate was closed when the accept went out, though it may be open by
-            // now): a majority of the others chose the proposer's value; learn it from the proposer. (An
-            // acceptor that voted and rejected keeps PhxPaxos's rule: the value is learned from those that
-            // accepted it, never on the strength of replies alone.)
-            _chosenByMeInstance = instanceId;
-            LearnOwnChosen(instanceId, proposalId);
-            return;
-        }
-
-        var success = new PaxosMsg
-        {
-            MsgType = (int)PaxosMsgType.ProposerSendSuccess,
-            InstanceID = instanceId,
-            NodeID = _settings.MyNodeId,
-            ProposalID = proposalId,
-            LastChecksum = _lastChecksum,
-        };
-
-        // Learn and execute here first; tell the others only if that worked (as PhxPaxos).
-        _chosenByMeInstance = instanceId;
-        OnLearnerMessage(success);
-        if (Now > instanceId)
-        {
-            SendToOthers(success, TransportKind.Udp);
-        }
-    }
-
     /// <summary>Stops the group for good: it drops messages, fails proposals and logs why. Loop thread.</summary>
     public void Stop(string reason, Exception? cause = null)
     {
@@ -348,7 +353,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
 
         _stoppedReason = reason;
         _proposer.Abandon();
-        FailAllProposals(ProposeResult.GroupStopped);
+        _committer.FailAllProposals(ProposeResult.GroupStopped);
         LogGroupStopped(Index, reason, cause);
     }
 
@@ -357,8 +362,15 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
     {
         _stoppedReason ??= "the node stopped";
         _proposer.Abandon();
-        FailAllProposals(ProposeResult.NodeStopped);
+        _committer.FailAllProposals(ProposeResult.NodeStopped);
     }
+
+    /// <summary>Accepts an inbound checkpoint message for the loop. Thread-safe.</summary>
+    public void EnqueueCheckpointMessage(CheckpointMsg message, ulong headerGid) =>
+        _loop.Post(new LoopAction(() => OnCheckpointMessage(message, headerGid)));
+
+    /// <summary>Ends a checkpoint transfer being sent and waits for its thread. Thread-safe; used when the node stops.</summary>
+    public void CancelCheckpointSend(string reason) => _checkpointServer.CancelSend(reason);
 
     /// <summary>
     /// The index that held the system variables was rebuilt: executes the membership values of the log again
@@ -384,6 +396,19 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         return bytes is null ? null : AcceptorStateData.Parser.ParseFrom(bytes);
     }
 
+    private AcceptorStateData? TryReadRecord(ulong instanceId)
+    {
+        try
+        {
+            return ReadRecord(instanceId);
+        }
+        catch (LogStorageException ex)
+        {
+            LogReadFailed(Index, instanceId, ex);
+            return null;
+        }
+    }
+
     private void PublishProgress(ulong? minChosen = null)
     {
         Volatile.Write(ref _nowPublished, (long)Now);
@@ -402,105 +427,7 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
         }
 
         DealWithRetryQueue();
-        CheckNewValue();
-    }
-
-    private void NewInstance()
-    {
-        _acceptor.NewInstance();
-        _proposer.NewInstance();
-        ResetLearnedValue();
-        PublishProgress();
-    }
-
-    private bool IsValidSender(ulong nodeId) => Gid == 0 || _members.Contains(nodeId);
-
-    private void Send(ulong to, PaxosMsg message, TransportKind kind)
-    {
-        if (to == _settings.MyNodeId)
-        {
-            _loop.Post(new InboundMessage(this, message, Gid, counted: false));
-            return;
-        }
-
-        var frame = FrameCodec.Encode(Index, Gid, message);
-        _transport.Send(new NodeId(to), frame, kind);
-    }
-
-    private void SendToOthers(PaxosMsg message, TransportKind kind)
-    {
-        byte[]? frame = null;
-        foreach (var member in _members)
-        {
-            if (member == _settings.MyNodeId)
-            {
-                continue;
-            }
-
-            frame ??= FrameCodec.Encode(Index, Gid, message);
-            _transport.Send(new NodeId(member), frame, kind);
-        }
-    }
-
-    /// <summary>Writes the acceptor's record and sends <paramref name="reply"/> only once it is durable.</summary>
-    private void PersistThenReply(AcceptorStateData record, PaxosMsg reply, ulong replyTo)
-    {
-        var sync = _settings.Sync;
-        if (sync && _settings.SyncInterval > 0)
-        {
-            sync = ++_writesSinceSync > _settings.SyncInterval;
-            if (sync)
-            {
-                _writesSinceSync = 0;
-            }
-        }
-
-        var persistStarted = System.Diagnostics.Stopwatch.GetTimestamp();
-        try
-        {
-            // The loop thread writes the record itself when the storage is idle, unless that would make other
-            // groups of its loop wait for an fsync.
-            var callerWrite = !sync || _loop.GroupCount == 1;
-            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted, callerWrite));
-        }
-        catch (LogStorageException ex)
-        {
-            Stop($"the acceptor could not write instance {record.InstanceID}", ex);
-        }
-    }
-
-    /// <summary>A reply waiting for its record to be durable; completes on a storage thread or, when the loop writes it itself, on the loop.</summary>
-    private sealed class PendingReply(PaxosGroup group, PaxosMsg reply, ulong replyTo, ulong instanceId, long persistStarted, bool callerWrite) : IPutCallback
-    {
-        public bool AllowsCallerWrite => callerWrite;
-
-        public void OnPutCompleted(Exception? error)
-        {
-            if (error is null)
-            {
-                Telemetry.EngineInstruments.RecordAcceptorPersist(group.Index, persistStarted);
-
-                // Sending is thread-safe (encode, then queue); only a reply to this node needs the loop.
-                group.Send(replyTo, reply, TransportKind.Udp);
-                return;
-            }
-
-            group._loop.Post(new LoopAction(() => group.Stop($"the acceptor could not write instance {instanceId}", error)));
-        }
-    }
-
-    /// <summary>An inbound or local message for a group.</summary>
-    private sealed class InboundMessage(PaxosGroup group, PaxosMsg message, ulong headerGid, bool counted) : ILoopWork
-    {
-        public void Run()
-        {
-            if (counted)
-            {
-                Interlocked.Decrement(ref group._inboundCount);
-            }
-
-            group.OnPaxosMessage(message, headerGid);
-        }
+        _committer.CheckNewValue();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: system variables recovered from the log after the index was rebuilt: gid {Gid}, version {Version} (log up to instance {Now}).")]
@@ -514,6 +441,9 @@ internal sealed partial class PaxosGroup : IProposerHost, ITimerTarget
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Group {Group} STOPPED: {Reason}. It no longer takes part in consensus; other groups are unaffected. Fix the cause and restart the node.")]
     private partial void LogGroupStopped(int group, string reason, Exception? cause);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Group {Group}: reading instance {Instance} failed.")]
+    private partial void LogReadFailed(int group, ulong instance, Exception ex);
 }
 
 /// <summary>A delegate run on a loop thread.</summary>

@@ -49,7 +49,7 @@ public sealed partial class PaxosNode
             groups[i] = _groups[i];
         }
 
-        _cleaner = new LogCleaner(groups, _storage, _checkpoints, $"paxos-cleaner-{MyNodeId.Port}", _loggerFactory.CreateLogger<LogCleaner>());
+        _cleaner = new LogCleaner(groups, _storage, _checkpoints, _time, $"paxos-cleaner-{MyNodeId.Port}", _loggerFactory.CreateLogger<LogCleaner>());
         _cleaner.Start();
     }
 

@@ -86,7 +86,7 @@ public sealed partial class PaxosNode : IGaugeSource
     /// <summary>Proposes through the committer inside a <c>paxos.propose</c> span and records the result.</summary>
     private async Task<ProposeResult> Enqueue(int groupIndex, int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, CancellationToken cancellationToken)
     {
-        var started = Stopwatch.GetTimestamp();
+        var started = _time.GetTimestamp();
         using var activity = PaxosTracing.Source.StartActivity(PaxosTracing.ProposeActivityName, ActivityKind.Internal);
         if (activity is not null)
         {
@@ -106,7 +106,7 @@ public sealed partial class PaxosNode : IGaugeSource
             throw;
         }
 
-        EngineInstruments.RecordProposal(NodeTagValue, groupIndex, result, started, activity);
+        EngineInstruments.RecordProposal(NodeTagValue, groupIndex, result, _time.GetElapsedTime(started), activity);
         return result;
     }
 }

@@ -23,6 +23,9 @@ internal sealed partial class StateMachineRegistry
 
     public IReadOnlyList<IStateMachine> Machines => _machines;
 
+    /// <summary>Whether <paramref name="smId"/> is a built-in state machine's (membership, master): never part of a checkpoint transfer or replay.</summary>
+    public static bool IsBuiltIn(int smId) => smId is ReservedSmIds.SystemVariables or ReservedSmIds.Master;
+
     /// <summary>Mounts a built-in state machine (membership, master).</summary>
     public void AddBuiltIn(IStateMachine machine)
     {

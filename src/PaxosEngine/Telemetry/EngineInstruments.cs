@@ -101,7 +101,7 @@ internal static class EngineInstruments
     public static object GroupTagValue(int group) => (uint)group < (uint)GroupNames.Length ? GroupNames[group] : group.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>Records a finished proposal on the counters, the histogram and its span.</summary>
-    public static void RecordProposal(string node, int group, ProposeResult result, long startedTimestamp, Activity? activity)
+    public static void RecordProposal(string node, int group, ProposeResult result, TimeSpan elapsed, Activity? activity)
     {
         var resultName = ResultName(result.Status);
         var tags = new TagList
@@ -113,7 +113,7 @@ internal static class EngineInstruments
         Proposals.Add(1, tags);
         if (ProposeDuration.Enabled)
         {
-            ProposeDuration.Record(Stopwatch.GetElapsedTime(startedTimestamp).TotalMilliseconds, tags);
+            ProposeDuration.Record(elapsed.TotalMilliseconds, tags);
         }
 
         if (IsRejection(result.Status))
@@ -137,12 +137,12 @@ internal static class EngineInstruments
     }
 
     /// <summary>Records how long an acceptor write took to become durable.</summary>
-    public static void RecordAcceptorPersist(int group, long startedTimestamp)
+    public static void RecordAcceptorPersist(int group, TimeSpan elapsed)
     {
         if (AcceptorPersistDuration.Enabled)
         {
             AcceptorPersistDuration.Record(
-                Stopwatch.GetElapsedTime(startedTimestamp).TotalMilliseconds,
+                elapsed.TotalMilliseconds,
                 new KeyValuePair<string, object?>(PaxosMetrics.GroupTag, GroupTagValue(group)));
         }
     }

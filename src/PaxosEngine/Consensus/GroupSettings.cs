@@ -1,9 +1,8 @@
-using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Protocol;
 
-namespace Orleans.Paxos.Engine.Groups;
+namespace Orleans.Paxos.Engine.Consensus;
 
-/// <summary>Settings one group runs with, resolved from the node's options.</summary>
+/// <summary>Settings one group and its roles run with, resolved from the node's options.</summary>
 internal sealed record GroupSettings
 {
     public required int GroupIndex { get; init; }

@@ -1,36 +1,94 @@
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
-using Orleans.Paxos.Engine.Consensus;
+using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
 using Orleans.Paxos.Engine.Storage;
 using Orleans.Paxos.Engine.Transport;
 
-namespace Orleans.Paxos.Engine.Groups;
+namespace Orleans.Paxos.Engine.Consensus;
+
+/// <summary>What the voting gate keeper needs from its group beyond <see cref="IPeerHost"/>.</summary>
+internal interface IVotingHost : IPeerHost
+{
+    /// <summary>The members of the group's current membership.</summary>
+    IReadOnlyList<ulong> Members { get; }
+
+    /// <summary>This node is not behind what it has seen of its peers (the learner's view).</summary>
+    bool IsLatest { get; }
+
+    /// <summary>The committer has nothing in flight and nothing waiting.</summary>
+    bool IsCommitterIdle { get; }
+
+    /// <summary>The group waits for a checkpoint and takes part in nothing meanwhile.</summary>
+    bool IsAskingForCheckpoint { get; }
+
+    /// <summary>A member reported <paramref name="instanceId"/> as its current instance (raises the learner's view).</summary>
+    void OnPeerInstanceSeen(ulong instanceId);
+
+    /// <summary>Queues a proposal made by the group itself; false when it was refused (and completed).</summary>
+    bool TryEnqueueProposal(PendingProposal proposal);
+}
 
 /// <summary>
-/// The voting gate's wiring: when a group with missing durable state votes again (see <see cref="VotingGate"/>).
-/// While closed the acceptor neither promises nor accepts; the learner, the catch-up and the proposer work.
+/// Decides when a group with missing durable state votes again (see <see cref="VotingGate"/>): closes the gate at
+/// start-up, surveys the members and runs no-op rounds while it is closed, answers the members' surveys, and opens
+/// the gate once the raised promise is durable. While the gate is closed the acceptor neither promises nor accepts;
+/// the learner, the catch-up and the proposer work.
 /// </summary>
-internal sealed partial class PaxosGroup
+/// <remarks><see cref="State"/> and <see cref="Reason"/> may be read from any thread; the rest runs on the group's loop thread.</remarks>
+internal sealed partial class VotingGateKeeper
 {
+    private readonly IVotingHost _host;
+    private readonly GroupSettings _settings;
+    private readonly Acceptor _acceptor;
+    private readonly ILogStorage _storage;
+    private readonly SystemVariablesStateMachine _membership;
+    private readonly MasterStateMachine _master;
+    private readonly VotingGate _gate;
+    private readonly ILogger _logger;
+    private long _gateTimerId;
+
+    public VotingGateKeeper(
+        IVotingHost host,
+        GroupSettings settings,
+        Acceptor acceptor,
+        ILogStorage storage,
+        SystemVariablesStateMachine membership,
+        MasterStateMachine master,
+        VotingGate gate,
+        ILogger logger)
+    {
+        _host = host;
+        _settings = settings;
+        _acceptor = acceptor;
+        _storage = storage;
+        _membership = membership;
+        _master = master;
+        _gate = gate;
+        _logger = logger;
+    }
+
     /// <summary>The state of the voting gate. Thread-safe (a snapshot).</summary>
-    public VotingState VotingState => _gate.State;
+    public VotingState State => _gate.State;
 
     /// <summary>Why the group does not vote, or null while it votes. Thread-safe (a snapshot).</summary>
-    public string? NotVotingReason => _gate.Reason;
+    public string? Reason => _gate.Reason;
+
+    /// <summary>The acceptor promises and accepts.</summary>
+    public bool IsVoting => _gate.IsVoting;
+
+    private ulong Now => _host.CurrentInstanceId;
+
+    private int Index => _host.GroupIndex;
 
     private int SurveyIntervalMs => Math.Clamp(_settings.AskForLearnBaseMs / 2, 50, 500);
 
-    /// <summary>While the gate is closed: the last accept request seen for the current instance (never persisted, never answered).</summary>
-    private ulong _observedInstance = ulong.MaxValue;
-    private Ballot _observedBallot;
-    private ByteString _observedValue = ByteString.Empty;
-
     /// <summary>Closes the gate at start-up when the group's durable acceptor state may be incomplete.</summary>
-    private void DecideVotingAtStart(ulong? maxInstance, ulong minChosen, ulong checkpoint)
+    public void DecideAtStart(ulong? maxInstance, ulong minChosen, ulong checkpoint)
     {
-        if (IsFollower || _settings.VoteWithEmptyLog || (_members.Count == 1 && _members[0] == _settings.MyNodeId))
+        var members = _host.Members;
+        if (_settings.FollowToNodeId != 0 || _settings.VoteWithEmptyLog || (members.Count == 1 && members[0] == _settings.MyNodeId))
         {
             // A follower never votes; a single member has nobody to learn from; the option restores PhxPaxos's behaviour.
             return;
@@ -62,7 +120,8 @@ internal sealed partial class PaxosGroup
         }
     }
 
-    private void OnVotingLoopStarted()
+    /// <summary>Starts surveying when the gate is closed; loop thread, at start.</summary>
+    public void OnLoopStarted()
     {
         if (_gate.IsVoting)
         {
@@ -70,18 +129,18 @@ internal sealed partial class PaxosGroup
         }
 
         LogNotVoting(Index, _gate.State, _gate.Reason ?? string.Empty, Now);
-        _gateTimerId = AddTimer(0, TimerKind.VotingGate);
+        _gateTimerId = _host.AddTimer(0, TimerKind.VotingGate);
     }
 
     /// <summary>While the gate is closed: survey the members and, past instance 0, run a no-op round of our own.</summary>
-    private void OnVotingGateTimer(long timerId)
+    public void OnTimer(long timerId)
     {
         if (timerId != _gateTimerId || _gate.IsVoting)
         {
             return;
         }
 
-        _gateTimerId = AddTimer(SurveyIntervalMs, TimerKind.VotingGate);
+        _gateTimerId = _host.AddTimer(SurveyIntervalMs, TimerKind.VotingGate);
         if (_gate.Opening)
         {
             return;
@@ -94,86 +153,33 @@ internal sealed partial class PaxosGroup
             NodeID = _settings.MyNodeId,
             ProposalID = _gate.NextSurvey(),
         };
-        SendToOthers(ask, TransportKind.Tcp);
+        _host.SendToOthers(ask, TransportKind.Tcp);
 
         // At instance 0 a new group's first value stays the caller's (or the cluster id); later a no-op will do.
-        if (Now > 0 && !_gate.OwnRoundPending && IsLatest && !_inFlightActive && _ready.Count == 0 && _incoming.IsEmpty
-            && !_askingForCheckpoint && _members.Contains(_settings.MyNodeId))
+        if (Now > 0 && !_gate.OwnRoundPending && _host.IsLatest && _host.IsCommitterIdle
+            && !_host.IsAskingForCheckpoint && _host.IsMember(_settings.MyNodeId))
         {
-            var noop = new PendingProposal(ReservedSmIds.None, ReadOnlyMemory<byte>.Empty, null, explicitBatch: false, _loop.NowMs)
+            var noop = new PendingProposal(ReservedSmIds.None, ReadOnlyMemory<byte>.Empty, null, explicitBatch: false, _host.NowMs)
             {
-                DeadlineMs = _loop.NowMs + Math.Max(1000, SurveyIntervalMs * 10),
+                DeadlineMs = _host.NowMs + Math.Max(1000, SurveyIntervalMs * 10),
             };
             _gate.OwnRoundPending = true;
             _ = noop.Completion.Task.ContinueWith(
-                static (_, state) => ((PaxosGroup)state!)._loop.Post(new LoopAction(() => ((PaxosGroup)state!)._gate.OwnRoundPending = false)),
+                static (_, state) =>
+                {
+                    var keeper = (VotingGateKeeper)state!;
+                    keeper._host.Post(() => keeper._gate.OwnRoundPending = false);
+                },
                 this,
                 CancellationToken.None,
                 TaskContinuationOptions.ExecuteSynchronously,
                 TaskScheduler.Default);
-            TryEnqueueProposal(noop);
+            _host.TryEnqueueProposal(noop);
         }
-    }
-
-    /// <summary>
-    /// A prepare or accept for the current instance while the gate is closed: no promise, no accept, no reply.
-    /// An accept request's value is remembered, so that the commit that names its ballot
-    /// (<see cref="LearnObserved"/>) can be learned at once, as a voting acceptor learns what it accepted.
-    /// Without it a rebuilding node in a busy group would learn only by catch-up, stay a few instances behind
-    /// and could neither propose (it is not the latest) nor see an instance complete (its gate would stay closed).
-    /// </summary>
-    private void ObserveWhileNotVoting(PaxosMsg message)
-    {
-        if (message.MsgType != (int)PaxosMsgType.Accept)
-        {
-            return;
-        }
-
-        var ballot = new Ballot(message.ProposalID, message.NodeID);
-        if (_observedInstance == Now && ballot < _observedBallot)
-        {
-            return;
-        }
-
-        _observedInstance = Now;
-        _observedBallot = ballot;
-        _observedValue = message.Value;
-    }
-
-    /// <summary>
-    /// The current instance was chosen with <paramref name="ballot"/> (a commit, or an implicit one); when this
-    /// node saw that ballot's accept request while not voting, it learns the value. Safe as any learning: one
-    /// ballot carries one value, and only a majority's acceptance makes a commit.
-    /// </summary>
-    private void LearnObserved(Ballot ballot)
-    {
-        if (_gate.IsVoting || _learned || _observedInstance != Now || _observedBallot != ballot)
-        {
-            return;
-        }
-
-        var value = _observedValue;
-        ClearObserved();
-        if (!TryWriteLearnedRecord(ballot, value, sync: false, new LearnedWrite(this, Now), out var checksum))
-        {
-            return;
-        }
-
-        _learned = true;
-        _learnedValue = value;
-        _learnedChecksum = checksum;
-        Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.LearnValuesReceived, Index);
-    }
-
-    private void ClearObserved()
-    {
-        _observedInstance = ulong.MaxValue;
-        _observedBallot = default;
-        _observedValue = ByteString.Empty;
     }
 
     /// <summary>Answers a member's survey with this node's instance, promise and whether it accepted a value there.</summary>
-    private void AnswerSurvey(PaxosMsg ask)
+    public void AnswerSurvey(PaxosMsg ask)
     {
         var answer = new PaxosMsg
         {
@@ -182,7 +188,7 @@ internal sealed partial class PaxosGroup
             NodeID = _settings.MyNodeId,
             ProposalID = ask.ProposalID,
             NowInstanceID = Now,
-            MinChosenInstanceID = MinChosenInstanceId,
+            MinChosenInstanceID = _host.MinChosenInstanceId,
             RejectByPromiseID = _acceptor.Promised.ProposalId,
             ProposalNodeID = _acceptor.Promised.NodeId,
             PreAcceptID = _acceptor.Accepted.ProposalId,
@@ -198,20 +204,21 @@ internal sealed partial class PaxosGroup
             answer.MasterVariables = ByteString.CopyFrom(master);
         }
 
-        Send(ask.NodeID, answer, TransportKind.Udp);
+        _host.Send(ask.NodeID, answer, TransportKind.Udp);
     }
 
-    private void OnSurveyAnswer(PaxosMsg answer)
+    /// <summary>A member answered this node's survey: the gate opens once every other member answered that it is safe.</summary>
+    public void OnSurveyAnswer(PaxosMsg answer)
     {
-        SetSeen(answer.NowInstanceID);
+        _host.OnPeerInstanceSeen(answer.NowInstanceID);
         if (answer.HasSystemVariables)
         {
-            Membership.UpdateFromPeer(answer.SystemVariables.Span);
+            _membership.UpdateFromPeer(answer.SystemVariables.Span);
         }
 
         if (answer.HasMasterVariables)
         {
-            Master.UpdateFromPeer(answer.MasterVariables.Span);
+            _master.UpdateFromPeer(answer.MasterVariables.Span);
         }
 
         if (_gate.IsVoting || _gate.Opening)
@@ -223,55 +230,27 @@ internal sealed partial class PaxosGroup
             answer.NowInstanceID,
             new Ballot(answer.RejectByPromiseID, answer.ProposalNodeID),
             answer.PreAcceptID != 0);
-        if (_gate.OnSurveyAnswer(answer.ProposalID, answer.NodeID, reported, _members, _settings.MyNodeId, Now) is { } floor)
+        if (_gate.OnSurveyAnswer(answer.ProposalID, answer.NodeID, reported, _host.Members, _settings.MyNodeId, Now) is { } floor)
         {
             OpenGate(floor, $"every other member is at instance {Now} with nothing accepted there");
         }
     }
 
     /// <summary>
-    /// This node's proposer got <paramref name="instanceId"/> chosen by a majority of the other members, without
-    /// this acceptor's vote (the gate was closed, or the acceptor had promised a later ballot). Learn the value
-    /// from the proposer and make its record (which carries the ballot as the promise) durable; a closed gate
-    /// opens once it is.
+    /// This node's proposer got <paramref name="ballot"/> chosen by a majority of the other members, without this
+    /// acceptor's vote: a closed gate begins to open (it opens once the learned record is durable; see
+    /// <see cref="OpenWhenDurable"/>).
     /// </summary>
-    private void LearnOwnChosen(ulong instanceId, ulong proposalId)
+    public void OnOwnRoundChosen(Ballot ballot)
     {
-        if (instanceId != Now || _learned)
-        {
-            return;
-        }
-
-        var ballot = new Ballot(proposalId, _settings.MyNodeId);
-        var value = _proposer.Value;
-        _acceptor.RaisePromise(ballot);
         if (!_gate.IsVoting && !_gate.Opening)
         {
             _gate.BeginOpening(ballot);
         }
-
-        if (!TryWriteLearnedRecord(ballot, value, sync: true, new GateRecordWrite(this, $"its proposal was chosen at instance {instanceId} by a majority of the other members"), out var checksum))
-        {
-            return;
-        }
-
-        _learned = true;
-        _learnedValue = value;
-        _learnedChecksum = checksum;
-        var success = new PaxosMsg
-        {
-            MsgType = (int)PaxosMsgType.ProposerSendSuccess,
-            InstanceID = instanceId,
-            NodeID = _settings.MyNodeId,
-            ProposalID = proposalId,
-            LastChecksum = _lastChecksum,
-        };
-        ExecuteLearnedValue();
-        if (Now > instanceId)
-        {
-            SendToOthers(success, TransportKind.Udp);
-        }
     }
+
+    /// <summary>The completion for the record that makes the raised promise durable: the gate opens on the loop when it is.</summary>
+    public IPutCallback OpenWhenDurable(string how) => new GateRecordWrite(this, how);
 
     /// <summary>Raises the promise to <paramref name="floor"/>, makes it durable when it changed, then votes.</summary>
     private void OpenGate(Ballot floor, string how)
@@ -284,20 +263,20 @@ internal sealed partial class PaxosGroup
 
         _acceptor.RaisePromise(floor);
         _gate.BeginOpening(floor);
-        var record = _acceptor.CreateRecord(_lastChecksum);
+        var record = _acceptor.CreateRecord(_host.LastChecksum);
         try
         {
             _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync: true, new GateRecordWrite(this, how));
         }
         catch (LogStorageException ex)
         {
-            Stop($"could not write the promise of instance {record.InstanceID}", ex);
+            _host.Stop($"could not write the promise of instance {record.InstanceID}", ex);
         }
     }
 
     private void FinishOpening(string how)
     {
-        if (_gate.IsVoting || _stoppedReason is not null)
+        if (_gate.IsVoting || _host.IsStopped)
         {
             return;
         }
@@ -308,19 +287,18 @@ internal sealed partial class PaxosGroup
         }
         catch (LogStorageException ex)
         {
-            Stop("could not record that the group votes again", ex);
+            _host.Stop("could not record that the group votes again", ex);
             return;
         }
 
         _gate.Open();
-        ClearObserved();
-        RemoveTimer(_gateTimerId);
+        _host.RemoveTimer(_gateTimerId);
         _gateTimerId = 0;
         LogVotingAgain(Index, how, Now, _acceptor.Promised.ToString());
     }
 
     /// <summary>Completion of the record that makes the raised promise durable; the gate opens on the loop.</summary>
-    private sealed class GateRecordWrite(PaxosGroup group, string how) : IPutCallback
+    private sealed class GateRecordWrite(VotingGateKeeper keeper, string how) : IPutCallback
     {
         public bool AllowsCallerWrite => false;
 
@@ -328,11 +306,11 @@ internal sealed partial class PaxosGroup
         {
             if (error is null)
             {
-                group._loop.Post(new LoopAction(() => group.FinishOpening(how)));
+                keeper._host.Post(() => keeper.FinishOpening(how));
                 return;
             }
 
-            group._loop.Post(new LoopAction(() => group.Stop("could not make the raised promise durable", error)));
+            keeper._host.Post(() => keeper._host.Stop("could not make the raised promise durable", error));
         }
     }
 

@@ -1,91 +1,51 @@
 using System.Collections.Concurrent;
 using Google.Protobuf;
-using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
 
-namespace Orleans.Paxos.Engine.Groups;
+namespace Orleans.Paxos.Engine.Consensus;
 
-/// <summary>A value waiting to be proposed, and its caller's completion.</summary>
-internal sealed class PendingProposal
+/// <summary>What the committer needs from its group beyond <see cref="IRoleHost"/>.</summary>
+internal interface ICommitterHost : IRoleHost
 {
-    private readonly System.Diagnostics.Activity? _activity = System.Diagnostics.Activity.Current; // the caller's paxos.propose span
-    private int _completed;
+    /// <summary>This node is not behind what it has seen of its peers (the learner's view).</summary>
+    bool IsLatest { get; }
 
-    private Action? _onCompleted;
+    /// <summary>The proposer works on a value.</summary>
+    bool IsProposing { get; }
 
-    public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs)
-    {
-        SmId = smId;
-        Value = value;
-        Context = context;
-        ExplicitBatch = explicitBatch;
-        EnqueuedMs = enqueuedMs;
-    }
+    /// <summary>The value that creates the group's cluster id (the membership state machine's).</summary>
+    byte[] CreateGidValue();
 
-    public int SmId { get; }
+    /// <summary>Hands <paramref name="value"/> to the proposer for the current instance.</summary>
+    void Propose(ByteString value);
 
-    public ReadOnlyMemory<byte> Value { get; }
-
-    public StateMachineContext? Context { get; }
-
-    /// <summary>Came through BatchProposeAsync: may wait for company (PhxPaxos batch count and delay).</summary>
-    public bool ExplicitBatch { get; }
-
-    public long EnqueuedMs { get; }
-
-    /// <summary>When the caller stops waiting (loop clock, ms); <see cref="long.MaxValue"/> for never.</summary>
-    public long DeadlineMs { get; init; } = long.MaxValue;
-
-    public int Attempts { get; set; }
-
-    public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    public bool IsCompleted => Volatile.Read(ref _completed) != 0;
-
-    public int PackedLength => ValueCodec.SmIdLength + Value.Length;
-
-    /// <summary>Completes once; later calls do nothing. Thread-safe.</summary>
-    public bool TryComplete(ProposeResult result)
-    {
-        if (Interlocked.Exchange(ref _completed, 1) != 0)
-        {
-            return false;
-        }
-
-        Telemetry.PaxosTracing.TagRetries(_activity, Attempts);
-        Completion.SetResult(result);
-        Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
-        return true;
-    }
-
-    /// <summary>Runs <paramref name="action"/> once on completion (at once if already complete). Thread-safe.</summary>
-    public void OnCompleted(Action action)
-    {
-        Volatile.Write(ref _onCompleted, action);
-        if (IsCompleted && Interlocked.Exchange(ref _onCompleted, null) is { } run)
-        {
-            run();
-        }
-    }
+    /// <summary>The group's step after every message and timer: retried messages, then <see cref="Committer.CheckNewValue"/>.</summary>
+    void AfterWork();
 }
 
 /// <summary>
-/// The committer: callers' values wait here and go out as one instance at a time; values waiting
-/// while an instance is in flight are batched into the next one (as PhxPaxos BatchPropose, but
-/// without waiting for a timer when the group is idle).
+/// The committer (PhxPaxos <c>Committer</c> and the IOLoop's value queue): callers' values wait here and go
+/// out as one instance at a time; values waiting while an instance is in flight are batched into the next
+/// one (as PhxPaxos BatchPropose, but without waiting for a timer when the group is idle).
 /// </summary>
-internal sealed partial class PaxosGroup
+/// <remarks>
+/// <see cref="TryEnqueueProposal"/> and <see cref="WaitingProposals"/> are thread-safe; everything else runs
+/// on the group's loop thread and takes no lock.
+/// </remarks>
+internal sealed class Committer
 {
+    /// <summary>How often overdue proposals are completed with Timeout.</summary>
+    private const int TimeoutSweepMs = 50;
+
+    private readonly ICommitterHost _host;
+    private readonly GroupSettings _settings;
     private readonly ConcurrentQueue<PendingProposal> _incoming = new();
     private readonly LinkedList<PendingProposal> _ready = new();
     private readonly List<PendingProposal> _inFlight = [];
     private ByteString _inFlightValue = ByteString.Empty;
     private ulong _inFlightInstance;
     private bool _inFlightActive;
-    /// <summary>How often overdue proposals are completed with Timeout.</summary>
-    private const int TimeoutSweepMs = 50;
-
     private int _waiting;
     private int _timeoutSweepArmed;
     private long _timeoutSweepTimerId;
@@ -93,13 +53,22 @@ internal sealed partial class PaxosGroup
     private long _batchDelayTimerId;
     private bool _creatingGid;
 
+    public Committer(ICommitterHost host, GroupSettings settings)
+    {
+        _host = host;
+        _settings = settings;
+    }
+
     /// <summary>Number of proposals waiting or in flight. Thread-safe.</summary>
     public int WaitingProposals => Volatile.Read(ref _waiting);
+
+    /// <summary>Nothing is in flight and nothing waits.</summary>
+    public bool IsIdle => !_inFlightActive && _ready.Count == 0 && _incoming.IsEmpty;
 
     /// <summary>Queues a proposal from any thread; returns false (and completes it) when too many wait.</summary>
     public bool TryEnqueueProposal(PendingProposal proposal)
     {
-        if (_stoppedReason is not null)
+        if (_host.IsStopped)
         {
             proposal.TryComplete(ProposeResult.GroupStopped);
             return false;
@@ -122,15 +91,28 @@ internal sealed partial class PaxosGroup
         _incoming.Enqueue(proposal);
         if (proposal.DeadlineMs != long.MaxValue && Interlocked.Exchange(ref _timeoutSweepArmed, 1) == 0)
         {
-            _loop.Post(new LoopAction(() => _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts)));
+            _host.Post(() => _timeoutSweepTimerId = _host.AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts));
         }
 
-        _loop.Post(new LoopAction(AfterWork));
+        _host.Post(_host.AfterWork);
         return true;
     }
 
+    /// <summary>A timer of the committer fired.</summary>
+    public void OnTimer(TimerKind kind, long timerId)
+    {
+        if (kind == TimerKind.BatchDelay)
+        {
+            OnBatchDelayTimer(timerId);
+        }
+        else
+        {
+            OnTimeoutSweep(timerId);
+        }
+    }
+
     /// <summary>Starts the next instance with waiting values when nothing is in flight (PhxPaxos <c>CheckNewValue</c>).</summary>
-    private void CheckNewValue()
+    public void CheckNewValue()
     {
         if (_inFlightActive)
         {
@@ -143,32 +125,36 @@ internal sealed partial class PaxosGroup
         }
 
         DropCompleted();
-        if (_ready.Count == 0 || !IsLatest || _proposer.IsWorking)
+        if (_ready.Count == 0 || !_host.IsLatest || _host.IsProposing)
         {
             return;
         }
 
-        if (IsFollower)
+        if (_settings.FollowToNodeId != 0)
         {
             FailAllProposals(new ProposeResult(ProposeStatus.FollowerCannotPropose));
             return;
         }
 
-        if (!_members.Contains(_settings.MyNodeId))
+        if (!_host.IsMember(_settings.MyNodeId))
         {
             FailAllProposals(new ProposeResult(ProposeStatus.NotMember));
             return;
         }
 
-        if (_settings.UseMembership && Gid == 0 && !_creatingGid && Now == 0)
+        if (_settings.UseMembership && _host.Gid == 0 && !_creatingGid && _host.CurrentInstanceId == 0)
         {
             // The first proposal of a new managed group creates its cluster id; the values waiting go into
             // later instances. Unlike PhxPaxos, only at instance 0: a node that lost its variables later in the
             // log learns the cluster id instead of forking it.
             _creatingGid = true;
-            var create = new PendingProposal(ReservedSmIds.SystemVariables, Membership.CreateGidValue(_settings.MyNodeId), null, explicitBatch: false, _loop.NowMs);
+            var create = new PendingProposal(ReservedSmIds.SystemVariables, _host.CreateGidValue(), null, explicitBatch: false, _host.NowMs);
             _ = create.Completion.Task.ContinueWith(
-                static (_, state) => ((PaxosGroup)state!)._loop.Post(new LoopAction(((PaxosGroup)state!).OnGidProposalDone)),
+                static (_, state) =>
+                {
+                    var committer = (Committer)state!;
+                    committer._host.Post(committer.OnGidProposalDone);
+                },
                 this,
                 CancellationToken.None,
                 TaskContinuationOptions.ExecuteSynchronously,
@@ -205,9 +191,125 @@ internal sealed partial class PaxosGroup
         }
 
         _inFlightValue = ByteString.CopyFrom(packed);
-        _inFlightInstance = Now;
+        _inFlightInstance = _host.CurrentInstanceId;
         _inFlightActive = true;
-        _proposer.NewValue(_inFlightValue);
+        _host.Propose(_inFlightValue);
+    }
+
+    /// <summary>The proposers' contexts when <paramref name="value"/> is this node's value for <paramref name="instance"/>.</summary>
+    public List<StateMachineContext?>? GetContextsIfMine(ulong instance, ByteString value)
+    {
+        if (!_inFlightActive || instance != _inFlightInstance || !value.Equals(_inFlightValue))
+        {
+            return null;
+        }
+
+        var contexts = new List<StateMachineContext?>(_inFlight.Count);
+        foreach (var p in _inFlight)
+        {
+            contexts.Add(p.Context);
+        }
+
+        return contexts;
+    }
+
+    /// <summary><paramref name="instance"/> was executed: completes this node's values, or retries them when another value won.</summary>
+    public void OnInstanceExecuted(ulong instance, bool mine)
+    {
+        if (!_inFlightActive || instance != _inFlightInstance)
+        {
+            return;
+        }
+
+        _inFlightActive = false;
+        if (mine)
+        {
+            for (var i = 0; i < _inFlight.Count; i++)
+            {
+                var p = _inFlight[i];
+                p.TryComplete(new ProposeResult(ProposeStatus.Ok, instance, _inFlight.Count > 1 ? i : 0, p.Context?.Output));
+            }
+        }
+        else
+        {
+            // Another value was chosen here: try again in a later instance, at most three times (as PhxPaxos).
+            for (var i = _inFlight.Count - 1; i >= 0; i--)
+            {
+                var p = _inFlight[i];
+                if (++p.Attempts >= 3 || p.SmId == ReservedSmIds.Master)
+                {
+                    p.TryComplete(new ProposeResult(ProposeStatus.Conflict, instance));
+                }
+                else if (!p.IsCompleted)
+                {
+                    _ready.AddFirst(p);
+                }
+            }
+        }
+
+        _inFlight.Clear();
+        _inFlightValue = ByteString.Empty;
+    }
+
+    /// <summary>A state machine failed to execute <paramref name="instance"/>: this node's values there fail.</summary>
+    public void OnExecuteFailed(ulong instance, bool mine)
+    {
+        if (!mine || !_inFlightActive || instance != _inFlightInstance)
+        {
+            return;
+        }
+
+        _inFlightActive = false;
+        foreach (var p in _inFlight)
+        {
+            p.TryComplete(new ProposeResult(ProposeStatus.ExecuteFailed, instance));
+        }
+
+        _inFlight.Clear();
+        _inFlightValue = ByteString.Empty;
+    }
+
+    /// <summary>
+    /// The group jumped past the instance in flight (a checkpoint was installed): it was decided elsewhere and
+    /// is now behind the checkpoint, so its outcome is unknown here.
+    /// </summary>
+    public void AbandonInFlight()
+    {
+        if (!_inFlightActive)
+        {
+            return;
+        }
+
+        _inFlightActive = false;
+        foreach (var p in _inFlight)
+        {
+            p.TryComplete(new ProposeResult(ProposeStatus.Timeout, _inFlightInstance));
+        }
+
+        _inFlight.Clear();
+        _inFlightValue = ByteString.Empty;
+    }
+
+    /// <summary>Completes every proposal, waiting or in flight, with <paramref name="result"/>.</summary>
+    public void FailAllProposals(ProposeResult result)
+    {
+        foreach (var p in _inFlight)
+        {
+            p.TryComplete(result);
+        }
+
+        _inFlight.Clear();
+        _inFlightActive = false;
+        foreach (var p in _ready)
+        {
+            p.TryComplete(result);
+        }
+
+        _ready.Clear();
+        while (_incoming.TryDequeue(out var p))
+        {
+            p.TryComplete(result);
+        }
     }
 
     /// <summary>
@@ -238,7 +340,7 @@ internal sealed partial class PaxosGroup
             oldest = Math.Min(oldest, p.EnqueuedMs);
         }
 
-        var waited = _loop.NowMs - oldest;
+        var waited = _host.NowMs - oldest;
         if (count >= _settings.BatchCount || bytes >= _settings.MaxBatchBytes || waited >= _settings.BatchDelayMs)
         {
             return true;
@@ -246,7 +348,7 @@ internal sealed partial class PaxosGroup
 
         if (_batchDelayTimerId == 0)
         {
-            _batchDelayTimerId = AddTimer((int)(_settings.BatchDelayMs - waited), TimerKind.BatchDelay);
+            _batchDelayTimerId = _host.AddTimer((int)(_settings.BatchDelayMs - waited), TimerKind.BatchDelay);
         }
 
         return false;
@@ -260,7 +362,7 @@ internal sealed partial class PaxosGroup
             return;
         }
 
-        var nowMs = _loop.NowMs;
+        var nowMs = _host.NowMs;
         while (_incoming.TryDequeue(out var p))
         {
             _ready.AddLast(p);
@@ -285,7 +387,7 @@ internal sealed partial class PaxosGroup
         DropCompleted();
         if (Volatile.Read(ref _waiting) > 0)
         {
-            _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
+            _timeoutSweepTimerId = _host.AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
         }
         else
         {
@@ -295,7 +397,7 @@ internal sealed partial class PaxosGroup
             // A proposal that arrived between the count check and the reset must still be swept.
             if (Volatile.Read(ref _waiting) > 0 && Interlocked.Exchange(ref _timeoutSweepArmed, 1) == 0)
             {
-                _timeoutSweepTimerId = AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
+                _timeoutSweepTimerId = _host.AddTimer(TimeoutSweepMs, TimerKind.ProposalTimeouts);
             }
         }
     }
@@ -303,7 +405,7 @@ internal sealed partial class PaxosGroup
     private void OnGidProposalDone()
     {
         _creatingGid = false;
-        AfterWork();
+        _host.AfterWork();
     }
 
     private void OnBatchDelayTimer(long timerId)
@@ -353,98 +455,6 @@ internal sealed partial class PaxosGroup
             }
 
             node = next;
-        }
-    }
-
-    /// <summary>The proposers' contexts when <paramref name="value"/> is this node's value for <paramref name="instance"/>.</summary>
-    private List<StateMachineContext?>? GetContextsIfMine(ulong instance, ByteString value)
-    {
-        if (!_inFlightActive || instance != _inFlightInstance || !value.Equals(_inFlightValue))
-        {
-            return null;
-        }
-
-        var contexts = new List<StateMachineContext?>(_inFlight.Count);
-        foreach (var p in _inFlight)
-        {
-            contexts.Add(p.Context);
-        }
-
-        return contexts;
-    }
-
-    private void OnInstanceExecuted(ulong instance, ByteString value, bool mine)
-    {
-        if (!_inFlightActive || instance != _inFlightInstance)
-        {
-            return;
-        }
-
-        _inFlightActive = false;
-        if (mine)
-        {
-            for (var i = 0; i < _inFlight.Count; i++)
-            {
-                var p = _inFlight[i];
-                p.TryComplete(new ProposeResult(ProposeStatus.Ok, instance, _inFlight.Count > 1 ? i : 0, p.Context?.Output));
-            }
-        }
-        else
-        {
-            // Another value was chosen here: try again in a later instance, at most three times (as PhxPaxos).
-            for (var i = _inFlight.Count - 1; i >= 0; i--)
-            {
-                var p = _inFlight[i];
-                if (++p.Attempts >= 3 || p.SmId == ReservedSmIds.Master)
-                {
-                    p.TryComplete(new ProposeResult(ProposeStatus.Conflict, instance));
-                }
-                else if (!p.IsCompleted)
-                {
-                    _ready.AddFirst(p);
-                }
-            }
-        }
-
-        _inFlight.Clear();
-        _inFlightValue = ByteString.Empty;
-    }
-
-    private void OnExecuteFailed(ulong instance, bool mine)
-    {
-        if (!mine || !_inFlightActive || instance != _inFlightInstance)
-        {
-            return;
-        }
-
-        _inFlightActive = false;
-        foreach (var p in _inFlight)
-        {
-            p.TryComplete(new ProposeResult(ProposeStatus.ExecuteFailed, instance));
-        }
-
-        _inFlight.Clear();
-        _inFlightValue = ByteString.Empty;
-    }
-
-    private void FailAllProposals(ProposeResult result)
-    {
-        foreach (var p in _inFlight)
-        {
-            p.TryComplete(result);
-        }
-
-        _inFlight.Clear();
-        _inFlightActive = false;
-        foreach (var p in _ready)
-        {
-            p.TryComplete(result);
-        }
-
-        _ready.Clear();
-        while (_incoming.TryDequeue(out var p))
-        {
-            p.TryComplete(result);
         }
     }
 }

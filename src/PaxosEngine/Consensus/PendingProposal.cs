@@ -1,0 +1,67 @@
+using Orleans.Paxos.Engine.StateMachines;
+
+namespace Orleans.Paxos.Engine.Consensus;
+
+/// <summary>A value waiting to be proposed, and its caller's completion.</summary>
+internal sealed class PendingProposal
+{
+    private readonly System.Diagnostics.Activity? _activity = System.Diagnostics.Activity.Current; // the caller's paxos.propose span
+    private int _completed;
+
+    private Action? _onCompleted;
+
+    public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs)
+    {
+        SmId = smId;
+        Value = value;
+        Context = context;
+        ExplicitBatch = explicitBatch;
+        EnqueuedMs = enqueuedMs;
+    }
+
+    public int SmId { get; }
+
+    public ReadOnlyMemory<byte> Value { get; }
+
+    public StateMachineContext? Context { get; }
+
+    /// <summary>Came through BatchProposeAsync: may wait for company (PhxPaxos batch count and delay).</summary>
+    public bool ExplicitBatch { get; }
+
+    public long EnqueuedMs { get; }
+
+    /// <summary>When the caller stops waiting (loop clock, ms); <see cref="long.MaxValue"/> for never.</summary>
+    public long DeadlineMs { get; init; } = long.MaxValue;
+
+    public int Attempts { get; set; }
+
+    public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public bool IsCompleted => Volatile.Read(ref _completed) != 0;
+
+    public int PackedLength => ValueCodec.SmIdLength + Value.Length;
+
+    /// <summary>Completes once; later calls do nothing. Thread-safe.</summary>
+    public bool TryComplete(ProposeResult result)
+    {
+        if (Interlocked.Exchange(ref _completed, 1) != 0)
+        {
+            return false;
+        }
+
+        Telemetry.PaxosTracing.TagRetries(_activity, Attempts);
+        Completion.SetResult(result);
+        Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
+        return true;
+    }
+
+    /// <summary>Runs <paramref name="action"/> once on completion (at once if already complete). Thread-safe.</summary>
+    public void OnCompleted(Action action)
+    {
+        Volatile.Write(ref _onCompleted, action);
+        if (IsCompleted && Interlocked.Exchange(ref _onCompleted, null) is { } run)
+        {
+            run();
+        }
+    }
+}
