@@ -1,8 +1,8 @@
-using System.Diagnostics;
+using Orleans.Paxos.TestSupport;
 
 namespace Orleans.Paxos.Engine.Tests.Support;
 
-/// <summary>Waits for a condition instead of sleeping and hoping it came true.</summary>
+/// <summary>Waits for a condition instead of sleeping and hoping it came true (TestSupport's <see cref="Poll"/>, polled more often).</summary>
 public static class Polling
 {
     /// <summary>How often a condition is tested again.</summary>
@@ -12,18 +12,14 @@ public static class Polling
     /// Returns once <paramref name="condition"/> holds; throws <see cref="TimeoutException"/> naming
     /// <paramref name="description"/> (and what <paramref name="state"/> reports) when it did not within <paramref name="timeout"/>.
     /// </summary>
-    public static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, string description, Func<string>? state = null)
+    public static Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, string description, Func<string>? state = null)
     {
         ArgumentNullException.ThrowIfNull(condition);
-        var watch = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (watch.Elapsed > timeout)
-            {
-                throw new TimeoutException($"timed out after {timeout.TotalSeconds:0.#} s waiting for {description}{(state is null ? string.Empty : "; " + state())}");
-            }
-
-            await Task.Delay(Interval);
-        }
+        return Poll.UntilAsync(
+            () => Task.FromResult(condition()),
+            holds => holds,
+            timeout,
+            _ => state is null ? description : description + "; " + state(),
+            interval: Interval);
     }
 }
