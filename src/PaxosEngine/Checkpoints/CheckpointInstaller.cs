@@ -45,6 +45,9 @@ internal sealed partial class CheckpointInstaller
     /// <summary>A transfer under way is abandoned after this long without a chunk; the sender streams continuously.</summary>
     private const int CheckpointIdleTimeoutMs = 10_000;
 
+    /// <summary>How soon an install that found the log cleaner at work tries again.</summary>
+    private const int InstallRetryMs = 5;
+
     private readonly ICheckpointInstallerHost _host;
     private readonly GroupSettings _settings;
     private readonly ILogStorage _storage;
@@ -56,6 +59,7 @@ internal sealed partial class CheckpointInstaller
     private ulong _askedCheckpointFrom;
     private long _checkpointReceiveTimerId;
     private CheckpointReceiver? _checkpointReceiver;
+    private CheckpointMsg? _installDue;
     private long _checkpointsInstalled;
 
     public CheckpointInstaller(ICheckpointInstallerHost host, GroupSettings settings, ILogStorage storage, StateMachineRegistry stateMachines, ILogger logger)
@@ -157,7 +161,7 @@ internal sealed partial class CheckpointInstaller
                 AbandonCheckpointReceive(problem ?? "the transfer broke");
                 break;
             case ReceiveOutcome.Ended:
-                AckCheckpoint(message, InstallCheckpoint());
+                InstallOrRetry(message);
                 break;
         }
 
@@ -173,6 +177,13 @@ internal sealed partial class CheckpointInstaller
         }
 
         _checkpointReceiveTimerId = 0;
+        if (_installDue is { } end)
+        {
+            _installDue = null;
+            InstallOrRetry(end);
+            return;
+        }
+
         AbandonCheckpointReceive(_checkpointReceiver is { IsActive: true }
             ? $"no chunk for {CheckpointIdleTimeoutMs} ms"
             : $"node {new NodeId(_askedCheckpointFrom)} did not begin a transfer within {CheckpointBeginTimeoutMs} ms");
@@ -197,9 +208,37 @@ internal sealed partial class CheckpointInstaller
         _checkpointReceiveTimerId = _host.AddTimer(delayMs, TimerKind.CheckpointReceive);
     }
 
+    /// <summary>
+    /// Installs the received checkpoint and acknowledges its end, unless the log cleaner holds the group's
+    /// log-maintenance gate: it holds it across an fsync and file deletions, so the loop comes back a few
+    /// milliseconds later instead of waiting for it (the sender waits for the acknowledgement).
+    /// </summary>
+    private void InstallOrRetry(CheckpointMsg end)
+    {
+        if (!Monitor.TryEnter(LogMaintenanceGate))
+        {
+            _installDue = end;
+            ArmCheckpointReceiveTimer(InstallRetryMs);
+            return;
+        }
+
+        bool installed;
+        try
+        {
+            installed = InstallCheckpoint();
+        }
+        finally
+        {
+            Monitor.Exit(LogMaintenanceGate);
+        }
+
+        AckCheckpoint(end, installed);
+    }
+
     /// <summary>Gives the transfer up; the next ask-for-learn round finds the gap again and asks anew.</summary>
     private void AbandonCheckpointReceive(string reason)
     {
+        _installDue = null;
         LogCheckpointReceiveAbandoned(Index, new NodeId(_checkpointReceiver?.Sender ?? _askedCheckpointFrom), reason);
         _host.RemoveTimer(_checkpointReceiveTimerId);
         _checkpointReceiveTimerId = 0;
@@ -241,67 +280,65 @@ internal sealed partial class CheckpointInstaller
         ulong start;
         string? failure = null;
         var loadedMachines = 0;
-        lock (LogMaintenanceGate)
+        // The caller holds the log-maintenance gate: the cleaner deletes nothing meanwhile.
+        try
         {
+            _storage.ClearAllLog(Index);
+        }
+        catch (Exception ex) when (ex is LogStorageException or IOException or UnauthorizedAccessException)
+        {
+            _host.Stop($"clearing the log to install checkpoint {announced} from node {new NodeId(receiver.Sender)} failed", ex);
+            return false;
+        }
+
+        foreach (var (smId, files) in receiver.Files)
+        {
+            var machine = _stateMachines.Find(smId);
+            if (machine is null || StateMachineRegistry.IsBuiltIn(smId))
+            {
+                LogCheckpointForUnknownMachine(Index, smId);
+                continue;
+            }
+
             try
             {
-                _storage.ClearAllLog(Index);
-            }
-            catch (Exception ex) when (ex is LogStorageException or IOException or UnauthorizedAccessException)
-            {
-                _host.Stop($"clearing the log to install checkpoint {announced} from node {new NodeId(receiver.Sender)} failed", ex);
-                return false;
-            }
-
-            foreach (var (smId, files) in receiver.Files)
-            {
-                var machine = _stateMachines.Find(smId);
-                if (machine is null || StateMachineRegistry.IsBuiltIn(smId))
+                if (!machine.LoadCheckpointState(Index, receiver.TempDirectory(smId), files, announced))
                 {
-                    LogCheckpointForUnknownMachine(Index, smId);
-                    continue;
-                }
-
-                try
-                {
-                    if (!machine.LoadCheckpointState(Index, receiver.TempDirectory(smId), files, announced))
-                    {
-                        failure = $"state machine {smId} refused the checkpoint";
-                        break;
-                    }
-
-                    loadedMachines++;
-                }
-                catch (Exception ex) when (ex is not OutOfMemoryException)
-                {
-                    failure = $"state machine {smId} failed to load the checkpoint: {ex.Message}";
+                    failure = $"state machine {smId} refused the checkpoint";
                     break;
                 }
-            }
 
-            if (failure is not null && loadedMachines > 0)
-            {
-                // Some state machines hold the new state and some the old: no single instance fits both.
-                _host.Stop($"installing checkpoint {announced} from node {new NodeId(receiver.Sender)} failed half-way ({failure}); " +
-                    "the state machines now disagree. Clear this group's folder and the state machines' data and restart to fetch a checkpoint again");
-                return false;
+                loadedMachines++;
             }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                failure = $"state machine {smId} failed to load the checkpoint: {ex.Message}";
+                break;
+            }
+        }
 
-            // Continue after what the state machines now hold. A checkpoint may cover more than BEGIN
-            // announced (it was taken after), and start-up computes the same value, so both agree.
-            var loaded = _stateMachines.GetCheckpointInstanceId();
-            start = failure is null
-                ? (loaded == StateMachineCheckpoint.None ? announced : Math.Max(announced, loaded)) + 1
-                : (loaded == StateMachineCheckpoint.None ? 0 : loaded + 1);
-            try
-            {
-                _storage.SetMinChosenInstanceId(Index, start);
-            }
-            catch (Exception ex) when (ex is LogStorageException or IOException)
-            {
-                _host.Stop($"recording the log start {start} after checkpoint {announced} failed", ex);
-                return false;
-            }
+        if (failure is not null && loadedMachines > 0)
+        {
+            // Some state machines hold the new state and some the old: no single instance fits both.
+            _host.Stop($"installing checkpoint {announced} from node {new NodeId(receiver.Sender)} failed half-way ({failure}); " +
+                "the state machines now disagree. Clear this group's folder and the state machines' data and restart to fetch a checkpoint again");
+            return false;
+        }
+
+        // Continue after what the state machines now hold. A checkpoint may cover more than BEGIN
+        // announced (it was taken after), and start-up computes the same value, so both agree.
+        var loaded = _stateMachines.GetCheckpointInstanceId();
+        start = failure is null
+            ? (loaded == StateMachineCheckpoint.None ? announced : Math.Max(announced, loaded)) + 1
+            : (loaded == StateMachineCheckpoint.None ? 0 : loaded + 1);
+        try
+        {
+            _storage.SetMinChosenInstanceId(Index, start);
+        }
+        catch (Exception ex) when (ex is LogStorageException or IOException)
+        {
+            _host.Stop($"recording the log start {start} after checkpoint {announced} failed", ex);
+            return false;
         }
 
         var from = receiver.Sender;

@@ -149,16 +149,7 @@ internal sealed class Committer
             // log learns the cluster id instead of forking it.
             _creatingGid = true;
             var create = new PendingProposal(ReservedSmIds.SystemVariables, _host.CreateGidValue(), null, explicitBatch: false, _host.NowMs);
-            _ = create.Completion.Task.ContinueWith(
-                static (_, state) =>
-                {
-                    var committer = (Committer)state!;
-                    committer._host.Post(committer.OnGidProposalDone);
-                },
-                this,
-                CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously,
-                TaskScheduler.Default);
+            create.OnCompleted(() => _host.Post(OnGidProposalDone));
             _ready.AddFirst(create);
         }
 

@@ -51,17 +51,34 @@ internal sealed class PendingProposal
 
         Telemetry.PaxosTracing.TagRetries(_activity, Attempts);
         Completion.SetResult(result);
-        Interlocked.Exchange(ref _onCompleted, null)?.Invoke();
+        var run = Interlocked.Exchange(ref _onCompleted, CompletedMarker);
+        run?.Invoke();
         return true;
     }
 
-    /// <summary>Runs <paramref name="action"/> once on completion (at once if already complete). Thread-safe.</summary>
+    /// <summary>
+    /// Runs <paramref name="action"/> once on completion, on the thread that completes the proposal (at once if it
+    /// is already complete); several actions run in the order they were added. Thread-safe. Unlike a continuation
+    /// of <see cref="Completion"/>, it does not go through the thread pool, so a group that runs on a manual loop
+    /// stays deterministic.
+    /// </summary>
     public void OnCompleted(Action action)
     {
-        Volatile.Write(ref _onCompleted, action);
-        if (IsCompleted && Interlocked.Exchange(ref _onCompleted, null) is { } run)
+        while (true)
         {
-            run();
+            var current = Volatile.Read(ref _onCompleted);
+            if (ReferenceEquals(current, CompletedMarker))
+            {
+                action();
+                return;
+            }
+
+            if (Interlocked.CompareExchange(ref _onCompleted, current + action, current) == current)
+            {
+                return;
+            }
         }
     }
+
+    private static readonly Action CompletedMarker = static () => { };
 }

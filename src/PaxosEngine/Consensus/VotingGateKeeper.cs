@@ -164,16 +164,7 @@ internal sealed partial class VotingGateKeeper
                 DeadlineMs = _host.NowMs + Math.Max(1000, SurveyIntervalMs * 10),
             };
             _gate.OwnRoundPending = true;
-            _ = noop.Completion.Task.ContinueWith(
-                static (_, state) =>
-                {
-                    var keeper = (VotingGateKeeper)state!;
-                    keeper._host.Post(() => keeper._gate.OwnRoundPending = false);
-                },
-                this,
-                CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously,
-                TaskScheduler.Default);
+            noop.OnCompleted(() => _host.Post(() => _gate.OwnRoundPending = false));
             _host.TryEnqueueProposal(noop);
         }
     }

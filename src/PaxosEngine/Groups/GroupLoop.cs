@@ -24,6 +24,11 @@ internal interface ITimerTarget
 /// consensus state needs no locks. <see cref="Post"/> and <see cref="Stop"/> are thread-safe; the
 /// timer methods must be called on the loop thread.
 /// </summary>
+/// <remarks>
+/// A loop created for a <see cref="ManualLoopDriver"/> has no thread: the driver's caller runs it step by
+/// step (<see cref="RunReady"/>) and moves the <see cref="TimeProvider"/> itself, so a whole cluster can
+/// run on one thread, in an order chosen by a seed, on fake time.
+/// </remarks>
 internal sealed partial class GroupLoop : IDisposable
 {
     private readonly ConcurrentQueue<ILoopWork> _queue = new();
@@ -33,17 +38,28 @@ internal sealed partial class GroupLoop : IDisposable
     private readonly Thread _thread;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
+    private readonly ManualLoopDriver? _driver;
+    private Thread? _runningOn;
     private long _nextTimerId;
     private int _groupCount;
     private int _sleeping;
     private volatile bool _stopping;
 
     public GroupLoop(string name, TimeProvider time, ILogger logger)
+        : this(name, time, logger, driver: null)
+    {
+    }
+
+    private GroupLoop(string name, TimeProvider time, ILogger logger, ManualLoopDriver? driver)
     {
         _time = time;
         _logger = logger;
+        _driver = driver;
         _thread = new Thread(Run) { IsBackground = true, Name = name };
     }
+
+    /// <summary>Creates a loop without a thread, run by whoever calls <see cref="RunReady"/> (see <see cref="ManualLoopDriver"/>).</summary>
+    internal static GroupLoop CreateManual(ManualLoopDriver driver, string name, TimeProvider time, ILogger logger) => new(name, time, logger, driver);
 
     /// <summary>Number of groups served by this loop.</summary>
     public int GroupCount => Volatile.Read(ref _groupCount);
@@ -52,12 +68,18 @@ internal sealed partial class GroupLoop : IDisposable
     public TimeProvider Time => _time;
 
     /// <summary>Whether the caller runs on this loop's thread.</summary>
-    public bool IsOnLoopThread => Thread.CurrentThread == _thread;
+    public bool IsOnLoopThread => _driver is not null ? _runningOn == Thread.CurrentThread : Thread.CurrentThread == _thread;
 
     /// <summary>Milliseconds on the loop's monotonic clock.</summary>
     public long NowMs => (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
 
-    public void Start() => _thread.Start();
+    public void Start()
+    {
+        if (_driver is null)
+        {
+            _thread.Start();
+        }
+    }
 
     /// <summary>Counts a group that runs on this loop.</summary>
     public void AddGroup() => Interlocked.Increment(ref _groupCount);
@@ -95,6 +117,15 @@ internal sealed partial class GroupLoop : IDisposable
     public void Stop()
     {
         _stopping = true;
+        if (_driver is not null)
+        {
+            // Nobody runs a stopped manual loop again: what it still held is dropped, as a crash would.
+            _queue.Clear();
+            _timers.Clear();
+            _liveTimers.Clear();
+            return;
+        }
+
         _wake.Set();
         if (_thread.IsAlive && !IsOnLoopThread)
         {
@@ -107,6 +138,58 @@ internal sealed partial class GroupLoop : IDisposable
         Stop();
         _wake.Dispose();
     }
+
+    /// <summary>
+    /// Manual loops only: runs the timers that are due on the loop's clock, then the queued work, including
+    /// work queued meanwhile. Returns whether anything ran. Call from one thread at a time.
+    /// </summary>
+    internal bool RunReady()
+    {
+        Debug.Assert(_driver is not null, "Only a manual loop is run by its caller.");
+        if (_stopping)
+        {
+            return false;
+        }
+
+        _runningOn = Thread.CurrentThread;
+        try
+        {
+            var ran = RunDueTimers();
+            while (!_stopping && _queue.TryDequeue(out var work))
+            {
+                ran = true;
+                Execute(work);
+            }
+
+            return ran;
+        }
+        finally
+        {
+            _runningOn = null;
+        }
+    }
+
+    /// <summary>Manual loops only: when the next live timer is due on the loop's clock (ms), or null when none is armed.</summary>
+    internal long? NextTimerDueMs
+    {
+        get
+        {
+            while (_timers.TryPeek(out var entry, out var key))
+            {
+                if (_liveTimers.Contains(entry.Id))
+                {
+                    return key.Due;
+                }
+
+                _timers.Dequeue();
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>Whether work is queued (manual loops: whether <see cref="RunReady"/> would run something now).</summary>
+    internal bool HasQueuedWork => !_queue.IsEmpty;
 
     private void Run()
     {
@@ -148,11 +231,13 @@ internal sealed partial class GroupLoop : IDisposable
         {
             // A bug in one group's handling must not take down the loop, and with it other groups.
             LogWorkFailed(_thread.Name, ex);
+            _driver?.OnWorkFailed(ex);
         }
     }
 
-    private void RunDueTimers()
+    private bool RunDueTimers()
     {
+        var ran = false;
         var now = NowMs;
         while (_timers.TryPeek(out var entry, out var key) && key.Due <= now)
         {
@@ -162,6 +247,7 @@ internal sealed partial class GroupLoop : IDisposable
                 continue;
             }
 
+            ran = true;
             try
             {
                 entry.Target.OnTimer(entry.Kind, entry.Id);
@@ -169,8 +255,11 @@ internal sealed partial class GroupLoop : IDisposable
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
                 LogWorkFailed(_thread.Name, ex);
+                _driver?.OnWorkFailed(ex);
             }
         }
+
+        return ran;
     }
 
     private int NextTimerDelayMs()

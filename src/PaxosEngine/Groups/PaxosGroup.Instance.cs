@@ -118,10 +118,12 @@ internal sealed partial class PaxosGroup
 
     private void OnAcceptorMessage(PaxosMsg message, bool isRetry)
     {
-        if (message.InstanceID == Now + 1)
+        if (message.InstanceID == Now + 1 && message.MsgType == (int)PaxosMsgType.Accept)
         {
-            // A message for the next instance implies the current one was chosen with its ballot
-            // (implicit commit): learn it first if this acceptor accepted exactly that ballot.
+            // An accept for the next instance without a prepare means its proposer got the current instance chosen
+            // with that ballot (implicit commit): learn it first if this acceptor accepted exactly that ballot. Unlike
+            // PhxPaxos, a prepare does not count: a proposer prepares the next instance with its old ballot after a
+            // round that failed, so the ballot it carries need not be the one that chose the current instance.
             var implied = message.Clone();
             implied.InstanceID = Now;
             implied.MsgType = (int)PaxosMsgType.ProposerSendSuccess;
@@ -259,7 +261,10 @@ internal sealed partial class PaxosGroup
         var instance = Now;
         var value = _learner.LearnedValue;
         var contexts = _committer.GetContextsIfMine(instance, value);
-        if (!StateMachines.Execute(instance, value, contexts))
+
+        // Below _executeFrom the state machines already hold the effect (they executed it before a crash took the
+        // learned record from the log): the instance is learned again, not executed again.
+        if (instance >= _executeFrom && !StateMachines.Execute(instance, value, contexts))
         {
             // The value stays learned; execution is retried on the next learner message.
             _committer.OnExecuteFailed(instance, contexts is not null);

@@ -56,6 +56,7 @@ internal sealed partial class PaxosGroup :
     private uint _lastChecksum;
     private ulong _chosenByMeInstance = ulong.MaxValue;
     private ulong _acceptSkippedInstance = ulong.MaxValue;
+    private ulong _executeFrom;
     private Ballot _acceptSkippedBallot;
     private int _writesSinceSync;
     private int _inboundCount;
@@ -208,31 +209,54 @@ internal sealed partial class PaxosGroup :
                 }
             }
         }
-        else if (replayFrom > Now)
+        else if (replayFrom > Now && max is not null)
         {
-            // The state machines executed instances the log no longer holds: learned records are written
-            // without waiting for an fsync (the value is chosen and held by a majority), so a crash can take
-            // them while a state machine's own store kept their effect. Promises and accepts were durable
-            // before they were answered, so the last record still holds this acceptor's promise. Continue
-            // after the checkpoint; instances the log lost are no longer served from here.
-            if (max is { } last && replayFrom > last + 1)
+            // The state machines executed instances the log no longer holds: learned records are written without
+            // waiting for an fsync (the value is chosen and held by a majority), so a crash can take them while a state
+            // machine's own store kept their effect. Start where the log ends and learn those instances again, from
+            // the peers or by choosing them again (accepts were durable before they were answered), without executing
+            // them twice. Jumping to the checkpoint instead would strand peers that never learned them: nobody could
+            // serve them, and there may be no checkpoint to send.
+            if (replayFrom > max.Value + 1)
             {
-                LogLogBehindCheckpoint(Index, last, checkpoint);
+                LogLogBehindCheckpoint(Index, max.Value, checkpoint);
             }
 
+            _executeFrom = replayFrom;
+        }
+        else if (replayFrom > Now)
+        {
+            // No log at all behind the state machines' checkpoint (its install was cut short, or the log was lost):
+            // continue after the checkpoint; what came before is not served from here.
             _acceptor.MoveTo(replayFrom);
-            if (max is null || replayFrom > max.Value + 1)
-            {
-                _storage.SetMinChosenInstanceId(Index, replayFrom);
-                minChosen = replayFrom;
-            }
+            _storage.SetMinChosenInstanceId(Index, replayFrom);
+            minChosen = replayFrom;
         }
 
         _proposer.InstanceId = Now;
         _proposer.ProposalId = _acceptor.Promised.ProposalId + 1;
+        if (!_voting.IsVoting)
+        {
+            // This node lost (or may have lost) durable state, so it cannot know which ballots its earlier life
+            // used; one of them may still be in flight or held in a peer's retry queue. Start above any of them.
+            _proposer.ProposalId = Math.Max(_proposer.ProposalId, FreshProposalIdFloor(_loop.Time));
+        }
         _lastChecksum = Now == 0 || Now <= minChosen ? 0 : ReadRecord(Now - 1)?.Checksum ?? 0;
         PublishProgress(minChosen);
         LogStarted(Index, Now, minChosen, checkpoint == StateMachineCheckpoint.None ? -1 : (long)checkpoint);
+    }
+
+    /// <summary>
+    /// The lowest proposal id a node that lost its state may use: milliseconds since 2020 times 1024. Proposal ids
+    /// grow by one per rejected or superseded round, which takes a network round trip, so no earlier life of this
+    /// node can have reached this floor unless it ran 1024 rounds in one millisecond or the clock went back.
+    /// PhxPaxos restarts at the last promise plus one, which a wiped disk no longer holds: the same ballot could then
+    /// carry two values in one instance, and a commit naming it would teach a peer the wrong one.
+    /// </summary>
+    internal static ulong FreshProposalIdFloor(TimeProvider time)
+    {
+        var ms = (time.GetUtcNow() - new DateTimeOffset(2020, 1, 1, 0, 0, 0, TimeSpan.Zero)).TotalMilliseconds;
+        return ms <= 0 ? 1 : (ulong)ms << 10;
     }
 
     /// <summary>Arms the group's timers; runs on the loop thread once the loop started.</summary>
@@ -433,7 +457,7 @@ internal sealed partial class PaxosGroup :
     [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: system variables recovered from the log after the index was rebuilt: gid {Gid}, version {Version} (log up to instance {Now}).")]
     private partial void LogSystemVariablesRecovered(int group, ulong gid, long version, ulong now);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: the log ends at instance {Last} but the state machines' checkpoint is {Checkpoint}: records learned after the last fsync were lost in a crash. The group continues after the checkpoint; peers that need those instances fetch a checkpoint.")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: the log ends at instance {Last} but the state machines' checkpoint is {Checkpoint}: records learned after the last fsync were lost in a crash. The group learns those instances again without executing them twice.")]
     private partial void LogLogBehindCheckpoint(int group, ulong last, ulong checkpoint);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group} started at instance {Now}, min chosen {MinChosen}, checkpoint {Checkpoint}.")]

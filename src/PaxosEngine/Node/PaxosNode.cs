@@ -33,6 +33,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     private readonly GroupLoop[] _loops;
     private readonly PaxosGroup[] _groups;
     private readonly int _maxFrameLength;
+    private readonly ManualLoopDriver? _driver;
     private int _state; // 0 created, 1 started, 2 disposed
 
     /// <summary>Creates a node over the given transport and storage (or the built-in UDP/TCP transport and file storage when null).</summary>
@@ -48,8 +49,24 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         ITransport? transport = null,
         ILogStorage? storage = null,
         TimeProvider? timeProvider = null)
+        : this(options, loggerFactory, transport, storage, timeProvider, driver: null)
+    {
+    }
+
+    /// <summary>
+    /// Creates a node whose loops are run by <paramref name="driver"/> on the caller's thread instead of on
+    /// loop threads, and which starts no log cleaner: for deterministic simulation on fake time.
+    /// </summary>
+    internal PaxosNode(
+        PaxosNodeOptions options,
+        ILoggerFactory? loggerFactory,
+        ITransport? transport,
+        ILogStorage? storage,
+        TimeProvider? timeProvider,
+        ManualLoopDriver? driver)
     {
         ArgumentNullException.ThrowIfNull(options);
+        _driver = driver;
         _options = options;
         var (me, members) = options.Validate();
         MyNodeId = me;
@@ -87,7 +104,10 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         _loops = new GroupLoop[loopCount];
         for (var i = 0; i < loopCount; i++)
         {
-            _loops[i] = new GroupLoop($"paxos-loop-{me.Port}-{i}", _time, _loggerFactory.CreateLogger<GroupLoop>());
+            var name = $"paxos-loop-{me.Port}-{i}";
+            _loops[i] = driver is null
+                ? new GroupLoop(name, _time, _loggerFactory.CreateLogger<GroupLoop>())
+                : driver.CreateLoop(name, _time, _loggerFactory.CreateLogger<GroupLoop>());
         }
 
         _groups = new PaxosGroup[options.GroupCount];
@@ -198,7 +218,11 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         }
 
         _transport.Start(this);
-        StartLogCleaner();
+        if (_driver is null)
+        {
+            StartLogCleaner();
+        }
+
         LogNodeStarted(MyNodeId, _groups.Length, _loops.Length);
     }
 
@@ -350,7 +374,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             return new InstanceValueResult(InstanceValueStatus.NotChosenYet, []);
         }
 
-        var bytes = _storage.Get(groupIndex, instanceId);
+        var bytes = instanceId < group.MinChosenInstanceId ? null : _storage.Get(groupIndex, instanceId);
         if (bytes is null)
         {
             return new InstanceValueResult(InstanceValueStatus.NotExist, []);
@@ -418,6 +442,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         foreach (var loop in _loops)
         {
             loop.Dispose();
+            _driver?.Remove(loop);
         }
 
         if (_ownsStorage)
@@ -441,9 +466,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         }
 
         var group = _groups[groupIndex];
-        var nowMs = (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
-        var deadlineMs = _options.ProposeTimeout == Timeout.InfiniteTimeSpan ? long.MaxValue : nowMs + (long)_options.ProposeTimeout.TotalMilliseconds;
-        var proposal = new PendingProposal(smId, value.ToArray(), context, explicitBatch, nowMs) { DeadlineMs = deadlineMs };
+        var proposal = NewProposal(smId, value, context, explicitBatch);
         if (!group.TryEnqueueProposal(proposal) || !cancellationToken.CanBeCanceled)
         {
             // The group's loop completes overdue proposals itself: no timer per proposal.
@@ -453,6 +476,34 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         await using var registration = cancellationToken.UnsafeRegister(
             static state => ((PendingProposal)state!).TryComplete(ProposeResult.Timeout), proposal).ConfigureAwait(false);
         return await proposal.Completion.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Queues a value for a group and returns its proposal, whose <see cref="PendingProposal.Completion"/> is
+    /// completed by the group's loop itself: a caller that runs the loops (<see cref="ManualLoopDriver"/>) sees the
+    /// outcome as soon as the step that decided it returns.
+    /// </summary>
+    internal PendingProposal SubmitProposal(int groupIndex, ReadOnlyMemory<byte> value, bool explicitBatch = false)
+    {
+        var group = GetGroup(groupIndex);
+        var proposal = NewProposal(ReservedSmIds.None, value, context: null, explicitBatch);
+        if (Volatile.Read(ref _state) != 1)
+        {
+            proposal.TryComplete(ProposeResult.NodeStopped);
+        }
+        else
+        {
+            group.TryEnqueueProposal(proposal);
+        }
+
+        return proposal;
+    }
+
+    private PendingProposal NewProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch)
+    {
+        var nowMs = (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
+        var deadlineMs = _options.ProposeTimeout == Timeout.InfiniteTimeSpan ? long.MaxValue : nowMs + (long)_options.ProposeTimeout.TotalMilliseconds;
+        return new PendingProposal(smId, value.ToArray(), context, explicitBatch, nowMs) { DeadlineMs = deadlineMs };
     }
 
     /// <summary>Proposals of a group queued or in flight on this node (tests watch batches form).</summary>
