@@ -28,7 +28,11 @@ public sealed class KeyValueGrain(PaxosEngineHost host) : Grain, IKeyValueGrain
     {
         var machine = Machine;
         CheckGroup();
-        return Task.FromResult(ResultMapping.ToKvResult(key, Group, machine.ReadStale(Group, Key(key)), 0, host.MyNodeId.ToString()));
+        var group = Group;
+        var keyBytes = Key(key);
+
+        // The store is read on the thread pool: an Orleans scheduler thread never waits for the disk.
+        return Task.Run(() => ResultMapping.ToKvResult(key, group, machine.ReadStale(group, keyBytes), 0, host.MyNodeId.ToString()));
     }
 
     /// <inheritdoc />

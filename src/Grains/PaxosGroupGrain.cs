@@ -24,6 +24,9 @@ public sealed partial class PaxosGroupGrain(
 {
     private static readonly TimeSpan MasterCheckPeriod = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan WatchIdleTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Instances read from the log per trip to the thread pool.</summary>
+    private const ulong WatchReadChunk = 256;
     private int _group;
     private IGrainTimer? _masterCheck;
     private volatile bool _masterChanged;
@@ -134,24 +137,18 @@ public sealed partial class PaxosGroupGrain(
                 next = min;
             }
 
-            for (; next < now && !cancellationToken.IsCancellationRequested; next++)
+            while (next < now && !cancellationToken.IsCancellationRequested)
             {
-                var value = node.GetInstanceValue(_group, next);
-                if (value.Status != InstanceValueStatus.Ok)
+                // The log is read on the thread pool, a chunk at a time: an Orleans scheduler thread never waits for the disk.
+                var from = next;
+                var upTo = Math.Min(now, from + WatchReadChunk);
+                var entries = await Task.Run(() => ReadEntries(node, from, upTo), cancellationToken);
+                foreach (var entry in entries)
                 {
-                    continue;
+                    yield return entry;
                 }
 
-                for (var i = 0; i < value.Values.Count; i++)
-                {
-                    // The built-in membership and master state machines' entries are the engine's, not the application's.
-                    if (value.Values[i].SmId is Engine.Protocol.ReservedSmIds.SystemVariables or Engine.Protocol.ReservedSmIds.Master)
-                    {
-                        continue;
-                    }
-
-                    yield return new CommittedEntry(_group, next, i, value.Values[i].SmId, value.Values[i].Value);
-                }
+                next = upTo;
             }
 
             // Wait for the next executed instance, but not longer than a grain call may take: an idle feed
@@ -167,6 +164,33 @@ public sealed partial class PaxosGroupGrain(
                 yield break;
             }
         }
+    }
+
+    /// <summary>The application's entries of instances <paramref name="from"/> up to (not including) <paramref name="upTo"/>, read from the log.</summary>
+    private List<CommittedEntry> ReadEntries(Engine.Node.PaxosNode node, ulong from, ulong upTo)
+    {
+        var entries = new List<CommittedEntry>();
+        for (var instance = from; instance < upTo; instance++)
+        {
+            var value = node.GetInstanceValue(_group, instance);
+            if (value.Status != InstanceValueStatus.Ok)
+            {
+                continue;
+            }
+
+            for (var i = 0; i < value.Values.Count; i++)
+            {
+                // The built-in membership and master state machines' entries are the engine's, not the application's.
+                if (value.Values[i].SmId is Engine.Protocol.ReservedSmIds.SystemVariables or Engine.Protocol.ReservedSmIds.Master)
+                {
+                    continue;
+                }
+
+                entries.Add(new CommittedEntry(_group, instance, i, value.Values[i].SmId, value.Values[i].Value));
+            }
+        }
+
+        return entries;
     }
 
     private async Task<ProposalResult> Propose(byte[] value, int? smId, bool batch)

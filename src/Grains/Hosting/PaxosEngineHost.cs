@@ -10,10 +10,10 @@ using Orleans.Paxos.Engine.StateMachines.KeyValue;
 namespace Orleans.Paxos.Grains.Hosting;
 
 /// <summary>
-/// The silo's Paxos node and the bridge to it (one per silo). Requests from grains go through a bounded
-/// <see cref="Channel{T}"/> to a worker that hands them to the engine; results come back on
-/// <see cref="TaskCompletionSource{TResult}"/>s that run continuations asynchronously, so grain code never
-/// runs on an engine thread and no Orleans scheduler thread ever blocks. Thread-safe.
+/// The silo's Paxos node and the bridge to it (one per silo). A grain's proposal goes straight to the group's
+/// committer queue (one hand-off, bounded once by <see cref="PaxosNodeOptions.MaxWaitingProposals"/>); its result
+/// comes back on a completion that runs continuations asynchronously, so grain code never runs on an engine
+/// thread and no Orleans scheduler thread ever blocks. Thread-safe.
 /// </summary>
 public sealed partial class PaxosEngineHost : IDisposable
 {
@@ -23,13 +23,11 @@ public sealed partial class PaxosEngineHost : IDisposable
     private readonly IReadOnlyList<PaxosStateMachineRegistration> _registrations;
     private readonly IServiceProvider _services;
     private readonly IPaxosTransportFactory? _transportFactory;
-    private readonly Channel<EngineRequest> _requests;
     private readonly Lock _watchGate = new();
     private readonly List<Watcher>[] _watchers;
     private readonly List<IStateMachine> _machines = [];
     private PaxosNode? _node;
     private DataFolderLock? _folderLock;
-    private Task? _worker;
 
     /// <summary>Creates the host; the node is built and started by <see cref="Start"/>.</summary>
     public PaxosEngineHost(
@@ -48,11 +46,6 @@ public sealed partial class PaxosEngineHost : IDisposable
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<PaxosEngineHost>();
         _transportFactory = transportFactory;
-        _requests = Channel.CreateBounded<EngineRequest>(new BoundedChannelOptions(_options.MaxWaitingProposals)
-        {
-            SingleReader = true,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
         _watchers = new List<Watcher>[_options.GroupCount];
         for (var g = 0; g < _watchers.Length; g++)
         {
@@ -79,7 +72,7 @@ public sealed partial class PaxosEngineHost : IDisposable
     /// <summary>Whether the node is running.</summary>
     public bool IsRunning => _node is not null;
 
-    /// <summary>Builds the node, mounts the registered state machines, starts it and the request worker.</summary>
+    /// <summary>Builds the node, mounts the registered state machines and starts it.</summary>
     public void Start()
     {
         if (_node is not null)
@@ -126,23 +119,16 @@ public sealed partial class PaxosEngineHost : IDisposable
         }
 
         _node = node;
-        _worker = Task.Run(RunWorkerAsync);
         LogStarted(MyNodeId, _options.GroupCount, _options.StoragePath);
     }
 
-    /// <summary>Stops taking requests, lets the worker drain, and disposes the node and the state machines.</summary>
-    public async Task StopAsync()
+    /// <summary>Stops the node (waiting proposals complete with <see cref="ProposeStatus.NodeStopped"/>) and disposes the state machines.</summary>
+    public Task StopAsync()
     {
         var node = _node;
         if (node is null)
         {
-            return;
-        }
-
-        _requests.Writer.TryComplete();
-        if (_worker is { } worker)
-        {
-            await worker.ConfigureAwait(false);
+            return Task.CompletedTask;
         }
 
         node.Dispose();
@@ -163,12 +149,12 @@ public sealed partial class PaxosEngineHost : IDisposable
         DisposeMachines();
         ReleaseFolder();
         LogStopped(MyNodeId);
+        return Task.CompletedTask;
     }
 
     /// <summary>Stops the node if it still runs.</summary>
     public void Dispose()
     {
-        _requests.Writer.TryComplete();
         _node?.Dispose();
         _node = null;
         DisposeMachines();
@@ -182,37 +168,34 @@ public sealed partial class PaxosEngineHost : IDisposable
     }
 
     /// <summary>
-    /// Proposes a value through the request channel; never blocks the caller's thread (it waits for room
-    /// asynchronously when the channel is full).
+    /// Proposes a value: it goes straight to the group's committer queue without blocking the caller's thread, and
+    /// the result arrives off the engine's threads. When <see cref="PaxosNodeOptions.MaxWaitingProposals"/> proposals
+    /// already wait, the result is <see cref="ProposeStatus.TooManyWaiting"/> at once.
     /// </summary>
     /// <param name="group">The group.</param>
     /// <param name="smId">The state machine (0: none).</param>
     /// <param name="value">The value.</param>
     /// <param name="batch">Use BatchPropose.</param>
-    /// <param name="cancellationToken">Stops waiting.</param>
-    public async Task<ProposeResult> ProposeAsync(int group, int smId, byte[] value, bool batch, CancellationToken cancellationToken = default)
+    /// <param name="cancellationToken">Stops waiting (the result is then <see cref="ProposeStatus.Timeout"/>).</param>
+    public Task<ProposeResult> ProposeAsync(int group, int smId, byte[] value, bool batch, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(value);
         if ((uint)group >= (uint)_options.GroupCount)
         {
-            return new ProposeResult(ProposeStatus.InvalidGroup);
+            return Task.FromResult(new ProposeResult(ProposeStatus.InvalidGroup));
         }
 
-        var request = new EngineRequest(group, smId, value, batch, cancellationToken);
-        try
+        if (_node is not { } node)
         {
-            await _requests.Writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
-        }
-        catch (ChannelClosedException)
-        {
-            return new ProposeResult(ProposeStatus.NodeStopped);
-        }
-        catch (OperationCanceledException)
-        {
-            return new ProposeResult(ProposeStatus.Timeout);
+            return Task.FromResult(new ProposeResult(ProposeStatus.NodeStopped));
         }
 
-        return await request.Completion.Task.ConfigureAwait(false);
+        var context = smId == 0 ? null : new StateMachineContext(smId);
+        return batch
+            ? node.BatchProposeAsync(group, value, context, cancellationToken)
+            : context is null
+                ? node.ProposeAsync(group, ReservedSmIds.None, value, cancellationToken)
+                : node.ProposeAsync(group, value, context, cancellationToken);
     }
 
     /// <summary>
@@ -254,75 +237,6 @@ public sealed partial class PaxosEngineHost : IDisposable
         }
     }
 
-    private async Task RunWorkerAsync()
-    {
-        var reader = _requests.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
-        {
-            while (reader.TryRead(out var request))
-            {
-                Dispatch(request);
-            }
-        }
-    }
-
-    private void Dispatch(EngineRequest request)
-    {
-        var node = _node;
-        if (node is null)
-        {
-            request.Completion.TrySetResult(new ProposeResult(ProposeStatus.NodeStopped));
-            return;
-        }
-
-        Task<ProposeResult> task;
-        var worker = System.Diagnostics.Activity.Current;
-        System.Diagnostics.Activity.Current = request.Caller; // the engine's span joins the grain call's trace
-        try
-        {
-            var context = request.SmId == 0 ? null : new StateMachineContext(request.SmId);
-            task = request.Batch
-                ? node.BatchProposeAsync(request.Group, request.Value, context, request.CancellationToken)
-                : context is null
-                    ? node.ProposeAsync(request.Group, ReservedSmIds.None, request.Value, request.CancellationToken)
-                    : node.ProposeAsync(request.Group, request.Value, context, request.CancellationToken);
-        }
-        catch (Exception ex)
-        {
-            request.Completion.TrySetException(ex);
-            return;
-        }
-        finally
-        {
-            System.Diagnostics.Activity.Current = worker;
-        }
-
-        if (task.IsCompleted)
-        {
-            Complete(task, request);
-        }
-        else
-        {
-            task.ContinueWith(static (t, state) => Complete(t, (EngineRequest)state!), request, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        }
-    }
-
-    private static void Complete(Task<ProposeResult> task, EngineRequest request)
-    {
-        if (task.IsCompletedSuccessfully)
-        {
-            request.Completion.TrySetResult(task.Result);
-        }
-        else if (task.IsCanceled)
-        {
-            request.Completion.TrySetResult(new ProposeResult(ProposeStatus.Timeout));
-        }
-        else
-        {
-            request.Completion.TrySetException(task.Exception!.InnerExceptions);
-        }
-    }
-
     private void DisposeMachines()
     {
         foreach (var m in _machines)
@@ -331,25 +245,6 @@ public sealed partial class PaxosEngineHost : IDisposable
         }
 
         _machines.Clear();
-    }
-
-    /// <summary>One proposal on its way to the engine.</summary>
-    private sealed class EngineRequest(int group, int smId, byte[] value, bool batch, CancellationToken cancellationToken)
-    {
-        public int Group { get; } = group;
-
-        public int SmId { get; } = smId;
-
-        public byte[] Value { get; } = value;
-
-        public bool Batch { get; } = batch;
-
-        public CancellationToken CancellationToken { get; } = cancellationToken;
-
-        /// <summary>The caller's activity (e.g. the grain call's), the parent of the engine's <c>paxos.propose</c> span.</summary>
-        public System.Diagnostics.Activity? Caller { get; } = System.Diagnostics.Activity.Current;
-
-        public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     private sealed class Watcher(PaxosEngineHost host, int group, Channel<ulong> channel) : IDisposable

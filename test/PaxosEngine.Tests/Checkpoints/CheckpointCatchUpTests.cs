@@ -100,7 +100,7 @@ public sealed class CheckpointCatchUpTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A_node_whose_state_machine_is_ahead_of_its_log_continues_after_the_checkpoint()
+    public async Task A_node_whose_state_machine_is_ahead_of_its_log_learns_the_lost_instances_again_without_executing_them()
     {
         // A crash can take learned records that were not yet fsynced while the key-value store kept their
         // effect. Reproduced exactly: node 2's store is replaced by node 1's, which executed more instances.
@@ -120,9 +120,11 @@ public sealed class CheckpointCatchUpTests(ITestOutputHelper output)
         Assert.Null(kv.Node(2).GetGroupStoppedReason(0));
 
         // The copied store executed up to at least instance 119 (node 1 was at 120 or more) and reports the
-        // instance before its last as its checkpoint, in case the last was applied only in part.
+        // instance before its last as its checkpoint, in case the last was applied only in part. Node 2 starts where
+        // its log ends and learns the instances up to the checkpoint again without executing them: the stores end
+        // equal only if none was applied twice.
         var checkpoint = kv.Node(2).GetCheckpointInstanceId(0);
-        Assert.True(checkpoint >= 118 && kv.Node(2).GetNowInstanceId(0) > checkpoint, $"node 2 starts at {kv.Node(2).GetNowInstanceId(0)}, its store's checkpoint is {checkpoint}");
+        Assert.True(checkpoint >= 118 && kv.Node(2).GetNowInstanceId(0) <= 41, $"node 2 starts at {kv.Node(2).GetNowInstanceId(0)}, its store's checkpoint is {checkpoint}");
         Assert.Contains(kv.Logs.Lines, l => l.Contains("the state machines' checkpoint is", StringComparison.Ordinal));
 
         await kv.WriteUntil(2, 200, concurrency: 2);

@@ -60,7 +60,7 @@ public sealed class RestartTests
     }
 
     [Fact]
-    public async Task A_node_whose_state_machine_checkpointed_every_value_it_executed_restarts_after_its_checkpoint()
+    public async Task A_node_whose_state_machine_checkpointed_every_value_it_executed_restarts_and_executes_nothing_twice()
     {
         // The checkpoint is then the log's last instance. Start-up used to refuse it as a checkpoint ahead of the log.
         var stores = new MachineStore[3];
@@ -80,9 +80,10 @@ public sealed class RestartTests
             stores[n].Restart(checkpoint: last);
             cluster.Start(n);
 
-            // Nothing to execute again; the group continues after the checkpoint, voting as before.
+            // Nothing to execute again. The last instance is open again (as in PhxPaxos): the record there may be an
+            // accept that lost rather than the value learned, so it is learned again, not executed again.
             Assert.Empty(stores[n].Executed);
-            Assert.Equal(last + 1, cluster.Node(n).GetNowInstanceId(0));
+            Assert.Equal(last, cluster.Node(n).GetNowInstanceId(0));
             Assert.Equal(VotingState.Voting, cluster.Node(n).GetGroupVotingState(0).State);
             Assert.Null(cluster.Node(n).GetGroupStoppedReason(0));
 
@@ -112,7 +113,7 @@ public sealed class RestartTests
             cluster.Stop(n);
             cluster.Start(n);
             Assert.Null(cluster.Node(n).GetGroupStoppedReason(0));
-            Assert.True(cluster.Node(n).GetNowInstanceId(0) > checkpoint, $"node {n} restarted at {cluster.Node(n).GetNowInstanceId(0)}, checkpoint {checkpoint}");
+            Assert.True(cluster.Node(n).GetNowInstanceId(0) >= checkpoint, $"node {n} restarted at {cluster.Node(n).GetNowInstanceId(0)}, checkpoint {checkpoint}");
         }
 
         // The group goes on: a master is (re)elected and every node follows it.
