@@ -3,12 +3,17 @@ using Xunit.Abstractions;
 
 namespace Orleans.Paxos.Engine.Tests.Simulation;
 
+[CollectionDefinition(nameof(DeterministicSimulationTests), DisableParallelization = true)]
+public sealed class DeterministicSimulationCollection;
+
 /// <summary>
 /// Seeded whole-cluster runs on fake time (see <see cref="Simulation"/>): 3 and 5 nodes, 1 and 2 groups,
 /// frames dropped, duplicated, delayed and reordered, partitions, crashes that lose unsynced writes, lost
 /// disks and lost indexes. A failing seed is printed with its trace; set <c>PAXOS_SIM_SEED</c> to replay it
 /// (<see cref="Replays_one_seed"/>), <c>PAXOS_SIM_SCHEDULES</c> and <c>PAXOS_SIM_FIRST_SEED</c> for more seeds.
+/// Runs alone: it keeps both cores busy, which would only slow the real-time tests beside it.
 /// </summary>
+[Collection(nameof(DeterministicSimulationTests))]
 public sealed class DeterministicSimulationTests(ITestOutputHelper output)
 {
     private const int DefaultSchedules = 5000;
