@@ -1,0 +1,220 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Time.Testing;
+using Orleans.Paxos.Engine.Tests.Support;
+using Orleans.Paxos.Engine.Groups;
+using Orleans.Paxos.Engine.Node;
+using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.StateMachines;
+using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Transport;
+
+namespace Orleans.Paxos.Engine.Tests.Simulation;
+
+/// <summary>
+/// One real node driven step by step on fake time (<see cref="ManualLoopDriver"/>): the test plays its two peers,
+/// hands it exactly the frames a scenario needs and reads every frame it sends. For rules a seeded schedule reaches
+/// only rarely.
+/// </summary>
+public sealed class StepByStepTests
+{
+    private static readonly NodeId Me = NodeId.Parse("127.0.0.1:32000");
+    private static readonly NodeId PeerB = NodeId.Parse("127.0.0.1:32001");
+    private static readonly NodeId PeerC = NodeId.Parse("127.0.0.1:32002");
+
+    [Fact]
+    public void A_prepare_of_the_next_instance_is_no_implicit_commit_but_an_accept_is()
+    {
+        using var node = new SteppedNode(voteWithEmptyLog: true);
+        var ballot = 5ul;
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.Prepare, InstanceID = 0, NodeID = PeerB.Value, ProposalID = ballot });
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.Accept, InstanceID = 0, NodeID = PeerB.Value, ProposalID = ballot, Value = Packed("x") });
+        Assert.Contains(node.Sent, s => s.Message.MsgType == (int)PaxosMsgType.AcceptReply && s.Message.RejectByPromiseID == 0);
+
+        // A proposer prepares the next instance with its old ballot after a round that failed: the ballot it carries
+        // says nothing about which ballot chose instance 0, so the value accepted there must not be learned from it.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.Prepare, InstanceID = 1, NodeID = PeerB.Value, ProposalID = ballot });
+        Assert.Equal(0ul, node.Paxos.GetNowInstanceId(0));
+
+        // An accept of the next instance with that ballot is sent only by the proposer that got instance 0 chosen with it.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.Accept, InstanceID = 1, NodeID = PeerB.Value, ProposalID = ballot, Value = Packed("y") });
+        Assert.Equal(1ul, node.Paxos.GetNowInstanceId(0));
+        Assert.Equal("x", Unpacked(node.Paxos.GetInstanceValue(0, 0)));
+    }
+
+    [Fact]
+    public void A_node_that_starts_without_its_log_proposes_above_any_ballot_its_earlier_life_used()
+    {
+        using var fresh = new SteppedNode(voteWithEmptyLog: false);
+        Assert.NotEqual(VotingState.Voting, fresh.Paxos.GetGroupVotingState(0).State);
+        var floor = PaxosGroup.FreshProposalIdFloor(fresh.Time);
+        Assert.True(floor > 1UL << 40, $"floor {floor}");
+
+        fresh.Paxos.SubmitProposal(0, "v"u8.ToArray());
+        fresh.RunUntilIdle();
+        var prepare = Assert.Single(fresh.Sent, s => s.To == PeerB && s.Message.MsgType == (int)PaxosMsgType.Prepare).Message;
+        Assert.True(prepare.ProposalID >= floor, $"prepared with {prepare.ProposalID}, floor {floor}");
+
+        // A node that votes from the start keeps PhxPaxos's ids: its last promise plus one.
+        using var voting = new SteppedNode(voteWithEmptyLog: true);
+        voting.Paxos.SubmitProposal(0, "v"u8.ToArray());
+        voting.RunUntilIdle();
+        Assert.Equal(1ul, Assert.Single(voting.Sent, s => s.To == PeerB && s.Message.MsgType == (int)PaxosMsgType.Prepare).Message.ProposalID);
+    }
+
+    [Fact]
+    public void Nothing_runs_until_the_driver_runs_it_and_timers_fire_only_when_the_test_moves_the_clock()
+    {
+        using var node = new SteppedNode(voteWithEmptyLog: true);
+        var proposal = node.Paxos.SubmitProposal(0, "v"u8.ToArray());
+        Assert.Empty(node.Sent);
+
+        node.RunUntilIdle();
+        var prepares = node.Sent.Count(s => s.Message.MsgType == (int)PaxosMsgType.Prepare);
+        Assert.Equal(2, prepares);
+
+        // No answer: the prepare is sent again only once the fake clock passes the proposer's timeout.
+        node.RunUntilIdle();
+        Assert.Equal(prepares, node.Sent.Count(s => s.Message.MsgType == (int)PaxosMsgType.Prepare));
+        node.Time.Advance(TimeSpan.FromSeconds(5));
+        node.RunUntilIdle();
+        Assert.True(node.Sent.Count(s => s.Message.MsgType == (int)PaxosMsgType.Prepare) > prepares);
+        Assert.False(proposal.IsCompleted);
+    }
+
+    private static ByteString Packed(string value) => ByteString.CopyFrom(ValueCodec.Pack(ReservedSmIds.None, System.Text.Encoding.ASCII.GetBytes(value)));
+
+    private static string Unpacked(InstanceValueResult result) =>
+        result.Status == InstanceValueStatus.Ok ? System.Text.Encoding.ASCII.GetString(Assert.Single(result.Values).Value) : result.Status.ToString();
+
+    /// <summary>A node on a manual loop, fake time, a log in memory that completes every write at once, and a transport that only records.</summary>
+    private sealed class SteppedNode : IDisposable
+    {
+        private readonly ManualLoopDriver _driver = new();
+        private readonly RecordingTransport _transport = new();
+
+        public SteppedNode(bool voteWithEmptyLog)
+        {
+            var options = new PaxosNodeOptions
+            {
+                MyNode = Me.ToString(),
+                Members = [Me.ToString(), PeerB.ToString(), PeerC.ToString()],
+                StoragePath = "/stepped",
+                VoteWithEmptyLog = voteWithEmptyLog,
+            };
+            Paxos = new PaxosNode(options, loggerFactory: null, _transport, new InstantLog(), Time, _driver);
+            Paxos.Start();
+            RunUntilIdle();
+        }
+
+        public FakeTimeProvider Time { get; } = new(new DateTimeOffset(2026, 12, 1, 0, 0, 0, TimeSpan.Zero));
+
+        public PaxosNode Paxos { get; }
+
+        public List<(NodeId To, PaxosMsg Message)> Sent => _transport.Sent;
+
+        public void Deliver(NodeId from, PaxosMsg message)
+        {
+            Assert.Equal(from.Value, message.NodeID);
+            _transport.Sink!.OnFrame(FrameCodec.Encode(0, 0, message), TransportKind.Udp);
+            RunUntilIdle();
+        }
+
+        public void RunUntilIdle()
+        {
+            _driver.RunUntilIdle(static _ => 0);
+            Assert.Empty(_driver.Failures);
+        }
+
+        public void Dispose() => Paxos.Dispose();
+    }
+
+    /// <summary>Keeps every Paxos message the node sends; delivers nothing by itself.</summary>
+    private sealed class RecordingTransport : ITransport
+    {
+        public List<(NodeId To, PaxosMsg Message)> Sent { get; } = [];
+
+        public IFrameSink? Sink { get; private set; }
+
+        public NodeId LocalNode => Me;
+
+        public void Start(IFrameSink sink) => Sink = sink;
+
+        public bool Send(NodeId destination, byte[] frame, TransportKind preferred)
+        {
+            if (PaxosFrames.TryRead(frame, 0, out var message))
+            {
+                Sent.Add((destination, message));
+            }
+
+            return true;
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+
+    /// <summary>A log in memory whose writes are durable as soon as they are made.</summary>
+    private sealed class InstantLog : ILogStorage
+    {
+        private readonly SortedDictionary<ulong, byte[]> _records = [];
+        private byte[]? _system;
+        private byte[]? _master;
+        private ulong _minChosen;
+        private bool _rebuilding;
+
+        public int GroupCount => 1;
+
+        public string GetGroupDirectory(int groupIndex) => "/stepped/g0";
+
+        public Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync)
+        {
+            _records[instanceId] = acceptorStateData.ToArray();
+            return Task.CompletedTask;
+        }
+
+        public void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
+        {
+            _records[instanceId] = acceptorStateData.ToArray();
+            callback.OnPutCompleted(null);
+        }
+
+        public byte[]? Get(int groupIndex, ulong instanceId) => _records.GetValueOrDefault(instanceId);
+
+        public ulong? GetMaxInstanceId(int groupIndex) => _records.Count == 0 ? null : _records.Keys.Max();
+
+        public void DeleteBefore(int groupIndex, ulong instanceId)
+        {
+            foreach (var key in _records.Keys.Where(k => k < instanceId).ToList())
+            {
+                _records.Remove(key);
+            }
+        }
+
+        public ulong GetMinChosenInstanceId(int groupIndex) => _minChosen;
+
+        public void SetMinChosenInstanceId(int groupIndex, ulong instanceId) => _minChosen = instanceId;
+
+        public byte[]? GetSystemVariables(int groupIndex) => _system;
+
+        public void SetSystemVariables(int groupIndex, ReadOnlySpan<byte> value) => _system = value.ToArray();
+
+        public byte[]? GetMasterVariables(int groupIndex) => _master;
+
+        public void SetMasterVariables(int groupIndex, ReadOnlySpan<byte> value) => _master = value.ToArray();
+
+        public void ClearAllLog(int groupIndex)
+        {
+            _records.Clear();
+            _minChosen = 0;
+        }
+
+        public bool IsRebuilding(int groupIndex) => _rebuilding;
+
+        public void SetRebuilding(int groupIndex, bool rebuilding) => _rebuilding = rebuilding;
+
+        public void Dispose()
+        {
+        }
+    }
+}
