@@ -316,6 +316,10 @@ internal sealed partial class PaxosGroup
         _learner.Reset();
         _retryQueue.Clear();
         _chosenByMeInstance = ulong.MaxValue;
+
+        // The state machines now hold the installed checkpoint (possibly older than what they held before): every
+        // instance after it is executed.
+        _executeFrom = 0;
         _lastChecksum = 0; // history before the checkpoint is unknown here; adopted from the next peer message
         _learnerSender.Stop();
         _replayer.Reset();
