@@ -258,6 +258,8 @@ public sealed class SiloProcess : IDisposable
         }
         catch (TimeoutException)
         {
+            // Before killing it: where every thread of the process stands, so that a silo that hangs while stopping says why.
+            Append(await ThreadStacks.CaptureAsync(life.Process.Id, TimeSpan.FromSeconds(30)));
             Kill();
             return false;
         }
