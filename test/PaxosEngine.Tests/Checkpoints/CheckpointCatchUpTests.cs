@@ -317,12 +317,21 @@ public sealed class CheckpointCatchUpTests(ITestOutputHelper output)
             o.HoldLogCount = 300;
             o.AutoBatch = false;
         });
-        await kv.WriteUntil(0, 10, concurrency: 1);
-        await kv.WaitSameInstance(0, 10, TimeSpan.FromSeconds(10));
-        kv.Stop(2);
-        await kv.WriteUntil(0, 3000, keys: 3000, valueBytes: 2000);
-        await KvCluster.WaitUntil(() => kv.Node(0).GetMinChosenInstanceId(0) > 2000 && kv.Node(1).GetMinChosenInstanceId(0) > 2000, "the log to be cleaned", TimeSpan.FromSeconds(20));
-        return kv;
+        try
+        {
+            await kv.WriteUntil(0, 10, concurrency: 1);
+            await kv.WaitSameInstance(0, 10, TimeSpan.FromSeconds(10));
+            kv.Stop(2);
+            await kv.WriteUntil(0, 3000, keys: 3000, valueBytes: 2000);
+            await KvCluster.WaitUntil(() => kv.Node(0).GetMinChosenInstanceId(0) > 2000 && kv.Node(1).GetMinChosenInstanceId(0) > 2000, "the log to be cleaned", TimeSpan.FromSeconds(20));
+            return kv;
+        }
+        catch
+        {
+            // The caller's using never got the cluster: its nodes would stay registered (and in the shared gauges).
+            kv.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Whether a frame is the data chunk with sequence <paramref name="sequence"/> of a checkpoint transfer.</summary>
