@@ -57,7 +57,7 @@ public sealed class ProcessTests : IDisposable
     private static async Task StopSiloAsync(SiloProcess silo)
     {
         // Silos stop within StopAsync's 20 s and the node barrier's 30 s even on a loaded machine.
-        Assert.True(await silo.StopAsync(TimeSpan.FromSeconds(60)), "the silo did not stop within 60 s of SIGINT:\n" + silo.Output);
+        Assert.True(await silo.StopAsync(TimeSpan.FromSeconds(60)), "the silo did not stop within 60 s of its stop signal:\n" + silo.Output);
         Assert.True(silo.ExitCode == 0, silo.CurrentOutput);
         Assert.Contains("Stopped.", silo.CurrentOutput);
     }

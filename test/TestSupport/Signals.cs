@@ -36,6 +36,24 @@ public static partial class Signals
         }
     }
 
+    /// <summary>
+    /// Whether this process ignores <paramref name="signal"/> (Linux <c>/proc/self/status</c>, <c>SigIgn</c>), and so do the
+    /// processes it starts: a shell starts the commands it runs in the background with SIGINT ignored, and .NET then
+    /// installs no Ctrl+C handler in them.
+    /// </summary>
+    public static bool IsIgnoredHere(int signal)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        return line is not null
+            && ulong.TryParse(line["SigIgn:".Length..].Trim(), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture, out var mask)
+            && (mask & (1UL << (signal - 1))) != 0;
+    }
+
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
 }

@@ -7,7 +7,7 @@ namespace Orleans.Paxos.TestSupport;
 /// <summary>
 /// The Silo program (<see cref="BuiltPrograms.Silo"/>) run with <c>dotnet</c> as a child process, and started
 /// again from the same arguments as often as a test likes. What it prints, over all its lives, is collected and
-/// can be waited for; it can be stopped (SIGINT), killed (SIGKILL), paused (SIGSTOP) and resumed (SIGCONT).
+/// can be waited for; it can be stopped (SIGINT, or SIGTERM where SIGINT is ignored), killed (SIGKILL), paused (SIGSTOP) and resumed (SIGCONT).
 /// Signals are Linux only. Start, stop and the signals are meant for one test thread; the output may be read
 /// and waited for from any thread.
 /// </summary>
@@ -239,7 +239,7 @@ public sealed class SiloProcess : IDisposable
         IsPaused = false;
     }
 
-    /// <summary>Ctrl+C (SIGINT, after resuming a paused process) and waits for the exit; kills it after <paramref name="timeout"/>.</summary>
+    /// <summary>Ctrl+C (SIGINT; SIGTERM when this process ignores SIGINT; after resuming a paused process) and waits for the exit; kills it after <paramref name="timeout"/>.</summary>
     /// <returns>Whether it exited by itself (true also when it was not running).</returns>
     public async Task<bool> StopAsync(TimeSpan timeout)
     {
@@ -250,7 +250,9 @@ public sealed class SiloProcess : IDisposable
 
         var life = _life!;
         Resume();
-        Signal(Signals.SigInt);
+        // Ctrl+C, unless the test runs in a background job that ignores it (the silo would inherit that and never
+        // hear it); then the polite stop of kill(1), which the silo handles the same way.
+        Signal(Signals.IsIgnoredHere(Signals.SigInt) ? Signals.SigTerm : Signals.SigInt);
         try
         {
             await life.Exited.WaitAsync(timeout);

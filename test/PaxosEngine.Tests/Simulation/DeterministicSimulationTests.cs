@@ -4,7 +4,16 @@ using Xunit.Abstractions;
 namespace Orleans.Paxos.Engine.Tests.Simulation;
 
 [CollectionDefinition(nameof(DeterministicSimulationTests), DisableParallelization = true)]
-public sealed class DeterministicSimulationCollection;
+public sealed class DeterministicSimulationCollection : ICollectionFixture<SimulationReport>;
+
+/// <summary>
+/// Prints a line in the test run's own output (an xUnit diagnostic message; <c>xunit.runner.json</c> turns them on),
+/// where a passing test's output would not show: the simulation's count of schedules.
+/// </summary>
+public sealed class SimulationReport(IMessageSink diagnostics)
+{
+    public void Print(string line) => diagnostics.OnMessage(new Xunit.Sdk.DiagnosticMessage(line));
+}
 
 /// <summary>
 /// Seeded whole-cluster runs on fake time (see <see cref="Simulation"/>): 3 and 5 nodes, 1 and 2 groups,
@@ -14,7 +23,7 @@ public sealed class DeterministicSimulationCollection;
 /// Runs alone: it keeps both cores busy, which would only slow the real-time tests beside it.
 /// </summary>
 [Collection(nameof(DeterministicSimulationTests))]
-public sealed class DeterministicSimulationTests(ITestOutputHelper output)
+public sealed class DeterministicSimulationTests(ITestOutputHelper output, SimulationReport report)
 {
     private const int DefaultSchedules = 5000;
 
@@ -46,7 +55,7 @@ public sealed class DeterministicSimulationTests(ITestOutputHelper output)
 
         var elapsed = Stopwatch.GetElapsedTime(started);
         output.WriteLine($"{count} seeded schedules (seeds {first}..{first + count - 1}) in {elapsed.TotalSeconds:F1} s: {acknowledged} proposals acknowledged, {chosen} instances chosen, {crashes} crashes, {stranded} ended with a group too many of whose members lost their log to vote again, {failures.Count} failed");
-        Console.WriteLine($"Deterministic simulation: {count} seeded schedules in {elapsed.TotalSeconds:F1} s, {failures.Count} failed");
+        report.Print($"Deterministic simulation: {count} seeded schedules in {elapsed.TotalSeconds:F1} s, {failures.Count} failed, {stranded} stranded");
         foreach (var failure in failures.OrderBy(SeedOf).Take(20))
         {
             output.WriteLine(failure);
