@@ -227,6 +227,8 @@ internal sealed class Simulation : IDisposable
                 return;
             }
 
+            CheckOneMaster();
+
             var nextEvent = _events.TryPeek(out _, out var key) ? key.Due : long.MaxValue;
             var next = Math.Min(nextEvent, _driver.NextTimerDueMs ?? long.MaxValue);
             if (next > endMs)
@@ -247,6 +249,33 @@ internal sealed class Simulation : IDisposable
             if (nextEvent <= NowMs)
             {
                 _events.Dequeue()();
+            }
+        }
+    }
+
+    /// <summary>With master election on: no two nodes hold a group's master lease at the same moment (one clock for all).</summary>
+    private void CheckOneMaster()
+    {
+        if (!Options.UseMaster)
+        {
+            return;
+        }
+
+        for (var g = 0; g < Options.Groups; g++)
+        {
+            var masters = 0;
+            foreach (var node in _nodes)
+            {
+                if (node.Node is { } paxos && paxos.IsMaster(g))
+                {
+                    masters++;
+                }
+            }
+
+            if (masters > 1)
+            {
+                Fail($"{masters} nodes hold the master lease of group {g} at once");
+                return;
             }
         }
     }
