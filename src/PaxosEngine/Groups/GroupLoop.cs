@@ -169,7 +169,7 @@ internal sealed partial class GroupLoop : IDisposable
         }
     }
 
-    /// <summary>Manual loops only: when the next live timer is due on the loop's clock (ms), or null when none is armed.</summary>
+    /// <summary>When the next live timer is due on the loop's clock (ms), or null when none is armed; drops cancelled entries. Loop thread (or the manual driver) only.</summary>
     internal long? NextTimerDueMs
     {
         get
@@ -262,21 +262,7 @@ internal sealed partial class GroupLoop : IDisposable
         return ran;
     }
 
-    private int NextTimerDelayMs()
-    {
-        while (_timers.TryPeek(out var entry, out var key))
-        {
-            if (!_liveTimers.Contains(entry.Id))
-            {
-                _timers.Dequeue();
-                continue;
-            }
-
-            return (int)Math.Clamp(key.Due - NowMs, 0, 1000);
-        }
-
-        return 1000;
-    }
+    private int NextTimerDelayMs() => NextTimerDueMs is { } due ? (int)Math.Clamp(due - NowMs, 0, 1000) : 1000;
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Loop {Loop}: unexpected error while handling work; the loop continues.")]
     private partial void LogWorkFailed(string? loop, Exception ex);
