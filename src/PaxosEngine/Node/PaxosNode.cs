@@ -99,7 +99,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
 
         var loopCount = options.LoopThreadCount > 0
             ? Math.Min(options.LoopThreadCount, options.GroupCount)
-            : Math.Min(options.GroupCount, PaxosNodeOptions.DefaultMaxLoopThreads);
+            : Math.Min(options.GroupCount, Math.Min(Environment.ProcessorCount, PaxosNodeOptions.DefaultMaxLoopThreads));
         _checkpoints = new CheckpointControl(options);
         _loops = new GroupLoop[loopCount];
         for (var i = 0; i < loopCount; i++)

@@ -33,14 +33,20 @@ public sealed partial class PaxosNodeOptions
     public int IoThreadCount { get; set; } = 1;
 
     /// <summary>
-    /// Loop threads shared by the groups; 0 = one per group (as PhxPaxos) up to <see cref="DefaultMaxLoopThreads"/>.
-    /// A loop that serves one group writes that group's acceptor records itself (an fsync on the loop thread, as
-    /// PhxPaxos does); a loop shared by several groups leaves fsyncs to the storage's writer threads so that one
-    /// group's fsync does not hold up the others. Default 0.
+    /// Loop threads shared by the groups; 0 = one per processor core, at most one per group and at most
+    /// <see cref="DefaultMaxLoopThreads"/>. A loop that serves one group writes that group's acceptor records itself
+    /// (an fsync on the loop thread, as PhxPaxos does); a loop shared by several groups leaves fsyncs to the storage's
+    /// writer threads so that one group's fsync does not hold up the others. Default 0.
     /// </summary>
+    /// <remarks>
+    /// PhxPaxos runs one loop thread per group. Here the default is one per core: with more loop threads than cores,
+    /// nearly every message wakes a sleeping thread, and that sleep and wake-up cost more CPU than the Paxos work
+    /// (16 groups on 2 cores: about 220 µs of CPU per chosen value with 16 loops, 125 µs with 2). A loop shared by
+    /// several groups runs them one message at a time, so a slow state machine delays the other groups of its loop.
+    /// </remarks>
     public int LoopThreadCount { get; set; }
 
-    /// <summary>Most loop threads a node starts when <see cref="LoopThreadCount"/> is 0: 16.</summary>
+    /// <summary>Most loop threads a node starts when <see cref="LoopThreadCount"/> is 0 (however many cores): 16.</summary>
     public const int DefaultMaxLoopThreads = 16;
 
     /// <summary>Largest packed value (state machine id + value), bytes. Default 10 MiB (PhxPaxos <c>MAX_VALUE_SIZE</c>).</summary>
