@@ -11,6 +11,13 @@ internal interface ILoopWork
     void Run();
 }
 
+/// <summary>Where work offered to <see cref="GroupLoop.TryRunInline"/> comes from.</summary>
+internal interface IInlineSource
+{
+    /// <summary>Whether more input already waits for the offering thread (it should hand this work over and read on).</summary>
+    bool HasWaitingInput { get; }
+}
+
 /// <summary>Something that owns timers on a loop.</summary>
 internal interface ITimerTarget
 {
@@ -20,14 +27,24 @@ internal interface ITimerTarget
 
 /// <summary>
 /// A dedicated thread that runs the Paxos logic of one or more groups (PhxPaxos <c>IOLoop</c>): it
-/// drains a work queue and a timer queue. Everything a group owns is touched only here, so the
-/// consensus state needs no locks. <see cref="Post"/> and <see cref="Stop"/> are thread-safe; the
-/// timer methods must be called on the loop thread.
+/// drains a work queue and a timer queue. Everything a group owns is touched only by the thread that owns
+/// the loop, one at a time, so the consensus state needs no locks. <see cref="Post"/>, <see cref="TryRunInline"/>
+/// and <see cref="Stop"/> are thread-safe; the timer methods must be called by the loop's owner.
 /// </summary>
 /// <remarks>
+/// <para>
+/// The owner is normally the loop's thread. While that thread sleeps with nothing queued, a transport's receive
+/// thread may take the loop over for one message (<see cref="TryRunInline"/>) instead of waking it: the wake-up
+/// and the sleep after it cost more CPU than handling a Paxos message. Ownership passes through one
+/// interlocked flag, so whatever one owner wrote the next one sees; the loop's thread waits for a borrower to
+/// finish before it runs anything, and a borrower that armed a timer due before the sleeping thread's wake-up
+/// wakes it.
+/// </para>
+/// <para>
 /// A loop created for a <see cref="ManualLoopDriver"/> has no thread: the driver's caller runs it step by
 /// step (<see cref="RunReady"/>) and moves the <see cref="TimeProvider"/> itself, so a whole cluster can
-/// run on one thread, in an order chosen by a seed, on fake time.
+/// run on one thread, in an order chosen by a seed, on fake time. Nobody borrows a manual loop.
+/// </para>
 /// </remarks>
 internal sealed partial class GroupLoop : IDisposable
 {
@@ -43,6 +60,10 @@ internal sealed partial class GroupLoop : IDisposable
     private long _nextTimerId;
     private int _groupCount;
     private int _sleeping;
+    private int _owned;
+    private long _plannedWakeMs;
+    private int _borrowerWakes;
+    private int _ownershipWaits;
     private volatile bool _stopping;
 
     public GroupLoop(string name, TimeProvider time, ILogger logger)
@@ -67,8 +88,11 @@ internal sealed partial class GroupLoop : IDisposable
     /// <summary>The loop's clock.</summary>
     public TimeProvider Time => _time;
 
-    /// <summary>Whether the caller runs on this loop's thread.</summary>
-    public bool IsOnLoopThread => _driver is not null ? _runningOn == Thread.CurrentThread : Thread.CurrentThread == _thread;
+    /// <summary>Whether the caller owns this loop: runs on its thread, or borrowed it (<see cref="TryRunInline"/>), or drives it (manual loops).</summary>
+    public bool IsOnLoopThread => _runningOn == Thread.CurrentThread || (_driver is null && Thread.CurrentThread == _thread);
+
+    /// <summary>Whether the caller borrowed this loop from its sleeping thread (<see cref="TryRunInline"/>): work that would block (an fsync) should not run here.</summary>
+    public bool IsBorrowed => _driver is null && _runningOn == Thread.CurrentThread;
 
     /// <summary>Milliseconds on the loop's monotonic clock.</summary>
     public long NowMs => (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
@@ -92,6 +116,53 @@ internal sealed partial class GroupLoop : IDisposable
         {
             _wake.Set();
         }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on the calling thread when the loop's thread sleeps with nothing queued, and
+    /// returns true; otherwise returns false and the caller posts it. Never blocks. Work queued before it always
+    /// runs before it, so one sender's messages keep their order. Not for manual loops (returns false).
+    /// </summary>
+    public bool TryRunInline(ILoopWork work, IInlineSource source)
+    {
+        if (_driver is not null || Volatile.Read(ref _sleeping) == 0 || _stopping || !_queue.IsEmpty || source.HasWaitingInput)
+        {
+            return false;
+        }
+
+        if (Interlocked.CompareExchange(ref _owned, 1, 0) != 0)
+        {
+            return false;
+        }
+
+        if (!_queue.IsEmpty || _stopping || Volatile.Read(ref _sleeping) == 0)
+        {
+            // Work arrived (its poster woke the thread) or the thread woke: it runs in order there.
+            Volatile.Write(ref _owned, 0);
+            return false;
+        }
+
+        _runningOn = Thread.CurrentThread;
+        bool wake;
+        try
+        {
+            Execute(work);
+        }
+        finally
+        {
+            _runningOn = null;
+            wake = NextTimerDueMs is { } due && due < Volatile.Read(ref _plannedWakeMs);
+            Volatile.Write(ref _owned, 0);
+        }
+
+        // Work the message posted to its own loop, or a timer due before the thread's wake-up: wake it.
+        if ((wake || !_queue.IsEmpty) && Interlocked.Exchange(ref _sleeping, 0) == 1)
+        {
+            Interlocked.Increment(ref _borrowerWakes);
+            _wake.Set();
+        }
+
+        return true;
     }
 
     /// <summary>Arms a timer; returns its id (never 0). Loop thread only.</summary>
@@ -188,6 +259,15 @@ internal sealed partial class GroupLoop : IDisposable
         }
     }
 
+    /// <summary>Whether the loop's thread has announced that it sleeps (tests).</summary>
+    internal bool IsSleeping => Volatile.Read(ref _sleeping) == 1;
+
+    /// <summary>Times the loop's thread found the loop borrowed and waited for it (tests).</summary>
+    internal int OwnershipWaits => Volatile.Read(ref _ownershipWaits);
+
+    /// <summary>Times a borrower woke the sleeping thread after its message (tests).</summary>
+    internal int BorrowerWakes => Volatile.Read(ref _borrowerWakes);
+
     /// <summary>Whether work is queued (manual loops: whether <see cref="RunReady"/> would run something now).</summary>
     internal bool HasQueuedWork => !_queue.IsEmpty;
 
@@ -195,6 +275,7 @@ internal sealed partial class GroupLoop : IDisposable
     {
         while (!_stopping)
         {
+            TakeOwnership();
             RunDueTimers();
             var worked = false;
             while (!_stopping && _queue.TryDequeue(out var work))
@@ -205,19 +286,40 @@ internal sealed partial class GroupLoop : IDisposable
 
             if (worked || _stopping)
             {
+                Volatile.Write(ref _owned, 0);
                 continue;
             }
 
-            // Announce the sleep, then look once more so that a Post racing with us is not missed.
+            // Announce the sleep and when it ends, hand the loop over, then look once more so that a Post
+            // racing with us is not missed.
+            var delayMs = NextTimerDelayMs();
+            Volatile.Write(ref _plannedWakeMs, NowMs + delayMs);
             Volatile.Write(ref _sleeping, 1);
+            Volatile.Write(ref _owned, 0);
             if (!_queue.IsEmpty)
             {
                 Volatile.Write(ref _sleeping, 0);
                 continue;
             }
 
-            _wake.WaitOne(NextTimerDelayMs());
+            _wake.WaitOne(delayMs);
             Volatile.Write(ref _sleeping, 0);
+        }
+    }
+
+    /// <summary>The loop's thread takes the loop back, waiting for a borrower to finish its one message.</summary>
+    private void TakeOwnership()
+    {
+        if (Interlocked.CompareExchange(ref _owned, 1, 0) == 0)
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _ownershipWaits);
+        var spinner = default(SpinWait);
+        while (Interlocked.CompareExchange(ref _owned, 1, 0) != 0)
+        {
+            spinner.SpinOnce();
         }
     }
 

@@ -305,7 +305,14 @@ internal sealed partial class PaxosGroup :
     public event Action<Membership>? MembershipChanged;
 
     /// <summary>Accepts an inbound message for the loop; drops it when the group's queue is full. Thread-safe.</summary>
-    public bool TryEnqueue(PaxosMsg message, ulong headerGid)
+    public bool TryEnqueue(PaxosMsg message, ulong headerGid) => TryEnqueue(message, headerGid, inlineSource: null);
+
+    /// <summary>
+    /// Queues a received Paxos message, or handles it at once on the calling thread when <paramref name="inlineSource"/>
+    /// is given and the group's loop sleeps with nothing queued (see <see cref="GroupLoop.TryRunInline"/>).
+    /// Returns false when the inbound queue is full (the message is dropped).
+    /// </summary>
+    internal bool TryEnqueue(PaxosMsg message, ulong headerGid, IInlineSource? inlineSource)
     {
         if (Interlocked.Increment(ref _inboundCount) > _settings.MaxInboundQueue)
         {
@@ -313,7 +320,12 @@ internal sealed partial class PaxosGroup :
             return false;
         }
 
-        _loop.Post(new InboundMessage(this, message, headerGid, counted: true));
+        var work = new InboundMessage(this, message, headerGid, counted: true);
+        if (inlineSource is null || !_loop.TryRunInline(work, inlineSource))
+        {
+            _loop.Post(work);
+        }
+
         return true;
     }
 

@@ -164,7 +164,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     /// <summary>Number of groups.</summary>
     public int GroupCount => _groups.Length;
 
-    /// <summary>Raised on a loop thread after each instance is executed locally: (group, instance, packed value). Handlers must be quick and must not block.</summary>
+    /// <summary>Raised by the group's loop (its thread, or the UDP receive thread while it owns the loop) after each instance is executed locally: (group, instance, packed value). Handlers must be quick and must not block.</summary>
     public event Action<int, ulong, ReadOnlyMemory<byte>>? InstanceExecuted;
 
     /// <summary>Mounts a state machine on one group. Call before <see cref="Start"/>. A second machine with the same id is ignored.</summary>
@@ -402,7 +402,9 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             return;
         }
 
-        if (decoded.Paxos is { } paxos && !_groups[decoded.GroupIndex].TryEnqueue(paxos, decoded.Header.Gid))
+        // A datagram's receive thread may handle it itself when the group's loop sleeps and no other datagram waits.
+        var inlineSource = via == TransportKind.Udp ? _transport as IInlineSource : null;
+        if (decoded.Paxos is { } paxos && !_groups[decoded.GroupIndex].TryEnqueue(paxos, decoded.Header.Gid, inlineSource))
         {
             LogQueueFull(decoded.GroupIndex);
             Telemetry.EngineInstruments.AddForGroup(Telemetry.EngineInstruments.InboundDropped, decoded.GroupIndex);

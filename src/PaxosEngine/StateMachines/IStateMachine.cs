@@ -2,12 +2,15 @@ namespace Orleans.Paxos.Engine.StateMachines;
 
 /// <summary>
 /// A replicated state machine mounted on a group (PhxPaxos <c>StateMachine</c>). Every node executes
-/// the group's chosen values in instance order, each exactly once, on the group's loop thread.
+/// the group's chosen values in instance order, each exactly once, by the group's loop.
 /// </summary>
 /// <remarks>
 /// Only <see cref="SmId"/> and <see cref="Execute"/> are required; the checkpoint hooks have
-/// PhxPaxos's defaults (no checkpoint). Implementations are called from one loop thread at a time,
-/// except <see cref="GetCheckpointInstanceId"/>, which may be called from other threads.
+/// PhxPaxos's defaults (no checkpoint). Implementations are called by one thread at a time, the owner of
+/// the group's loop: its loop thread, or the node's UDP receive thread while it handles a message for a
+/// sleeping loop. Calls never overlap and each sees what the previous one wrote; a slow call delays the other
+/// groups of that loop (and, on the receive thread, the node's other datagrams), so keep them quick. The
+/// exception is <see cref="GetCheckpointInstanceId"/>, which may be called from other threads.
 /// </remarks>
 public interface IStateMachine
 {

@@ -22,7 +22,7 @@ namespace Orleans.Paxos.Engine.Transport;
 /// <para>Every queue is bounded; frames beyond the caps, too large, queued too long or lost with a failed
 /// connection are dropped and counted in <see cref="Statistics"/>. Paxos tolerates loss by retrying.</para>
 /// </remarks>
-public sealed partial class NetworkTransport : ITransport
+public sealed partial class NetworkTransport : ITransport, Orleans.Paxos.Engine.Groups.IInlineSource
 {
     private const int StateNew = 0;
     private const int StateStarted = 1;

@@ -1,0 +1,190 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Orleans.Paxos.Engine.Groups;
+using Orleans.Paxos.Engine.Tests.Support;
+
+namespace Orleans.Paxos.Engine.Tests.Groups;
+
+/// <summary>
+/// A receive thread may run one message on a sleeping loop (<see cref="GroupLoop.TryRunInline"/>): only when the loop
+/// sleeps with nothing queued, as its owner, and it wakes the loop when it armed a timer the loop would sleep past.
+/// The loops here run on fake time with no timer armed, so their thread sleeps until it is woken (or for 1 s).
+/// </summary>
+public sealed class GroupLoopTests : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
+    private readonly FakeTimeProvider _time = new();
+    private readonly GroupLoop _loop;
+
+    public GroupLoopTests()
+    {
+        _loop = new GroupLoop("test-loop", _time, NullLogger<GroupLoop>.Instance);
+        _loop.Start();
+    }
+
+    public void Dispose() => _loop.Dispose();
+
+    [Fact]
+    public void A_message_offered_to_a_sleeping_loop_runs_on_the_offering_thread_as_the_loop_owner()
+    {
+        var ranOn = (Thread?)null;
+        var owner = false;
+        var borrowed = false;
+        OfferUntilTaken(new LoopAction(() =>
+        {
+            ranOn = Thread.CurrentThread;
+            owner = _loop.IsOnLoopThread;
+            borrowed = _loop.IsBorrowed;
+        }));
+
+        Assert.Same(Thread.CurrentThread, ranOn);
+        Assert.True(owner);
+        Assert.True(borrowed);
+        Assert.False(_loop.IsOnLoopThread); // ownership ends with the message
+    }
+
+    [Fact]
+    public async Task A_busy_loop_or_a_saturated_source_takes_the_message_in_its_queue_instead()
+    {
+        using var release = new ManualResetEventSlim();
+        using var started = new ManualResetEventSlim();
+        _loop.Post(new LoopAction(() =>
+        {
+            started.Set();
+            release.Wait(Timeout);
+        }));
+        Assert.True(started.Wait(Timeout));
+
+        var ran = false;
+        Assert.False(_loop.TryRunInline(new LoopAction(() => ran = true), Source.Idle));
+        release.Set();
+
+        await Polling.WaitUntilAsync(() => _loop.IsSleeping, Timeout, "the loop sleeps again");
+        Assert.False(_loop.TryRunInline(new LoopAction(() => ran = true), Source.Saturated));
+        Assert.False(ran);
+    }
+
+    [Fact]
+    public async Task Work_queued_before_an_offer_runs_first()
+    {
+        var order = new List<string>();
+        using var release = new ManualResetEventSlim();
+        _loop.Post(new LoopAction(() => release.Wait(Timeout)));
+        _loop.Post(new LoopAction(() => order.Add("queued")));
+
+        // The queue is not empty: the offer is refused and the caller queues it behind.
+        var offered = new LoopAction(() => order.Add("offered"));
+        if (!_loop.TryRunInline(offered, Source.Idle))
+        {
+            _loop.Post(offered);
+        }
+
+        release.Set();
+        await Polling.WaitUntilAsync(() => _loop.IsSleeping && order.Count == 2, Timeout, "both ran");
+        Assert.Equal(["queued", "offered"], order);
+    }
+
+    [Fact]
+    public async Task A_borrower_that_arms_a_timer_due_before_the_loops_wake_up_wakes_it_and_the_timer_fires()
+    {
+        var fired = 0;
+        var target = new Target(() => Interlocked.Increment(ref fired));
+
+        // Due after the loop's planned wake-up (it sleeps at most 1 s with no timer): no need to wake it.
+        OfferUntilTaken(new LoopAction(() => _loop.AddTimer(60_000, target, kind: 1)));
+        Assert.Equal(0, _loop.BorrowerWakes);
+
+        // Due at once: the loop would sleep past it.
+        OfferUntilTaken(new LoopAction(() => _loop.AddTimer(0, target, kind: 1)));
+        Assert.Equal(1, _loop.BorrowerWakes);
+        await Polling.WaitUntilAsync(() => Volatile.Read(ref fired) == 1, Timeout, "the timer fired on the loop's thread");
+        Assert.NotNull(target.FiredOn);
+        Assert.NotSame(Thread.CurrentThread, target.FiredOn);
+    }
+
+    [Fact]
+    public async Task Work_a_borrower_posts_to_its_own_loop_runs_later_on_the_loops_thread()
+    {
+        Thread? ranOn = null;
+        var postedBeforeReturn = false;
+        OfferUntilTaken(new LoopAction(() =>
+        {
+            _loop.Post(new LoopAction(() => Volatile.Write(ref ranOn, Thread.CurrentThread)));
+            postedBeforeReturn = Volatile.Read(ref ranOn) is null;
+        }));
+        await Polling.WaitUntilAsync(() => Volatile.Read(ref ranOn) is not null, Timeout, "the posted work ran");
+        Assert.True(postedBeforeReturn);
+        Assert.NotSame(Thread.CurrentThread, ranOn);
+    }
+
+    [Fact]
+    public async Task The_loop_thread_waits_for_a_borrower_before_it_runs_anything()
+    {
+        using var release = new ManualResetEventSlim();
+        using var borrowing = new ManualResetEventSlim();
+        var borrowerDone = false;
+        var overlapped = false;
+        Task? offer = null;
+        await Polling.WaitUntilAsync(() => _loop.IsSleeping, Timeout, "the loop sleeps");
+        offer = Task.Factory.StartNew(
+            () =>
+            {
+                while (!_loop.TryRunInline(new LoopAction(() =>
+                {
+                    borrowing.Set();
+                    release.Wait(Timeout);
+                    Volatile.Write(ref borrowerDone, true);
+                }), Source.Idle))
+                {
+                    Thread.Yield();
+                }
+            },
+            TaskCreationOptions.LongRunning);
+        Assert.True(borrowing.Wait(Timeout));
+
+        // Wakes the loop's thread while the borrower owns the loop; it must wait for the borrower.
+        var posted = false;
+        _loop.Post(new LoopAction(() =>
+        {
+            overlapped = !Volatile.Read(ref borrowerDone);
+            Volatile.Write(ref posted, true);
+        }));
+        await Polling.WaitUntilAsync(() => _loop.OwnershipWaits == 1, Timeout, "the woken loop thread waits for the borrower");
+        Assert.False(Volatile.Read(ref posted));
+        release.Set();
+        await offer;
+        await Polling.WaitUntilAsync(() => Volatile.Read(ref posted), Timeout, "the posted work ran");
+        Assert.False(overlapped);
+    }
+
+    /// <summary>Offers <paramref name="work"/> on this thread until the loop takes it (its thread may be between two sleeps).</summary>
+    private void OfferUntilTaken(ILoopWork work)
+    {
+        var deadline = DateTime.UtcNow + Timeout;
+        while (!(_loop.IsSleeping && _loop.TryRunInline(work, Source.Idle)))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the sleeping loop never took the offer");
+            Thread.Yield();
+        }
+    }
+
+    private sealed class Source(bool waiting) : IInlineSource
+    {
+        public static readonly Source Idle = new(false);
+        public static readonly Source Saturated = new(true);
+
+        public bool HasWaitingInput => waiting;
+    }
+
+    private sealed class Target(Action onTimer) : ITimerTarget
+    {
+        public Thread? FiredOn { get; private set; }
+
+        public void OnTimer(int kind, long timerId)
+        {
+            FiredOn = Thread.CurrentThread;
+            onTimer();
+        }
+    }
+}
