@@ -14,8 +14,8 @@ internal interface ILoopWork
 /// <summary>Where work offered to <see cref="GroupLoop.TryRunInline"/> comes from.</summary>
 internal interface IInlineSource
 {
-    /// <summary>Whether more input already waits for the offering thread (it should hand this work over and read on).</summary>
-    bool HasWaitingInput { get; }
+    /// <summary>Whether the offering thread is saturated: it should hand this work over and read on.</summary>
+    bool IsSaturated { get; }
 }
 
 /// <summary>Something that owns timers on a loop.</summary>
@@ -125,7 +125,7 @@ internal sealed partial class GroupLoop : IDisposable
     /// </summary>
     public bool TryRunInline(ILoopWork work, IInlineSource source)
     {
-        if (_driver is not null || Volatile.Read(ref _sleeping) == 0 || _stopping || !_queue.IsEmpty || source.HasWaitingInput)
+        if (_driver is not null || Volatile.Read(ref _sleeping) == 0 || _stopping || !_queue.IsEmpty || source.IsSaturated)
         {
             return false;
         }

@@ -27,6 +27,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     private readonly ILoggerFactory _loggerFactory;
     private readonly TimeProvider _time;
     private readonly ITransport _transport;
+    private readonly IInlineSource? _udpInlineSource;
     private readonly ILogStorage _storage;
     private readonly bool _ownsTransport;
     private readonly bool _ownsStorage;
@@ -86,6 +87,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         try
         {
             _transport = transport ?? DefaultComponents.CreateTransport(options, me, _loggerFactory);
+            _udpInlineSource = _transport as IInlineSource;
         }
         catch
         {
@@ -402,8 +404,8 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             return;
         }
 
-        // A datagram's receive thread may handle it itself when the group's loop sleeps and no other datagram waits.
-        var inlineSource = via == TransportKind.Udp ? _transport as IInlineSource : null;
+        // A datagram's receive thread may handle it itself when the group's loop sleeps and the thread is not saturated.
+        var inlineSource = via == TransportKind.Udp ? _udpInlineSource : null;
         if (decoded.Paxos is { } paxos && !_groups[decoded.GroupIndex].TryEnqueue(paxos, decoded.Header.Gid, inlineSource))
         {
             LogQueueFull(decoded.GroupIndex);

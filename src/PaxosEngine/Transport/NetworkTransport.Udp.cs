@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Orleans.Paxos.Engine.Groups;
@@ -49,7 +50,7 @@ public sealed partial class NetworkTransport
     }
 
     /// <summary>A receive that returns sooner than this found its datagram waiting (it did not sleep).</summary>
-    private static readonly long ImmediateReceiveTicks = System.Diagnostics.Stopwatch.Frequency / 250_000; // 4 µs
+    private static readonly long ImmediateReceiveTicks = Stopwatch.Frequency / 250_000; // 4 µs
 
     /// <summary>Receives in a row that found a datagram waiting beyond which the receive thread counts as saturated.</summary>
     private const int SaturatedAfterImmediateReceives = 32;
@@ -61,7 +62,7 @@ public sealed partial class NetworkTransport
     /// Whether the receive thread is saturated: its last receives all found datagrams waiting. The node then queues
     /// every message for its group's loop instead of handling it on this thread (asked on the receive thread).
     /// </summary>
-    bool IInlineSource.HasWaitingInput => _immediateReceives >= SaturatedAfterImmediateReceives;
+    bool IInlineSource.IsSaturated => _immediateReceives >= SaturatedAfterImmediateReceives;
 
     private void StartUdpThreads() => StartThread(UdpReceiveLoop, $"paxos-udp-recv {LocalNode}");
 
@@ -143,9 +144,9 @@ public sealed partial class NetworkTransport
             while (!_stopping)
             {
                 // The error-code overload: timeouts (our stop check) cost no exception.
-                var started = System.Diagnostics.Stopwatch.GetTimestamp();
+                var started = Stopwatch.GetTimestamp();
                 var length = socket.Receive(buffer.AsSpan(0, UdpReceiveBufferLength), SocketFlags.None, out var error);
-                _immediateReceives = System.Diagnostics.Stopwatch.GetTimestamp() - started < ImmediateReceiveTicks ? _immediateReceives + 1 : 0;
+                _immediateReceives = Stopwatch.GetTimestamp() - started < ImmediateReceiveTicks ? _immediateReceives + 1 : 0;
                 if (_stopping)
                 {
                     break;

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
 
 namespace Orleans.Paxos.Engine.Transport;
@@ -22,7 +23,7 @@ namespace Orleans.Paxos.Engine.Transport;
 /// <para>Every queue is bounded; frames beyond the caps, too large, queued too long or lost with a failed
 /// connection are dropped and counted in <see cref="Statistics"/>. Paxos tolerates loss by retrying.</para>
 /// </remarks>
-public sealed partial class NetworkTransport : ITransport, Orleans.Paxos.Engine.Groups.IInlineSource
+public sealed partial class NetworkTransport : ITransport, IInlineSource
 {
     private const int StateNew = 0;
     private const int StateStarted = 1;

@@ -169,12 +169,12 @@ public sealed class GroupLoopTests : IDisposable
         }
     }
 
-    private sealed class Source(bool waiting) : IInlineSource
+    private sealed class Source(bool saturated) : IInlineSource
     {
         public static readonly Source Idle = new(false);
         public static readonly Source Saturated = new(true);
 
-        public bool HasWaitingInput => waiting;
+        public bool IsSaturated => saturated;
     }
 
     private sealed class Target(Action onTimer) : ITimerTarget
