@@ -14,6 +14,7 @@ internal static class DefaultComponents
             RootPath = options.StoragePath,
             GroupCount = options.GroupCount,
             DataFileSize = checked((int)options.DataFileSize),
+            SharedLog = options.SharedLog,
             Logger = loggerFactory.CreateLogger<FileLogStorage>(),
             FileOperations = options.FaultInjection?.SyncJournal is { Length: > 0 } journal ? new SyncJournalFileOperations(journal) : LogFileOperations.Os,
         });

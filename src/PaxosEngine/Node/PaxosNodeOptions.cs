@@ -23,6 +23,16 @@ public sealed partial class PaxosNodeOptions
     /// <summary>fsync acceptor writes before answering (PhxPaxos <c>bSync</c>). Default true; turning it off can lose chosen values on power loss.</summary>
     public bool Sync { get; set; } = true;
 
+    /// <summary>
+    /// Whether the node's groups share one write-ahead log (<c>sharedlog</c> in <see cref="StoragePath"/>), so that one
+    /// fsync makes the writes of many groups durable at once; the groups' data files keep PhxPaxos's format and are
+    /// fsynced at checkpoints. Default false (each group fsyncs its own files, as PhxPaxos does). With
+    /// <see cref="Sync"/> and several groups busy at once it chooses more values per second for less CPU; see
+    /// <see cref="Storage.LogStorageOptions.SharedLog"/>. A folder written with it must be opened by this engine (which
+    /// replays the shared log) before a PhxPaxos node can use it.
+    /// </summary>
+    public bool SharedLog { get; set; }
+
     /// <summary>Skip fsync on all but every (N+1)-th acceptor write (PhxPaxos <c>iSyncInterval</c>). Default 0.</summary>
     public int SyncInterval { get; set; }
 

@@ -42,6 +42,47 @@ internal static partial class DataSync
         }
     }
 
+    /// <summary>
+    /// Makes a folder's entries (a file created in it) durable: <c>fsync</c> of the folder on Linux, nothing
+    /// elsewhere. Throws <see cref="IOException"/> on failure.
+    /// </summary>
+    public static void FlushDirectory(string path)
+    {
+        if (!UseFdatasync)
+        {
+            return;
+        }
+
+        var fd = open(path, 0 /* O_RDONLY */);
+        if (fd < 0)
+        {
+            var openErrno = Marshal.GetLastPInvokeError();
+            throw new IOException($"opening folder {path} to fsync it failed: {new Win32Exception(openErrno).Message} (errno {openErrno}).", openErrno);
+        }
+
+        try
+        {
+            if (fsync(fd) != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                throw new IOException($"fsync of folder {path} failed: {new Win32Exception(errno).Message} (errno {errno}).", errno);
+            }
+        }
+        finally
+        {
+            _ = close(fd);
+        }
+    }
+
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fdatasync(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int open(string path, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int close(int fd);
 }

@@ -18,7 +18,7 @@ public sealed partial class FileLogStorage
     /// PhxPaxos <c>vfile</c> folder) to the end, re-indexing every record found, which repairs rows a
     /// crash lost because index writes are not fsynced. A torn tail of the last file is cut off.
     /// </summary>
-    private static void Recover(GroupLog group)
+    private static void Recover(GroupLog group, SyncMark? sharedLogMark)
     {
         lock (group.WriteLock)
         {
@@ -32,6 +32,12 @@ public sealed partial class FileLogStorage
             {
                 // PhxPaxos creates meta empty and fills it on the first rollover.
                 File.WriteAllBytes(group.MetaPath, []);
+            }
+
+            if (sharedLogMark is { } mark)
+            {
+                // Past the shared log's checkpoint nothing is trusted: the shared log holds what was written there.
+                CutToSharedLogMark(group, mark);
             }
 
             var metaFileId = group.ReadMeta();
@@ -381,29 +387,7 @@ public sealed partial class FileLogStorage
         group.Index.Upsert(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending));
         pending.Clear();
 
-        const int Chunk = 64 * 1024;
-        var chunk = ArrayPool<byte>.Shared.Rent(Chunk);
-        var zeros = new byte[Chunk];
-        try
-        {
-            for (var position = offset; position < fileLength; position += Chunk)
-            {
-                var count = (int)Math.Min(Chunk, fileLength - position);
-                var read = RandomAccess.Read(handle, chunk.AsSpan(0, count), position);
-
-                // Only chunks holding data are rewritten, so a sparse preallocated file stays sparse.
-                if (chunk.AsSpan(0, read).ContainsAnyExcept((byte)0))
-                {
-                    RandomAccess.Write(handle, zeros.AsSpan(0, count), position);
-                }
-            }
-
-            RandomAccess.FlushToDisk(handle);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(chunk);
-        }
+        ZeroFrom(handle, offset, fileLength);
 
         group.Index.DeleteFrom(fileId, checked((int)offset));
         group.TailCutAtOpen = true;

@@ -293,12 +293,20 @@ public sealed partial class FileLogStorage
                     WriteBuffer(group);
                 }
 
-                foreach (var group in batchGroups)
+                if (_sharedLog is not null)
                 {
-                    if (group.NeedsSync)
+                    // One write and one fdatasync of the shared log make the whole batch durable.
+                    WriteSharedLog(lane, batch, batchGroups);
+                }
+                else
+                {
+                    foreach (var group in batchGroups)
                     {
-                        Fsync(group, group.WriteHandle!, group.CurrentFileId);
-                        group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
+                        if (group.NeedsSync)
+                        {
+                            Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                            group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
+                        }
                     }
                 }
 
@@ -355,6 +363,11 @@ public sealed partial class FileLogStorage
             {
                 put.Completion!.TrySetException(failure);
             }
+        }
+
+        if (_sharedLog is { } log && failure is null && (lane.SharedLogCheckpointDue || log.RecordBytes >= _options.SharedLogCheckpointBytes))
+        {
+            _ = CheckpointSharedLog();
         }
     }
 
@@ -452,6 +465,12 @@ public sealed partial class FileLogStorage
         var oldFileId = group.CurrentFileId;
         Fsync(group, group.WriteHandle!, oldFileId);
         group.Synced = new SyncMark(oldFileId, group.WriteOffset);
+        if (_sharedLog is not null)
+        {
+            // The next checkpoint moves the group's mark into the new file, so the old one can be cleaned.
+            _lanes[0].SharedLogCheckpointDue = true;
+        }
+
         var newFileId = oldFileId + 1;
         var path = group.DataFilePath(newFileId);
         try
@@ -547,6 +566,12 @@ public sealed partial class FileLogStorage
 
         /// <summary>Whether a thread (the writer thread or a caller) is writing a batch or index rows; guarded by <see cref="QueueLock"/>. Only that thread touches the lane's batch state.</summary>
         public bool WriterActive { get; set; }
+
+        /// <summary>A data file rolled over since the last shared-log checkpoint (writer only).</summary>
+        public bool SharedLogCheckpointDue { get; set; }
+
+        /// <summary>The shared-log records of the batch being written (writer only).</summary>
+        public List<SharedLogRecord> SharedRecords { get; } = [];
 
         /// <summary>Groups with index rows held back (writer thread only).</summary>
         public HashSet<GroupLog> IndexGroups { get; } = [];

@@ -28,6 +28,7 @@ public sealed partial class FileLogStorage : ILogStorage
     private readonly LogStorageOptions _options;
     private readonly GroupLog[] _groups;
     private int _disposed;
+    private readonly SharedLog? _sharedLog;
 
     /// <summary>Opens (creating when missing) the storage of every group and recovers it from its data files.</summary>
     /// <param name="options">Root folder, group count and data file size.</param>
@@ -45,14 +46,24 @@ public sealed partial class FileLogStorage : ILogStorage
         Directory.CreateDirectory(options.RootPath);
 
         _groups = new GroupLog[options.GroupCount];
+        if (options.SharedLog && options.GroupCount > SharedLog.MaxGroups)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.GroupCount, $"The shared log holds at most {SharedLog.MaxGroups} groups.");
+        }
+
+        var sharedLogPath = Path.Combine(options.RootPath, SharedLog.FileName);
+
+        // Read first: its checkpoint says how far each group's data files are durable, and recovery cuts them there.
+        var shared = SharedLog.Read(sharedLogPath, options.GroupCount);
         try
         {
             for (var i = 0; i < _groups.Length; i++)
             {
                 var directory = Path.Combine(options.RootPath, "g" + i.ToString(CultureInfo.InvariantCulture));
+                var mark = shared?.Marks[i];
                 try
                 {
-                    _groups[i] = OpenGroup(i, directory);
+                    _groups[i] = OpenGroup(i, directory, mark);
                 }
                 catch (Microsoft.Data.Sqlite.SqliteException e)
                 {
@@ -63,7 +74,7 @@ public sealed partial class FileLogStorage : ILogStorage
                     LogIndexDamaged(_logger, i, Path.Combine(directory, IndexDatabase.FileName), e.Message, moved);
                     try
                     {
-                        _groups[i] = OpenGroup(i, directory);
+                        _groups[i] = OpenGroup(i, directory, mark);
                     }
                     catch (Microsoft.Data.Sqlite.SqliteException again)
                     {
@@ -76,9 +87,37 @@ public sealed partial class FileLogStorage : ILogStorage
                     LogIndexRebuilt(_logger, i, _groups[i].Index.Path, _groups[i].LastInstanceId ?? 0);
                 }
             }
+
+            if (shared is not null)
+            {
+                ReplaySharedLog(shared);
+            }
+
+            if (options.SharedLog)
+            {
+                // The first checkpoint declares every group durable up to its end: make it so (a folder written
+                // without the shared log, or with non-sync records, may hold unflushed data).
+                foreach (var group in _groups)
+                {
+                    Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                }
+
+                _sharedLog = SharedLog.Open(options.FileOperations, sharedLogPath, (shared?.Generation ?? 0) + 1, CurrentMarks());
+                foreach (var group in _groups)
+                {
+                    group.SharedLogMarkFileId = group.CurrentFileId;
+                }
+            }
+            else if (File.Exists(sharedLogPath))
+            {
+                // Replayed into the groups' own (now fsynced) files: no longer needed.
+                File.Delete(sharedLogPath);
+                DataSync.FlushDirectory(options.RootPath);
+            }
         }
         catch
         {
+            _sharedLog?.Dispose();
             foreach (var group in _groups)
             {
                 group?.Dispose();
@@ -87,7 +126,7 @@ public sealed partial class FileLogStorage : ILogStorage
             throw;
         }
 
-        _lanes = new WriterLane[Math.Clamp(options.WriterThreads, 1, _groups.Length)];
+        _lanes = new WriterLane[options.SharedLog ? 1 : Math.Clamp(options.WriterThreads, 1, _groups.Length)];
         for (var i = 0; i < _lanes.Length; i++)
         {
             var lane = new WriterLane();
@@ -185,6 +224,9 @@ public sealed partial class FileLogStorage : ILogStorage
 
             // Instance ids grow along the log, so the lowest kept instance lies in the earliest file still needed.
             var limit = Math.Min(group.Index.GetFirstFileAtOrAbove(instanceId) ?? currentFileId, currentFileId);
+
+            // With the shared log, recovery cuts the group back to the file of its last checkpoint: keep that file.
+            limit = Math.Min(limit, group.SharedLogMarkFileId);
             if (limit <= group.LowestFileId)
             {
                 return;
@@ -240,6 +282,44 @@ public sealed partial class FileLogStorage : ILogStorage
     public void ClearAllLog(int groupIndex)
     {
         var group = GetGroup(groupIndex);
+        if (_sharedLog is null)
+        {
+            ClearGroup(group);
+            return;
+        }
+
+        // The shared log must not hold the old records when the group starts again: a checkpoint before the
+        // clear empties it, one after it records the emptied files. Both as the lane's writer, so no batch
+        // comes in between.
+        var lane = _lanes[0];
+        AcquireWriter(lane);
+        try
+        {
+            if (Volatile.Read(ref _failure) is { } failure)
+            {
+                throw Stopped(failure);
+            }
+
+            ThrowIfFailed(CheckpointSharedLog());
+            ClearGroup(group);
+            ThrowIfFailed(CheckpointSharedLog());
+        }
+        finally
+        {
+            ReleaseWriter(lane);
+        }
+    }
+
+    private static void ThrowIfFailed(LogStorageException? failure)
+    {
+        if (failure is not null)
+        {
+            throw failure;
+        }
+    }
+
+    private void ClearGroup(GroupLog group)
+    {
         lock (group.MaintenanceLock)
         {
             lock (group.WriteLock)
@@ -279,6 +359,17 @@ public sealed partial class FileLogStorage : ILogStorage
         foreach (var lane in _lanes)
         {
             lane.Thread!.Join();
+        }
+
+        if (_sharedLog is { } log)
+        {
+            // A clean close leaves nothing to replay: the next open starts at once.
+            if (_options.SharedLogCheckpointOnClose && Volatile.Read(ref _failure) is null)
+            {
+                _ = CheckpointSharedLog();
+            }
+
+            log.Dispose();
         }
 
         foreach (var group in _groups)
@@ -437,12 +528,12 @@ public sealed partial class FileLogStorage : ILogStorage
 
     private static string RebuildingMarkerPath(GroupLog group) => Path.Combine(group.Directory, "rebuilding");
 
-    private GroupLog OpenGroup(int groupIndex, string directory)
+    private GroupLog OpenGroup(int groupIndex, string directory, SyncMark? sharedLogMark)
     {
         var group = new GroupLog(groupIndex, directory, _options.DataFileSize, _options.FileOperations);
         try
         {
-            Recover(group);
+            Recover(group, sharedLogMark);
             if (group.IndexIsNew && group.LastInstanceId is not null)
             {
                 group.IndexRebuilt = true;

@@ -104,6 +104,15 @@ internal sealed class GroupLog : IDisposable
     /// </summary>
     public SyncMark? Synced { get; set; }
 
+    /// <summary>
+    /// With the shared log: the data file of the group's last checkpoint, which recovery may cut back to, so the
+    /// log cleaner keeps it. <see cref="int.MaxValue"/> without the shared log.
+    /// </summary>
+    public int SharedLogMarkFileId { get; set; } = int.MaxValue;
+
+    /// <summary>With the shared log: records were written to the group's data file since the last checkpoint. Under <see cref="WriteLock"/>.</summary>
+    public bool SharedLogDirty { get; set; }
+
     public bool InBatch { get; set; }
 
     /// <summary>Rows of records already durable in the data files but not yet written to the index (writer thread, under <see cref="WriteLock"/>).</summary>

@@ -297,6 +297,26 @@ internal sealed class IndexDatabase : IDisposable
         }
     }
 
+    /// <summary>Durably lowers the fsynced-through mark to <paramref name="mark"/> when it lies beyond it.</summary>
+    public void LowerSynced(SyncMark mark)
+    {
+        if (GetSynced() is not { } current || !(current.FileId > mark.FileId || (current.FileId == mark.FileId && current.Offset > mark.Offset)))
+        {
+            return;
+        }
+
+        var bytes = new byte[12];
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, mark.FileId);
+        BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(4), mark.Offset);
+        lock (_writeLock)
+        {
+            using var command = _durableWriter.CreateCommand();
+            command.CommandText = $"INSERT OR REPLACE INTO variables (name, value) VALUES ('{SyncedKey}', $v)";
+            command.Parameters.AddWithValue("$v", bytes);
+            command.ExecuteNonQuery();
+        }
+    }
+
     /// <summary>
     /// Removes every row, the delete floor, the min-chosen mark and the clear-pending mark in one
     /// durable transaction; keeps system and master variables.

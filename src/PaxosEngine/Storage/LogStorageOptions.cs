@@ -29,6 +29,26 @@ public sealed record LogStorageOptions
     public int WriterThreads { get; init; } = 8;
 
     /// <summary>
+    /// Whether the groups share one write-ahead log (<c>sharedlog</c> in <see cref="RootPath"/>): a batch of
+    /// records, whatever groups they belong to, is made durable with one <c>fdatasync</c> of that file, and the
+    /// groups' data files (still PhxPaxos's format) are fsynced only at checkpoints (every 64 MiB of shared log, at
+    /// a data file rollover, at a clear and when the storage closes). Recovery cuts each group's data files back to
+    /// the last checkpoint and writes the shared log's records into them again. Uses one writer thread
+    /// (<see cref="WriterThreads"/> is ignored). Default false: every group fsyncs its own files, as PhxPaxos does.
+    /// </summary>
+    /// <remarks>
+    /// Opening the folder without this option (or with PhxPaxos) after a crash is safe only through this storage,
+    /// which replays and removes the shared log on open whatever this option says.
+    /// </remarks>
+    public bool SharedLog { get; init; }
+
+    /// <summary>Bytes of shared-log records after which a checkpoint is taken. Default 64 MiB; tests lower it.</summary>
+    internal long SharedLogCheckpointBytes { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>Whether closing the storage takes a checkpoint (default); tests turn it off to model a crash.</summary>
+    internal bool SharedLogCheckpointOnClose { get; init; } = true;
+
+    /// <summary>
     /// Longest time the index row of a durable record is held back so that many rows share one SQLite
     /// transaction (a put completes when its record is fsynced, not when it is indexed). A crash loses
     /// nothing: recovery indexes the records after the last index commit from the data files. Default 50 ms.

@@ -17,7 +17,7 @@ public enum DiskError
 /// <summary>
 /// The storage's real file operations with injectable failures, and a shadow of what was made durable:
 /// every write is remembered until a successful flush of its file makes it durable. A failed flush leaves
-/// it pending, as a kernel that drops dirty pages after a failed fsync would. <see cref="SimulatePowerLoss"/>
+/// it pending, as a kernel that drops dirty pages after a failed fsync would. <see cref="SimulatePowerLoss(Random)"/>
 /// then puts back on disk only what was durable. Thread-safe.
 /// </summary>
 internal sealed class FaultyFileOperations : LogFileOperations
@@ -28,6 +28,12 @@ internal sealed class FaultyFileOperations : LogFileOperations
     private LogFileOperation? _failing;
     private DiskError _error;
     private int _failuresInjected;
+
+    /// <summary>Called with the path before every flush, outside the lock (a test may block here).</summary>
+    public Action<string>? BeforeFlush { get; set; }
+
+    /// <summary>Flushes of files with this name do nothing (a disk that lies about fsync); null: none.</summary>
+    public string? IgnoreFlushesOf { get; set; }
 
     /// <summary>Number of calls failed so far.</summary>
     public int FailuresInjected => Volatile.Read(ref _failuresInjected);
@@ -64,6 +70,12 @@ internal sealed class FaultyFileOperations : LogFileOperations
     public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
     {
         ThrowIfFailing(dataOnly ? LogFileOperation.Fsync : LogFileOperation.Meta, path, dataOnly ? "fdatasync" : "fsync");
+        BeforeFlush?.Invoke(path);
+        if (IgnoreFlushesOf is { } ignored && Path.GetFileName(path) == ignored)
+        {
+            return;
+        }
+
         lock (_gate)
         {
             // Taken under the lock so that a write of the same file cannot slip between the flush and the bookkeeping.
@@ -87,6 +99,16 @@ internal sealed class FaultyFileOperations : LogFileOperations
     public override void Preallocate(SafeFileHandle handle, string path, long size)
     {
         ThrowIfFailing(LogFileOperation.Preallocate, path, "write");
+        if (RandomAccess.GetLength(handle) == 0)
+        {
+            // A new file (perhaps at the path of a deleted one): what was known of the old file is void.
+            lock (_gate)
+            {
+                _durable.Remove(path);
+                _pending.Remove(path);
+            }
+        }
+
         base.Preallocate(handle, path, size);
     }
 
@@ -126,8 +148,18 @@ internal sealed class FaultyFileOperations : LogFileOperations
     /// durable content (zeros past it). Call with the storage closed.
     /// </summary>
     /// <returns>The number of bytes put back.</returns>
-    public long SimulatePowerLoss()
+    public long SimulatePowerLoss() => SimulatePowerLoss(random: null);
+
+    /// <summary>
+    /// A power loss after which the kernel had written back some of the unflushed pages, in any order: each 4 KiB
+    /// page of each unflushed write either reached the disk or goes back to its durable content, as
+    /// <paramref name="random"/> decides (null: none reached it). This is harsher than a real page cache, which
+    /// writes a page with all the writes made to it so far. Call with the storage closed.
+    /// </summary>
+    /// <returns>The number of bytes put back.</returns>
+    public long SimulatePowerLoss(Random? random)
     {
+        const int Page = 4096;
         lock (_gate)
         {
             long reverted = 0;
@@ -142,15 +174,24 @@ internal sealed class FaultyFileOperations : LogFileOperations
                 using var file = new FileStream(path, FileMode.Open, FileAccess.Write);
                 foreach (var (offset, data) in writes)
                 {
-                    var original = new byte[data.Length];
-                    if (offset < image.Length)
+                    for (var start = offset; start < offset + data.Length;)
                     {
-                        image.AsSpan((int)offset, (int)Math.Min(data.Length, image.Length - offset)).CopyTo(original);
-                    }
+                        var end = Math.Min(offset + data.Length, ((start / Page) + 1) * Page);
+                        if (random is null || random.Next(2) == 0)
+                        {
+                            var original = new byte[end - start];
+                            if (start < image.Length)
+                            {
+                                image.AsSpan((int)start, (int)Math.Min(original.Length, image.Length - start)).CopyTo(original);
+                            }
 
-                    file.Position = offset;
-                    file.Write(original);
-                    reverted += data.Length;
+                            file.Position = start;
+                            file.Write(original);
+                            reverted += original.Length;
+                        }
+
+                        start = end;
+                    }
                 }
 
                 writes.Clear();
