@@ -13,8 +13,9 @@ namespace Orleans.Paxos.Faults.Tests;
 /// time) under heavy puts, while a silo is killed -9 every one to two seconds (sometimes again while it
 /// recovers) and restarted. Afterwards, with the silos stopped cleanly, every node's Paxos log is opened
 /// offline with the engine's storage: every instance two nodes hold as chosen has identical value bytes,
-/// and every acknowledged put is in every node's key-value store. Short by default; PAXOS_FAULT_SOAK=1
-/// runs five minutes; PAXOS_FAULT_SEED=N replays a seed.
+/// and every acknowledged put is in every node's key-value store. Run with each group's own files and with the
+/// node-wide shared log (Paxos:SharedLog), whose recovery cuts the data files back to its checkpoint and replays it.
+/// Short by default (30 s each); PAXOS_FAULT_SOAK=1 runs five minutes each; PAXOS_FAULT_SEED=N replays a seed.
 /// </summary>
 [Collection(nameof(ProcessFaultTests))]
 [Trait("Category", "Fault")]
@@ -26,21 +27,23 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
 
     private static bool Soak => Environment.GetEnvironmentVariable("PAXOS_FAULT_SOAK") == "1";
 
-    [Fact]
-    public async Task Kills_during_roll_over_and_cleaning_leave_identical_chosen_values_and_no_lost_put()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Kills_during_roll_over_and_cleaning_leave_identical_chosen_values_and_no_lost_put(bool sharedLog)
     {
         var seed = int.TryParse(Environment.GetEnvironmentVariable("PAXOS_FAULT_SEED"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var s)
             ? s
             : Random.Shared.Next(1, 100_000);
-        var duration = TimeSpan.FromSeconds(Soak ? 300 : 60);
-        var work = Path.Combine(Path.GetTempPath(), $"paxos-crash-{DateTime.UtcNow:yyyyMMdd-HHmmss}-s{seed}");
+        var duration = TimeSpan.FromSeconds(Soak ? 300 : 30);
+        var work = Path.Combine(Path.GetTempPath(), $"paxos-crash-{DateTime.UtcNow:yyyyMMdd-HHmmss}-s{seed}{(sharedLog ? "-shared" : string.Empty)}");
         var log = new StringWriter();
-        log.WriteLine($"crash consistency: 3 silo processes, {Groups} groups, data files of {DataFileSize} bytes, hold 1000 instances, {Writers} writers, {duration.TotalSeconds:0} s, seed {seed}, work folder {work}");
+        log.WriteLine($"crash consistency: 3 silo processes, {Groups} groups, data files of {DataFileSize} bytes, hold 1000 instances, shared log {(sharedLog ? "on" : "off")}, {Writers} writers, {duration.TotalSeconds:0} s, seed {seed}, work folder {work}");
         var acked = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
         var kills = 0;
         var killsDuringStart = 0;
         long attempts = 0;
-        await using var cluster = ProcessCluster.Create(new ClusterOptions(3, Groups, work, DataFileSize, ["--Paxos:HoldLogCount=1000"]));
+        await using var cluster = ProcessCluster.Create(new ClusterOptions(3, Groups, work, DataFileSize, ["--Paxos:HoldLogCount=1000", $"--Paxos:SharedLog={(sharedLog ? "true" : "false")}"]));
         try
         {
             await cluster.StartAsync();
@@ -140,7 +143,8 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
         Assert.True(comparison.Mismatches.Count == 0, "chosen values differ: " + context);
         Assert.True(missing.Count == 0, "acknowledged puts lost: " + context);
         Assert.True(divergence.Count == 0, "stores differ: " + context);
-        Assert.True(kills >= (Soak ? 40 : 5), $"only {kills} kills: {context}");
+        // A restart (Orleans start-up and catch-up) takes 7-10 s here, and the kill loop waits for it: 3 or 4 kills in 30 s.
+        Assert.True(kills >= (Soak ? 30 : 3), $"only {kills} kills: {context}");
         Assert.True(events.Sum(e => e.RollOvers) > 0 && events.Sum(e => e.FilesDeleted) > 0, "no roll-over or no cleaning happened: " + context);
         Assert.Contains(comparison.Ranges, r => r.MinChosen > 0);
         Assert.True(comparison.Compared > 1000, $"only {comparison.Compared} instances compared: {context}");

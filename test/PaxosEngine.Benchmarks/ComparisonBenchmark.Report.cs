@@ -28,6 +28,7 @@ internal static partial class ComparisonBenchmark
         Console.WriteLine($"  durations  warm-up {o.WarmupSeconds:0.###} s + window {o.Seconds:0.###} s per run, after the nodes start; {o.Repeat} round(s) of {runsPerRound} runs = {runs} runs, " +
             $"at least {runs * (o.WarmupSeconds + o.Seconds) / 60:0.#} min; disk ceiling {(o.DiskSeconds > 0 ? $"{o.DiskSeconds:0.###} s per configuration" : "skipped")}");
         Console.WriteLine($"  nodes      3 nodes in 3 processes on 127.0.0.1 per side, fresh folders under {Path.GetTempPath()}, every proposal from node 0's process;");
+        Console.WriteLine($"  storage    ours: shared log {(o.SharedLog ? "on (one write-ahead log per node, one fdatasync per batch across groups)" : "off (each group fsyncs its own files, as PhxPaxos)")}");
         Console.WriteLine("             caller i (a thread in phxbench, a task in ours) proposes to group i % groups, one call at a time");
         Console.WriteLine("  calls      PhxPaxos Propose against ours off (one value per instance) and auto (values waiting behind an instance share the next one);");
         Console.WriteLine($"             PhxPaxos BatchPropose against ours on (BatchProposeAsync, the same rule: count {o.BatchCount}, 20 ms) and idle (BatchFlushWhenIdle)");

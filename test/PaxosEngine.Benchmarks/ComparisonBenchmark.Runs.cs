@@ -64,7 +64,7 @@ internal static partial class ComparisonBenchmark
         {
             "consensus", "--procs", "3", "--json", "--groups", I(row.Groups), "--value-size", I(row.ValueBytes),
             "--proposers", I(row.Callers), "--batch", batch, "--batch-count", I(o.BatchCount), "--sync", row.Sync ? "on" : "off",
-            "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds),
+            "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds), "--shared-log", o.SharedLog ? "on" : "off",
         })
         {
             psi.ArgumentList.Add(a);

@@ -32,6 +32,7 @@ internal static partial class ComparisonBenchmark
           --scale-groups 200      the last row, ours alone: groups (0 = none), with --scale-callers 200, 100 B, batch auto
           --disk-seconds 2        the disk's fsync ceiling at the start, per configuration (0 = skip); --disk-threads 1,8,24
           --scale-only            only that row
+          --shared-log off        on: ours with the node-wide shared log (Paxos:SharedLog) in every run
           --list                  print the configuration and the planned runs, run nothing
         The full matrix is 3 rounds of 241 runs; --quick is 3 rounds of 21. Compare figures within one run only.
         """;
@@ -70,6 +71,9 @@ internal static partial class ComparisonBenchmark
 
         /// <summary>Only the scale row: this engine alone with <see cref="ScaleGroups"/> groups.</summary>
         public bool ScaleOnly { get; set; }
+
+        /// <summary>Ours with the node-wide shared log (<c>consensus --shared-log on</c>) in every run.</summary>
+        public bool SharedLog { get; set; }
     }
 
     /// <summary>
@@ -301,6 +305,15 @@ internal static partial class ComparisonBenchmark
                 case "--disk-threads": o.DiskThreads = Ints(); break;
                 case "--list": o.List = true; break;
                 case "--scale-only": o.ScaleOnly = true; break;
+                case "--shared-log":
+                    o.SharedLog = Next() switch
+                    {
+                        "on" => true,
+                        "off" => false,
+                        _ => throw new FormatException("--shared-log takes on or off"),
+                    };
+
+                    break;
                 default: throw new FormatException($"unknown option {args[i]}");
             }
         }

@@ -19,6 +19,10 @@ namespace Orleans.Paxos.Engine.Storage;
 /// each group's records with one write call, fsyncs each file that received a synchronous record once,
 /// indexes the batch in one SQLite transaction per group, and only then completes the tasks (on the
 /// thread pool). Reads run concurrently on the caller's thread.</para>
+/// <para>With <see cref="LogStorageOptions.SharedLog"/> one writer serves every group and a batch is made durable by
+/// one write and one fsync of the node-wide <c>sharedlog</c> file instead of an fsync per group file; the data files
+/// are fsynced at checkpoints, and on open each group is cut back to its last checkpoint and the shared log replayed
+/// into it.</para>
 /// <para>Failure: when a write or fsync fails the storage stops (fail-stop): the affected tasks fail
 /// with <see cref="LogStorageException"/> and every later put fails at once, because after a failed
 /// fsync the kernel may have dropped the dirty pages and nothing written since can be trusted.</para>

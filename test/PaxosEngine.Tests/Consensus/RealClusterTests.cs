@@ -33,12 +33,14 @@ public sealed class RealClusterTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task A_stopped_node_restarts_from_its_folder_catches_up_and_matches()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_stopped_node_restarts_from_its_folder_catches_up_and_matches(bool sharedLog)
     {
         for (var i = 0; i < 3; i++)
         {
-            StartNode(i);
+            StartNode(i, sharedLog);
         }
 
         await ProposeFromAll(nodes: [0, 1, 2], perNodePerGroup: 20, tag: "a");
@@ -47,7 +49,7 @@ public sealed class RealClusterTests : IDisposable
         _nodes[2] = null;
         await ProposeFromAll(nodes: [0, 1], perNodePerGroup: 20, tag: "b");
 
-        StartNode(2);
+        StartNode(2, sharedLog);
         for (var g = 0; g < Groups; g++)
         {
             var expected = _machines[0][g].Count;
@@ -96,7 +98,7 @@ public sealed class RealClusterTests : IDisposable
         await Task.WhenAll(tasks);
     }
 
-    private void StartNode(int i)
+    private void StartNode(int i, bool sharedLog)
     {
         var options = new PaxosNodeOptions
         {
@@ -105,6 +107,7 @@ public sealed class RealClusterTests : IDisposable
             GroupCount = Groups,
             StoragePath = Path.Combine(_root, $"node{i}"),
             Sync = true,
+            SharedLog = sharedLog,
             DataFileSize = 4 << 20,
             AskForLearnInterval = TimeSpan.FromMilliseconds(500),
         };
