@@ -28,7 +28,12 @@ internal static partial class ComparisonBenchmark
         Console.WriteLine($"  durations  warm-up {o.WarmupSeconds:0.###} s + window {o.Seconds:0.###} s per run, after the nodes start; {o.Repeat} round(s) of {runsPerRound} runs = {runs} runs, " +
             $"at least {runs * (o.WarmupSeconds + o.Seconds) / 60:0.#} min; disk ceiling {(o.DiskSeconds > 0 ? $"{o.DiskSeconds:0.###} s per configuration" : "skipped")}");
         Console.WriteLine($"  nodes      3 nodes in 3 processes on 127.0.0.1 per side, fresh folders under {Path.GetTempPath()}, every proposal from node 0's process;");
-        Console.WriteLine($"  storage    ours: shared log {(o.SharedLog ? "on (one write-ahead log per node, one fdatasync per batch across groups)" : "off (each group fsyncs its own files, as PhxPaxos)")}");
+        Console.WriteLine(o.SharedLog switch
+        {
+            "on" => "  storage    ours: shared log on (one write-ahead log per node, one fdatasync per batch across groups)",
+            "both" => "  storage    ours: each group fsyncs its own files (as PhxPaxos), and in rows with fsync also \"+shared\": one write-ahead log per node, one fdatasync per batch across groups",
+            _ => "  storage    ours: each group fsyncs its own files, as PhxPaxos",
+        });
         Console.WriteLine("             caller i (a thread in phxbench, a task in ours) proposes to group i % groups, one call at a time");
         Console.WriteLine("  calls      PhxPaxos Propose against ours off (one value per instance) and auto (values waiting behind an instance share the next one);");
         Console.WriteLine($"             PhxPaxos BatchPropose against ours on (BatchProposeAsync, the same rule: count {o.BatchCount}, 20 ms) and idle (BatchFlushWhenIdle)");
@@ -82,19 +87,27 @@ internal static partial class ComparisonBenchmark
 
     private static void PrintScale(Row row)
     {
-        var runs = row.Runs.GetValueOrDefault(row.Ours[0]) ?? [];
-        var processes = runs.Count == 0 ? 0 : runs.Max(f => f.Threads.Length);
-        string PerProcess(Func<Figures, int, double> figure, string format) => processes == 0
-            ? "n/a"
-            : string.Join(" / ", Enumerable.Range(0, processes).Select(p => F(Median(runs.Where(f => p < f.Threads.Length).ToList(), f => figure(f, p)), format)));
-
         Console.WriteLine($"ours alone with {row.Groups} groups (PhxPaxos's documented maximum is 200), medians of the runs; threads and working set");
         Console.WriteLine("at the end of the window, per node process (node 0, the callers' process, first):");
         Console.WriteLine();
         Console.WriteLine("| groups | callers | value B | batch | sync | ops/s | range | p50 ms | p99 ms | fail | CPU % | CPU us/op | alloc B/op | threads | working set MiB | start s |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        foreach (var side in row.Ours)
+        {
+            PrintScaleSide(row, side);
+        }
+    }
+
+    private static void PrintScaleSide(Row row, string side)
+    {
+        var runs = row.Runs.GetValueOrDefault(side) ?? [];
+        var processes = runs.Count == 0 ? 0 : runs.Max(f => f.Threads.Length);
+        string PerProcess(Func<Figures, int, double> figure, string format) => processes == 0
+            ? "n/a"
+            : string.Join(" / ", Enumerable.Range(0, processes).Select(p => F(Median(runs.Where(f => p < f.Threads.Length).ToList(), f => figure(f, p)), format)));
+
         Console.WriteLine(
-            $"| {row.Groups} | {row.Callers} | {row.ValueBytes} | {row.Ours[0]}{RunCount(null, runs)} | {(row.Sync ? "on" : "off")} | {F(Median(runs, f => f.OpsPerSecond), "0")} | {Range(runs)} " +
+            $"| {row.Groups} | {row.Callers} | {row.ValueBytes} | {side}{RunCount(null, runs)} | {(row.Sync ? "on" : "off")} | {F(Median(runs, f => f.OpsPerSecond), "0")} | {Range(runs)} " +
             $"| {F(Median(runs, f => f.P50Ms), "0.00")} | {F(Median(runs, f => f.P99Ms), "0.00")} | {(runs.Count == 0 ? "n/a" : runs.Sum(f => f.Failed))} " +
             $"| {F(Median(runs, f => f.CpuPercent), "0")} | {F(Median(runs, f => f.CpuMicrosPerOp), "0")} | {F(Median(runs, f => f.AllocatedBytesPerOp), "0")} " +
             $"| {PerProcess((f, p) => f.Threads[p], "0")} | {PerProcess((f, p) => f.WorkingSetBytes[p] / 1048576.0, "0")} | {F(Median(runs, f => f.StartSeconds), "0.0")} |");

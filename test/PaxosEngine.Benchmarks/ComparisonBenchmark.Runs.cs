@@ -57,14 +57,16 @@ internal static partial class ComparisonBenchmark
     }
 
     /// <summary>One run of <c>consensus --procs 3 --json</c> in a fresh process of this program.</summary>
-    private static async Task<Figures> RunOursAsync(Row row, string batch, Options o)
+    private static async Task<Figures> RunOursAsync(Row row, string side, Options o)
     {
+        var shared = o.SharedLog == "on" || side.EndsWith(SharedSuffix, StringComparison.Ordinal);
+        var batch = side.EndsWith(SharedSuffix, StringComparison.Ordinal) ? side[..^SharedSuffix.Length] : side;
         var psi = Program.StartInfo();
         foreach (var a in new[]
         {
             "consensus", "--procs", "3", "--json", "--groups", I(row.Groups), "--value-size", I(row.ValueBytes),
             "--proposers", I(row.Callers), "--batch", batch, "--batch-count", I(o.BatchCount), "--sync", row.Sync ? "on" : "off",
-            "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds), "--shared-log", o.SharedLog ? "on" : "off",
+            "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds), "--shared-log", shared ? "on" : "off",
         })
         {
             psi.ArgumentList.Add(a);

@@ -32,10 +32,14 @@ internal static partial class ComparisonBenchmark
           --scale-groups 200      the last row, ours alone: groups (0 = none), with --scale-callers 200, 100 B, batch auto
           --disk-seconds 2        the disk's fsync ceiling at the start, per configuration (0 = skip); --disk-threads 1,8,24
           --scale-only            only that row
-          --shared-log off        on: ours with the node-wide shared log (Paxos:SharedLog) in every run
+          --shared-log off        on: ours with the node-wide shared log (Paxos:SharedLog) in every run; both: rows with
+                                  fsync also run each of ours with it (sides "off+shared", "auto+shared", ...)
           --list                  print the configuration and the planned runs, run nothing
         The full matrix is 3 rounds of 241 runs; --quick is 3 rounds of 21. Compare figures within one run only.
         """;
+
+    /// <summary>Appended to a side of ours that runs with the shared log (<c>--shared-log both</c>).</summary>
+    private const string SharedSuffix = "+shared";
 
     private sealed class Options
     {
@@ -72,8 +76,11 @@ internal static partial class ComparisonBenchmark
         /// <summary>Only the scale row: this engine alone with <see cref="ScaleGroups"/> groups.</summary>
         public bool ScaleOnly { get; set; }
 
-        /// <summary>Ours with the node-wide shared log (<c>consensus --shared-log on</c>) in every run.</summary>
-        public bool SharedLog { get; set; }
+        /// <summary>
+        /// Ours with the node-wide shared log (<c>consensus --shared-log on</c>): "off", "on" (every run of ours), or
+        /// "both" (rows with fsync also measure each of ours with it, as a side named "&lt;batch&gt;+shared").
+        /// </summary>
+        public string SharedLog { get; set; } = "off";
     }
 
     /// <summary>
@@ -160,7 +167,7 @@ internal static partial class ComparisonBenchmark
 
         var rows = options.ScaleOnly ? [] : Plan(options);
         var scale = options.ScaleGroups > 0
-            ? new Row(options.Sync[0], 100, options.ScaleGroups, options.ScaleCallers, phxBatch: false, ["auto"], withPhxPaxos: false)
+            ? new Row(options.Sync[0], 100, options.ScaleGroups, options.ScaleCallers, phxBatch: false, options.SharedLog == "both" && options.Sync[0] ? ["auto", "auto" + SharedSuffix] : ["auto"], withPhxPaxos: false)
             : null;
         var all = scale is null ? rows : [.. rows, scale];
         var runsPerRound = all.Sum(r => r.Sides.Count());
@@ -248,12 +255,12 @@ internal static partial class ComparisonBenchmark
                     {
                         if (propose.Length > 0)
                         {
-                            rows.Add(new Row(sync, size, groups, callers, phxBatch: false, propose));
+                            rows.Add(new Row(sync, size, groups, callers, phxBatch: false, WithShared(propose, sync)));
                         }
 
                         if (batch.Length > 0)
                         {
-                            rows.Add(new Row(sync, size, groups, callers, phxBatch: true, batch));
+                            rows.Add(new Row(sync, size, groups, callers, phxBatch: true, WithShared(batch, sync)));
                         }
                     }
                 }
@@ -261,6 +268,9 @@ internal static partial class ComparisonBenchmark
         }
 
         return rows;
+
+        string[] WithShared(string[] sides, bool sync) =>
+            o.SharedLog == "both" && sync ? [.. sides, .. sides.Select(side => side + SharedSuffix)] : sides;
     }
 
     private static Options Parse(string[] args)
@@ -306,12 +316,11 @@ internal static partial class ComparisonBenchmark
                 case "--list": o.List = true; break;
                 case "--scale-only": o.ScaleOnly = true; break;
                 case "--shared-log":
-                    o.SharedLog = Next() switch
+                    o.SharedLog = Next();
+                    if (o.SharedLog is not ("off" or "on" or "both"))
                     {
-                        "on" => true,
-                        "off" => false,
-                        _ => throw new FormatException("--shared-log takes on or off"),
-                    };
+                        throw new FormatException("--shared-log takes off, on or both");
+                    }
 
                     break;
                 default: throw new FormatException($"unknown option {args[i]}");

@@ -170,6 +170,7 @@ public sealed partial class FileLogStorage
     private void ReplaySharedLog(SharedLogContents contents)
     {
         var touched = new List<GroupLog>();
+        var floors = new ulong?[_groups.Length];
         var replayed = 0;
         foreach (var record in contents.Records)
         {
@@ -178,6 +179,13 @@ public sealed partial class FileLogStorage
             {
                 // Cut back to the checkpoint, a group's log ends before every record written after it; an earlier
                 // instance can only be a record its log already holds.
+                continue;
+            }
+
+            // The log cleaner may have deleted instances written after the checkpoint: they stay deleted.
+            floors[record.GroupIndex] ??= group.Index.GetFloor().Bound;
+            if (record.InstanceId < floors[record.GroupIndex])
+            {
                 continue;
             }
 

@@ -53,8 +53,14 @@ internal sealed class SharedLog : IDisposable
     private readonly string _path;
     private readonly SafeFileHandle _handle;
     private readonly int _groupCount;
+    /// <summary>The file is extended with zeros this far ahead of the records, so that an fdatasync rarely has a new size to commit too.</summary>
+    private const int ExtendBytes = 1024 * 1024;
+
+    private static readonly byte[] Zeros = new byte[64 * 1024];
+
     private byte[] _buffer = new byte[64 * 1024];
     private long _offset = RecordsStart;
+    private long _length;
 
     private SharedLog(LogFileOperations files, string path, SafeFileHandle handle, int groupCount, uint generation)
     {
@@ -88,7 +94,7 @@ internal sealed class SharedLog : IDisposable
 
         var isNew = !File.Exists(path);
         var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
-        var log = new SharedLog(files, path, handle, marks.Length, generation - 1);
+        var log = new SharedLog(files, path, handle, marks.Length, generation - 1) { _length = RandomAccess.GetLength(handle) };
         try
         {
             log.Checkpoint(marks);
@@ -234,6 +240,18 @@ internal sealed class SharedLog : IDisposable
             crc.Append(body);
             BinaryPrimitives.WriteUInt32LittleEndian(span[8..], crc.GetCurrentHashAsUInt32());
             position += span.Length;
+        }
+
+        if (_offset + total > _length)
+        {
+            // Zeros first, flushed with the records: past the end, the size changes once per megabyte, not per batch.
+            var end = _offset + total + ExtendBytes;
+            for (var at = Math.Max(_length, _offset); at < end; at += Zeros.Length)
+            {
+                _files.Write(_handle, _path, Zeros.AsSpan(0, (int)Math.Min(Zeros.Length, end - at)), at);
+            }
+
+            _length = end;
         }
 
         _files.Write(_handle, _path, _buffer.AsSpan(0, total), _offset);

@@ -169,6 +169,34 @@ public sealed class SharedLogTests : IDisposable
     }
 
     [Fact]
+    public async Task Instances_the_log_cleaner_deleted_after_the_checkpoint_stay_deleted_after_a_crash()
+    {
+        // Small records, no roll-over and no checkpoint between them: the shared log holds all of them at the crash.
+        var files = new FaultyFileOperations();
+        var storage = Open(files, Groups, checkpointOnClose: false);
+        for (ulong i = 0; i < 20; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, 40, (int)i), sync: true);
+        }
+
+        storage.DeleteBefore(0, 10);
+        Assert.Null(storage.Get(0, 5));
+        storage.Dispose();
+        files.SimulatePowerLoss(random: null);
+
+        using var reopened = Open(LogFileOperations.Os, Groups, checkpointOnClose: true);
+        for (ulong i = 0; i < 10; i++)
+        {
+            Assert.Null(reopened.Get(0, i));
+        }
+
+        for (ulong i = 10; i < 20; i++)
+        {
+            Assert.Equal(StorageTestData.Sized(i, 40, (int)i), reopened.Get(0, i));
+        }
+    }
+
+    [Fact]
     public void A_shared_log_whose_headers_are_both_damaged_is_reported_not_ignored()
     {
         using (Open(LogFileOperations.Os, Groups, checkpointOnClose: true))
