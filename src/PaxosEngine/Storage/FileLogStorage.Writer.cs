@@ -22,7 +22,7 @@ public sealed partial class FileLogStorage
     internal const int IndexFlushRecords = 1024;
 
     private static readonly Histogram<double> FsyncDuration = PaxosMetrics.Meter.CreateHistogram<double>(
-        "paxos.storage.fsync.duration", "ms", "Duration of one data-file fsync.", tags: null, advice: EngineInstruments.LatencyAdvice);
+        "paxos.storage.fsync.duration", "ms", "Duration of one fsync of a data file, or of the shared log when it is on.", tags: null, advice: EngineInstruments.LatencyAdvice);
 
     private static readonly Histogram<int> CommitBatchSize = PaxosMetrics.Meter.CreateHistogram<int>(
         "paxos.storage.commit.batch_size", "{record}", "Records written by one group commit of the log writer.");

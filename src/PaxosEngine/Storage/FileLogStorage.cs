@@ -143,7 +143,7 @@ public sealed partial class FileLogStorage : ILogStorage
     /// <inheritdoc/>
     public int GroupCount => _groups.Length;
 
-    /// <summary>Number of data-file fsyncs done so far (group commits and rollovers); for benchmarks and metrics.</summary>
+    /// <summary>Number of fsyncs done so far (group commits of data files or of the shared log, roll-overs, checkpoints); for benchmarks and metrics.</summary>
     public long FsyncCount => Interlocked.Read(ref _fsyncCount);
 
     /// <summary>The error that stopped the storage, or null while it accepts writes.</summary>
