@@ -74,8 +74,66 @@ internal static partial class DataSync
         }
     }
 
+    /// <summary>
+    /// The allocated extents of a file from <paramref name="offset"/> to <paramref name="length"/>, as (start, end)
+    /// ranges: <c>lseek</c> with <c>SEEK_DATA</c>/<c>SEEK_HOLE</c> on Linux, so that the holes of a sparse file need not
+    /// be read; elsewhere (or when the file system cannot tell) one range covering everything.
+    /// </summary>
+    public static IEnumerable<(long Start, long End)> DataRanges(SafeFileHandle handle, long offset, long length)
+    {
+        if (!UseFdatasync)
+        {
+            yield return (offset, length);
+            yield break;
+        }
+
+        var position = offset;
+        while (position < length)
+        {
+            var (start, end) = NextDataRange(handle, position, length);
+            if (start < 0)
+            {
+                yield break;
+            }
+
+            yield return (start, end);
+            position = end;
+        }
+    }
+
+    private static (long Start, long End) NextDataRange(SafeFileHandle handle, long position, long length)
+    {
+        const int SeekData = 3;
+        const int SeekHole = 4;
+        var added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            var fd = (int)handle.DangerousGetHandle();
+            var start = lseek(fd, position, SeekData);
+            if (start < 0)
+            {
+                // ENXIO: no data at or after the position. Anything else: the file system cannot tell, so read it all.
+                return Marshal.GetLastPInvokeError() == 6 ? (-1, -1) : (position, length);
+            }
+
+            var end = lseek(fd, start, SeekHole);
+            return (start, end < 0 ? length : Math.Min(end, length));
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fdatasync(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial long lseek(int fd, long offset, int whence);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fsync(int fd);

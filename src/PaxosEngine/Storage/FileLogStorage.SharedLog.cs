@@ -284,14 +284,18 @@ public sealed partial class FileLogStorage
         var any = false;
         try
         {
-            for (var position = offset; position < fileLength; position += Chunk)
+            // Only the allocated parts: a preallocated data file is sparse, mostly holes that read as zeros.
+            foreach (var (start, end) in DataSync.DataRanges(handle, offset, fileLength))
             {
-                var count = (int)Math.Min(Chunk, fileLength - position);
-                var read = RandomAccess.Read(handle, chunk.AsSpan(0, count), position);
-                if (chunk.AsSpan(0, read).ContainsAnyExcept((byte)0))
+                for (var position = Math.Max(start, offset); position < end; position += Chunk)
                 {
-                    RandomAccess.Write(handle, zeros.AsSpan(0, count), position);
-                    any = true;
+                    var count = (int)Math.Min(Chunk, end - position);
+                    var read = RandomAccess.Read(handle, chunk.AsSpan(0, count), position);
+                    if (chunk.AsSpan(0, read).ContainsAnyExcept((byte)0))
+                    {
+                        RandomAccess.Write(handle, zeros.AsSpan(0, count), position);
+                        any = true;
+                    }
                 }
             }
 

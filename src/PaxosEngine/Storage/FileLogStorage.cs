@@ -100,10 +100,14 @@ public sealed partial class FileLogStorage : ILogStorage
             if (options.SharedLog)
             {
                 // The first checkpoint declares every group durable up to its end: make it so (a folder written
-                // without the shared log, or with non-sync records, may hold unflushed data).
+                // without the shared log, or with non-sync records, may hold unflushed data). An empty current file
+                // holds nothing to flush (earlier files were fsynced when the group rolled over).
                 foreach (var group in _groups)
                 {
-                    Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                    if (group.WriteOffset > 0)
+                    {
+                        Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                    }
                 }
 
                 _sharedLog = SharedLog.Open(options.FileOperations, sharedLogPath, (shared?.Generation ?? 0) + 1, CurrentMarks());

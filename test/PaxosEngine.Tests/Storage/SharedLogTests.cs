@@ -197,6 +197,29 @@ public sealed class SharedLogTests : IDisposable
     }
 
     [Fact]
+    public void The_data_ranges_of_a_sparse_file_cover_every_byte_written()
+    {
+        // The cut reads only these ranges of a data file: they must hold every byte that is not a hole.
+        var path = Path.Combine(_root.Path, "sparse");
+        using (var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite))
+        {
+            RandomAccess.Write(handle, new byte[] { 1, 2, 3 }, 10);
+            RandomAccess.Write(handle, new byte[] { 4 }, (8 << 20) + 5);
+            RandomAccess.Write(handle, new byte[] { 5 }, (16 << 20) - 1);
+            var ranges = DataSync.DataRanges(handle, 0, 16 << 20).ToList();
+            foreach (var written in new long[] { 10, 12, (8 << 20) + 5, (16 << 20) - 1 })
+            {
+                Assert.Contains(ranges, r => r.Start <= written && written < r.End);
+            }
+
+            Assert.All(ranges, r => Assert.True(r.Start < r.End && r.End <= 16 << 20, $"range {r.Start}..{r.End}"));
+            var from = DataSync.DataRanges(handle, (8 << 20) + 6, 16 << 20).ToList();
+            Assert.DoesNotContain(from, r => r.Start <= (8 << 20) + 5 && (8 << 20) + 5 < r.End && r.Start < (8 << 20) + 6);
+            Assert.Contains(from, r => r.Start <= (16 << 20) - 1 && (16 << 20) - 1 < r.End);
+        }
+    }
+
+    [Fact]
     public void A_shared_log_whose_headers_are_both_damaged_is_reported_not_ignored()
     {
         using (Open(LogFileOperations.Os, Groups, checkpointOnClose: true))
