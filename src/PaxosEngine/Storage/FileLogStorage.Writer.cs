@@ -138,7 +138,7 @@ public sealed partial class FileLogStorage
         lock (lane.QueueLock)
         {
             lane.WriterActive = false;
-            if (lane.Incoming.Count > 0 || lane.Stopping)
+            if (lane.Incoming.Count > 0 || lane.Stopping || IsCheckpointDue(lane))
             {
                 Monitor.Pulse(lane.QueueLock);
             }
@@ -177,7 +177,7 @@ public sealed partial class FileLogStorage
                             break;
                         }
 
-                        if (lane.Stopping || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue))
+                        if (lane.Stopping || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue) || IsCheckpointDue(lane))
                         {
                             stopping = lane.Stopping;
                             break;
@@ -198,7 +198,12 @@ public sealed partial class FileLogStorage
 
             if (batch is null)
             {
-                // Idle with rows held back (their time is up), or stopping: index everything written.
+                // Idle with rows held back (their time is up), a shared-log checkpoint due, or stopping.
+                if (IsCheckpointDue(lane))
+                {
+                    _ = CheckpointSharedLog();
+                }
+
                 FlushIndex(lane);
                 if (stopping)
                 {
@@ -365,11 +370,20 @@ public sealed partial class FileLogStorage
             }
         }
 
-        if (_sharedLog is { } log && failure is null && (lane.SharedLogCheckpointDue || log.RecordBytes >= _options.SharedLogCheckpointBytes))
+        if (failure is null && lane.Thread == Thread.CurrentThread && IsCheckpointDue(lane))
         {
+            // Only the writer thread takes a checkpoint (an fsync of every group written since the last one); a
+            // caller that wrote its own batch leaves it to that thread, which it wakes on release.
             _ = CheckpointSharedLog();
         }
     }
+
+    /// <summary>
+    /// Whether the shared log needs a checkpoint: a data file rolled over, or its records reached the threshold. Never
+    /// once the storage has failed (it writes nothing more).
+    /// </summary>
+    private bool IsCheckpointDue(WriterLane lane) =>
+        _sharedLog is { } log && (lane.SharedLogCheckpointDue || log.RecordBytes >= _options.SharedLogCheckpointBytes) && Volatile.Read(ref _failure) is null;
 
     /// <summary>Appends one record to the group's batch buffer, rolling over to a new file when it does not fit.</summary>
     private void Append(GroupLog group, PendingPut put)

@@ -197,6 +197,45 @@ public sealed class SharedLogTests : IDisposable
     }
 
     [Fact]
+    public async Task A_caller_that_writes_its_own_batch_leaves_the_checkpoint_to_the_writer_thread()
+    {
+        var files = new FaultyFileOperations();
+        using var storage = Open(files, Groups, checkpointOnClose: false);
+        var callerThread = Environment.CurrentManagedThreadId;
+        var checkpointThreads = new System.Collections.Concurrent.ConcurrentBag<int>();
+        files.BeforeFlush = path =>
+        {
+            if (Path.GetFileName(Path.GetDirectoryName(path)) == "vfile")
+            {
+                // A data file is fsynced only by a checkpoint here (no roll-over: 8 small records in 4 KiB files).
+                checkpointThreads.Add(Environment.CurrentManagedThreadId);
+            }
+        };
+
+        // Puts that the calling thread may write itself (when the lane is idle, as it is for the first one), until
+        // the records pass the checkpoint threshold.
+        var first = StorageTestData.Sized(0, 400, 1);
+        var puts = new List<CompletedPut>();
+        for (ulong i = 0; i < 8; i++)
+        {
+            var done = new CompletedPut();
+            puts.Add(done);
+            storage.Put((int)(i % Groups), i / Groups, i == 0 ? first : StorageTestData.Sized(i / Groups, 400, (int)i + 1), sync: true, done);
+            Assert.True(i > 0 || done.Completed, "the first put, on an idle lane, was not written by the calling thread");
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!puts.All(p => p.Completed) || !files.IsDurable(storage.GetGroupDirectory(0), first))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the puts did not complete, or no checkpoint made the data files durable");
+            await Task.Delay(10);
+        }
+
+        Assert.NotEmpty(checkpointThreads);
+        Assert.DoesNotContain(callerThread, checkpointThreads);
+    }
+
+    [Fact]
     public void The_data_ranges_of_a_sparse_file_cover_every_byte_written()
     {
         // The cut reads only these ranges of a data file: they must hold every byte that is not a hole.
@@ -249,6 +288,19 @@ public sealed class SharedLogTests : IDisposable
 
         var error = Assert.Throws<LogStorageException>(() => Open(LogFileOperations.Os, Groups + 1, checkpointOnClose: true));
         Assert.Contains($"written for {Groups} groups", error.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class CompletedPut : IPutCallback
+    {
+        private volatile bool _completed;
+
+        public bool Completed => _completed;
+
+        public void OnPutCompleted(Exception? error)
+        {
+            Assert.Null(error);
+            _completed = true;
+        }
     }
 
     /// <summary>
