@@ -59,8 +59,9 @@ internal static partial class ComparisonBenchmark
     /// <summary>One run of <c>consensus --procs 3 --json</c> in a fresh process of this program.</summary>
     private static async Task<Figures> RunOursAsync(Row row, string side, Options o)
     {
-        var shared = o.SharedLog == "on" || side.EndsWith(SharedSuffix, StringComparison.Ordinal);
-        var batch = side.EndsWith(SharedSuffix, StringComparison.Ordinal) ? side[..^SharedSuffix.Length] : side;
+        var sharedSide = side.EndsWith(SharedSuffix, StringComparison.Ordinal);
+        var shared = o.SharedLog == "on" || sharedSide;
+        var batch = sharedSide ? side[..^SharedSuffix.Length] : side;
         var psi = Program.StartInfo();
         foreach (var a in new[]
         {

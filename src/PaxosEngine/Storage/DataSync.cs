@@ -12,33 +12,22 @@ namespace Orleans.Paxos.Engine.Storage;
 /// </summary>
 internal static partial class DataSync
 {
-    private static readonly bool UseFdatasync = OperatingSystem.IsLinux();
+    private static readonly bool IsLinux = OperatingSystem.IsLinux();
 
     /// <summary>Flushes the file's data; throws <see cref="IOException"/> on failure.</summary>
     public static void Flush(SafeFileHandle handle)
     {
-        if (!UseFdatasync)
+        if (!IsLinux)
         {
             RandomAccess.FlushToDisk(handle);
             return;
         }
 
-        var added = false;
-        handle.DangerousAddRef(ref added);
-        try
+        // errno is read inside: releasing the handle afterwards could make another call.
+        var errno = OnDescriptor(handle, static fd => fdatasync(fd) == 0 ? 0 : Marshal.GetLastPInvokeError());
+        if (errno != 0)
         {
-            if (fdatasync((int)handle.DangerousGetHandle()) != 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                throw new IOException($"fdatasync failed: {new Win32Exception(errno).Message} (errno {errno}).", errno);
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
+            throw new IOException($"fdatasync failed: {new Win32Exception(errno).Message} (errno {errno}).", errno);
         }
     }
 
@@ -48,7 +37,7 @@ internal static partial class DataSync
     /// </summary>
     public static void FlushDirectory(string path)
     {
-        if (!UseFdatasync)
+        if (!IsLinux)
         {
             return;
         }
@@ -81,7 +70,7 @@ internal static partial class DataSync
     /// </summary>
     public static IEnumerable<(long Start, long End)> DataRanges(SafeFileHandle handle, long offset, long length)
     {
-        if (!UseFdatasync)
+        if (!IsLinux)
         {
             yield return (offset, length);
             yield break;
@@ -101,24 +90,29 @@ internal static partial class DataSync
         }
     }
 
-    private static (long Start, long End) NextDataRange(SafeFileHandle handle, long position, long length)
+    private static (long Start, long End) NextDataRange(SafeFileHandle handle, long position, long length) => OnDescriptor(handle, fd =>
     {
         const int SeekData = 3;
         const int SeekHole = 4;
+        var start = lseek(fd, position, SeekData);
+        if (start < 0)
+        {
+            // ENXIO: no data at or after the position. Anything else: the file system cannot tell, so read it all.
+            return Marshal.GetLastPInvokeError() == 6 ? (-1L, -1L) : (position, length);
+        }
+
+        var end = lseek(fd, start, SeekHole);
+        return (start, end < 0 ? length : Math.Min(end, length));
+    });
+
+    /// <summary>Runs <paramref name="call"/> on the handle's file descriptor, keeping the handle from being closed meanwhile.</summary>
+    private static T OnDescriptor<T>(SafeFileHandle handle, Func<int, T> call)
+    {
         var added = false;
         handle.DangerousAddRef(ref added);
         try
         {
-            var fd = (int)handle.DangerousGetHandle();
-            var start = lseek(fd, position, SeekData);
-            if (start < 0)
-            {
-                // ENXIO: no data at or after the position. Anything else: the file system cannot tell, so read it all.
-                return Marshal.GetLastPInvokeError() == 6 ? (-1, -1) : (position, length);
-            }
-
-            var end = lseek(fd, start, SeekHole);
-            return (start, end < 0 ? length : Math.Min(end, length));
+            return call((int)handle.DangerousGetHandle());
         }
         finally
         {

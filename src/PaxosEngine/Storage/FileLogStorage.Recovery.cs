@@ -393,4 +393,41 @@ public sealed partial class FileLogStorage
         group.TailCutAtOpen = true;
         group.EventLog.Write($"truncate fileid {fileId} offset {offset} filesize {fileLength}");
     }
+
+    /// <summary>Zeroes a file from <paramref name="offset"/> (only the chunks holding data, so a sparse file stays sparse) and flushes it; returns whether anything was zeroed.</summary>
+    private static bool ZeroFrom(SafeFileHandle handle, long offset, long fileLength)
+    {
+        const int Chunk = 64 * 1024;
+        var chunk = ArrayPool<byte>.Shared.Rent(Chunk);
+        var zeros = new byte[Chunk];
+        var any = false;
+        try
+        {
+            // Only the allocated parts: a preallocated data file is sparse, mostly holes that read as zeros.
+            foreach (var (start, end) in DataSync.DataRanges(handle, offset, fileLength))
+            {
+                for (var position = Math.Max(start, offset); position < end; position += Chunk)
+                {
+                    var count = (int)Math.Min(Chunk, end - position);
+                    var read = RandomAccess.Read(handle, chunk.AsSpan(0, count), position);
+                    if (chunk.AsSpan(0, read).ContainsAnyExcept((byte)0))
+                    {
+                        RandomAccess.Write(handle, zeros.AsSpan(0, count), position);
+                        any = true;
+                    }
+                }
+            }
+
+            if (any)
+            {
+                RandomAccess.FlushToDisk(handle);
+            }
+
+            return any;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+    }
 }

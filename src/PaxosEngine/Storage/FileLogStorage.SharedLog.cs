@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
@@ -37,11 +36,9 @@ public sealed partial class FileLogStorage
             // recovery, which cuts the data files back to the checkpoint, finds them there.
             log.Append(CollectionsMarshal.AsSpan(records));
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        catch (Exception e) when (IsFileError(e))
         {
-            throw new LogStorageException(
-                $"Writing {records.Count} records to the shared log {log.Path} failed: {e.Message} The storage is stopped and accepts no more writes.", -1, log.Path, -1, e)
-            { Operation = LogFileOperation.Write };
+            throw SharedLogFailed(log, $"Writing {records.Count} records to", e, LogFileOperation.Write);
         }
         finally
         {
@@ -55,11 +52,9 @@ public sealed partial class FileLogStorage
             {
                 log.Flush();
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+            catch (Exception e) when (IsFileError(e))
             {
-                throw new LogStorageException(
-                    $"fsync of the shared log {log.Path} failed: {e.Message} The storage is stopped and accepts no more writes.", -1, log.Path, -1, e)
-                { Operation = LogFileOperation.Fsync };
+                throw SharedLogFailed(log, "fsync of", e, LogFileOperation.Fsync);
             }
 
             Interlocked.Increment(ref _fsyncCount);
@@ -85,10 +80,9 @@ public sealed partial class FileLogStorage
             {
                 lock (group.WriteLock)
                 {
-                    if (group.SharedLogDirty && group.WriteHandle is { } handle)
+                    if (group.SharedLogDirty && group.WriteHandle is not null)
                     {
-                        Fsync(group, handle, group.CurrentFileId);
-                        group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
+                        FsyncCurrentFile(group);
                     }
 
                     group.SharedLogDirty = false;
@@ -100,17 +94,12 @@ public sealed partial class FileLogStorage
             {
                 log.Checkpoint(marks);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+            catch (Exception e) when (IsFileError(e))
             {
-                throw new LogStorageException(
-                    $"Writing a checkpoint to the shared log {log.Path} failed: {e.Message} The storage is stopped and accepts no more writes.", -1, log.Path, 0, e)
-                { Operation = LogFileOperation.Fsync };
+                throw SharedLogFailed(log, "Writing a checkpoint to", e, LogFileOperation.Fsync);
             }
 
-            for (var i = 0; i < _groups.Length; i++)
-            {
-                _groups[i].SharedLogMarkFileId = marks[i].FileId;
-            }
+            KeepMarkFiles(marks);
 
             _lanes[0].SharedLogCheckpointDue = false;
             return null;
@@ -120,6 +109,23 @@ public sealed partial class FileLogStorage
             return Fail(e);
         }
     }
+
+    /// <summary>Tells the log cleaner which data file each group's checkpoint mark lies in (recovery may cut back to it).</summary>
+    private void KeepMarkFiles(SyncMark[] marks)
+    {
+        for (var i = 0; i < _groups.Length; i++)
+        {
+            _groups[i].SharedLogMarkFileId = marks[i].FileId;
+        }
+    }
+
+    private static bool IsFileError(Exception e) => e is IOException or UnauthorizedAccessException or ObjectDisposedException;
+
+    private static LogStorageException SharedLogFailed(SharedLog log, string what, Exception e, LogFileOperation operation) =>
+        new($"{what} the shared log {log.Path} failed: {e.Message} The storage is stopped and accepts no more writes.", -1, log.Path, -1, e)
+        {
+            Operation = operation,
+        };
 
     /// <summary>Every group's write position: file id and offset.</summary>
     private SyncMark[] CurrentMarks()
@@ -208,8 +214,7 @@ public sealed partial class FileLogStorage
             lock (group.WriteLock)
             {
                 WriteBuffer(group);
-                Fsync(group, group.WriteHandle!, group.CurrentFileId);
-                group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
+                FsyncCurrentFile(group);
                 group.NeedsSync = false;
                 IndexPending(group);
             }
@@ -273,43 +278,6 @@ public sealed partial class FileLogStorage
 
         group.Index.DeleteFrom(mark.FileId, checked((int)mark.Offset));
         group.Index.LowerSynced(mark);
-    }
-
-    /// <summary>Zeroes a file from <paramref name="offset"/> (only the chunks holding data, so a sparse file stays sparse) and flushes it; returns whether anything was zeroed.</summary>
-    private static bool ZeroFrom(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, long fileLength)
-    {
-        const int Chunk = 64 * 1024;
-        var chunk = ArrayPool<byte>.Shared.Rent(Chunk);
-        var zeros = new byte[Chunk];
-        var any = false;
-        try
-        {
-            // Only the allocated parts: a preallocated data file is sparse, mostly holes that read as zeros.
-            foreach (var (start, end) in DataSync.DataRanges(handle, offset, fileLength))
-            {
-                for (var position = Math.Max(start, offset); position < end; position += Chunk)
-                {
-                    var count = (int)Math.Min(Chunk, end - position);
-                    var read = RandomAccess.Read(handle, chunk.AsSpan(0, count), position);
-                    if (chunk.AsSpan(0, read).ContainsAnyExcept((byte)0))
-                    {
-                        RandomAccess.Write(handle, zeros.AsSpan(0, count), position);
-                        any = true;
-                    }
-                }
-            }
-
-            if (any)
-            {
-                RandomAccess.FlushToDisk(handle);
-            }
-
-            return any;
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(chunk);
-        }
     }
 
     [LoggerMessage(EventId = 1210, Level = LogLevel.Information, Message = "Replayed {Records} records of the shared log into the data files of {Groups} groups (checkpoint generation {Generation}).")]

@@ -309,8 +309,7 @@ public sealed partial class FileLogStorage
                     {
                         if (group.NeedsSync)
                         {
-                            Fsync(group, group.WriteHandle!, group.CurrentFileId);
-                            group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
+                            FsyncCurrentFile(group);
                         }
                     }
                 }
@@ -469,6 +468,13 @@ public sealed partial class FileLogStorage
         FsyncDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
+    /// <summary>Fsyncs the group's current data file and moves its synced mark to the write position. The caller holds the group's write lock.</summary>
+    private void FsyncCurrentFile(GroupLog group)
+    {
+        Fsync(group, group.WriteHandle!, group.CurrentFileId);
+        group.Synced = new SyncMark(group.CurrentFileId, group.WriteOffset);
+    }
+
     /// <summary>
     /// Starts the next data file: fsync the old one, rewrite and fsync <c>meta</c>, then create and
     /// preallocate the new file. The old file is fsynced even for non-sync records so that damage in
@@ -477,8 +483,7 @@ public sealed partial class FileLogStorage
     private void Rollover(GroupLog group)
     {
         var oldFileId = group.CurrentFileId;
-        Fsync(group, group.WriteHandle!, oldFileId);
-        group.Synced = new SyncMark(oldFileId, group.WriteOffset);
+        FsyncCurrentFile(group);
         if (_sharedLog is not null)
         {
             // The next checkpoint moves the group's mark into the new file, so the old one can be cleaned.

@@ -106,15 +106,13 @@ public sealed partial class FileLogStorage : ILogStorage
                 {
                     if (group.WriteOffset > 0)
                     {
-                        Fsync(group, group.WriteHandle!, group.CurrentFileId);
+                        FsyncCurrentFile(group);
                     }
                 }
 
-                _sharedLog = SharedLog.Open(options.FileOperations, sharedLogPath, (shared?.Generation ?? 0) + 1, CurrentMarks());
-                foreach (var group in _groups)
-                {
-                    group.SharedLogMarkFileId = group.CurrentFileId;
-                }
+                var marks = CurrentMarks();
+                _sharedLog = SharedLog.Open(options.FileOperations, sharedLogPath, (shared?.Generation ?? 0) + 1, marks);
+                KeepMarkFiles(marks);
             }
             else if (File.Exists(sharedLogPath))
             {

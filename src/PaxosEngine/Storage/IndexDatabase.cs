@@ -231,10 +231,7 @@ internal sealed class IndexDatabase : IDisposable
 
                 if (synced is { } mark)
                 {
-                    var bytes = new byte[12];
-                    BinaryPrimitives.WriteInt32LittleEndian(bytes, mark.FileId);
-                    BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(4), mark.Offset);
-                    raw.sqlite3_bind_blob(_setSynced, 1, bytes);
+                    raw.sqlite3_bind_blob(_setSynced, 1, Encode(mark));
                     Step(db, _setSynced);
                 }
 
@@ -297,6 +294,15 @@ internal sealed class IndexDatabase : IDisposable
         }
     }
 
+    /// <summary>The stored form of a synced mark: file id (int32) then offset (int64), little-endian.</summary>
+    private static byte[] Encode(SyncMark mark)
+    {
+        var bytes = new byte[12];
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, mark.FileId);
+        BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(4), mark.Offset);
+        return bytes;
+    }
+
     /// <summary>Durably lowers the fsynced-through mark to <paramref name="mark"/> when it lies beyond it.</summary>
     public void LowerSynced(SyncMark mark)
     {
@@ -305,9 +311,7 @@ internal sealed class IndexDatabase : IDisposable
             return;
         }
 
-        var bytes = new byte[12];
-        BinaryPrimitives.WriteInt32LittleEndian(bytes, mark.FileId);
-        BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(4), mark.Offset);
+        var bytes = Encode(mark);
         lock (_writeLock)
         {
             using var command = _durableWriter.CreateCommand();

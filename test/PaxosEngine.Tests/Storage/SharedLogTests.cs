@@ -200,7 +200,7 @@ public sealed class SharedLogTests : IDisposable
     public async Task A_caller_that_writes_its_own_batch_leaves_the_checkpoint_to_the_writer_thread()
     {
         var files = new FaultyFileOperations();
-        using var storage = Open(files, Groups, checkpointOnClose: false);
+        var storage = Open(files, Groups, checkpointOnClose: false);
         var callerThread = Environment.CurrentManagedThreadId;
         var checkpointThreads = new System.Collections.Concurrent.ConcurrentBag<int>();
         files.BeforeFlush = path =>
@@ -221,16 +221,15 @@ public sealed class SharedLogTests : IDisposable
             var done = new CompletedPut();
             puts.Add(done);
             storage.Put((int)(i % Groups), i / Groups, i == 0 ? first : StorageTestData.Sized(i / Groups, 400, (int)i + 1), sync: true, done);
-            Assert.True(i > 0 || done.Completed, "the first put, on an idle lane, was not written by the calling thread");
+            Assert.True(i > 0 || done.Done.IsCompleted, "the first put, on an idle lane, was not written by the calling thread");
         }
 
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!puts.All(p => p.Completed) || !files.IsDurable(storage.GetGroupDirectory(0), first))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the puts did not complete, or no checkpoint made the data files durable");
-            await Task.Delay(10);
-        }
+        await Task.WhenAll(puts.Select(p => p.Done)).WaitAsync(TimeSpan.FromSeconds(30));
 
+        // Closing joins the writer thread, which takes a due checkpoint before it exits (this storage takes none itself on close).
+        var groupDirectory = storage.GetGroupDirectory(0);
+        storage.Dispose();
+        Assert.True(files.IsDurable(groupDirectory, first), "no checkpoint made the data files durable");
         Assert.NotEmpty(checkpointThreads);
         Assert.DoesNotContain(callerThread, checkpointThreads);
     }
@@ -292,14 +291,20 @@ public sealed class SharedLogTests : IDisposable
 
     private sealed class CompletedPut : IPutCallback
     {
-        private volatile bool _completed;
+        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public bool Completed => _completed;
+        public Task Done => _done.Task;
 
         public void OnPutCompleted(Exception? error)
         {
-            Assert.Null(error);
-            _completed = true;
+            if (error is null)
+            {
+                _done.TrySetResult();
+            }
+            else
+            {
+                _done.TrySetException(error);
+            }
         }
     }
 
