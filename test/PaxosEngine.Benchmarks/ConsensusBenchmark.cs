@@ -22,7 +22,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </remarks>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --shared-log off|on --metrics off,on,traces --disk --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --shared-log off|on --coalesce off|on --metrics off,on,traces --disk --json)";
 
     private sealed class Options
     {
@@ -52,6 +52,9 @@ internal static class ConsensusBenchmark
 
         /// <summary>The node-wide shared log (<see cref="PaxosNodeOptions.SharedLog"/>).</summary>
         public bool SharedLog { get; set; }
+
+        /// <summary>Frames to one peer in one burst share a datagram (<see cref="PaxosNodeOptions.CoalesceDatagrams"/>).</summary>
+        public bool Coalesce { get; set; }
 
         public bool Json { get; set; }
 
@@ -100,7 +103,7 @@ internal static class ConsensusBenchmark
         if (!options.Json)
         {
             Console.WriteLine($"consensus: 3 nodes on 127.0.0.1, {options.Procs} process(es), proposals from node 0, sync {(options.Sync ? "on" : "off")}, " +
-                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; shared log {(options.SharedLog ? "on" : "off")}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; shared log {(options.SharedLog ? "on" : "off")}; coalesce {(options.Coalesce ? "on" : "off")}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
             Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule, the default (count {options.BatchCount}, 20 ms, 512000 B);");
             Console.WriteLine("         idle = BatchProposeAsync with BatchFlushWhenIdle (values go when the group is idle, gather while an instance is in flight)");
@@ -321,6 +324,7 @@ internal static class ConsensusBenchmark
         MaxWaitingProposals = 100_000,
         LoopThreadCount = o.Loops,
         SharedLog = o.SharedLog,
+        CoalesceDatagrams = o.Coalesce,
     };
 
     private static double SumNow(PaxosNode node, int groups)
@@ -448,7 +452,7 @@ internal static class ConsensusBenchmark
     {
         var psi = Program.StartInfo();
         psi.RedirectStandardInput = true;
-        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture), o.SharedLog ? "on" : "off" })
+        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture), o.SharedLog ? "on" : "off", o.Coalesce ? "on" : "off" })
         {
             psi.ArgumentList.Add(a);
         }
@@ -495,6 +499,7 @@ internal static class ConsensusBenchmark
             BatchCount = int.Parse(args[6], CultureInfo.InvariantCulture),
             Loops = int.Parse(args[7], CultureInfo.InvariantCulture),
             SharedLog = args[8] == "on",
+            Coalesce = args[9] == "on",
         };
         var groups = int.Parse(args[2], CultureInfo.InvariantCulture);
         using var node = new PaxosNode(NodeOptions(members, int.Parse(args[1], CultureInfo.InvariantCulture), groups, o, args[4], args[5]));
@@ -558,6 +563,15 @@ internal static class ConsensusBenchmark
                         "on" => true,
                         "off" => false,
                         _ => throw new FormatException("--shared-log takes on or off"),
+                    };
+
+                    break;
+                case "--coalesce":
+                    o.Coalesce = Next() switch
+                    {
+                        "on" => true,
+                        "off" => false,
+                        _ => throw new FormatException("--coalesce takes on or off"),
                     };
 
                     break;

@@ -18,6 +18,16 @@ internal interface IInlineSource
     bool IsSaturated { get; }
 }
 
+/// <summary>A transport that can hold the frames a thread sends during a burst of work and send them together.</summary>
+internal interface ISendBatching
+{
+    /// <summary>From now on, frames the current thread sends are held until it calls <see cref="SendHeld"/>.</summary>
+    void HoldSends();
+
+    /// <summary>Sends what the current thread holds and stops holding.</summary>
+    void SendHeld();
+}
+
 /// <summary>Something that owns timers on a loop.</summary>
 internal interface ITimerTarget
 {
@@ -56,6 +66,8 @@ internal sealed partial class GroupLoop : IDisposable
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ManualLoopDriver? _driver;
+    private readonly ISendBatching? _batching;
+    private readonly bool _groupsWriteWithSync;
     private Thread? _runningOn;
     private long _nextTimerId;
     private int _groupCount;
@@ -67,20 +79,33 @@ internal sealed partial class GroupLoop : IDisposable
     private volatile bool _stopping;
 
     public GroupLoop(string name, TimeProvider time, ILogger logger)
-        : this(name, time, logger, driver: null)
+        : this(name, time, logger, driver: null, batching: null, groupsWriteWithSync: false)
     {
     }
 
-    private GroupLoop(string name, TimeProvider time, ILogger logger, ManualLoopDriver? driver)
+    /// <summary>
+    /// A loop whose thread holds the frames it sends while it runs its queued work and sends them together after
+    /// (<paramref name="batching"/>). <paramref name="groupsWriteWithSync"/>: the groups fsync their acceptor
+    /// writes, so a loop that serves a single group may fsync on its thread; such a loop sends at once instead, so
+    /// that no frame waits for an fsync.
+    /// </summary>
+    public GroupLoop(string name, TimeProvider time, ILogger logger, ISendBatching? batching, bool groupsWriteWithSync)
+        : this(name, time, logger, driver: null, batching, groupsWriteWithSync)
+    {
+    }
+
+    private GroupLoop(string name, TimeProvider time, ILogger logger, ManualLoopDriver? driver, ISendBatching? batching, bool groupsWriteWithSync)
     {
         _time = time;
         _logger = logger;
         _driver = driver;
+        _batching = batching;
+        _groupsWriteWithSync = groupsWriteWithSync;
         _thread = new Thread(Run) { IsBackground = true, Name = name };
     }
 
     /// <summary>Creates a loop without a thread, run by whoever calls <see cref="RunReady"/> (see <see cref="ManualLoopDriver"/>).</summary>
-    internal static GroupLoop CreateManual(ManualLoopDriver driver, string name, TimeProvider time, ILogger logger) => new(name, time, logger, driver);
+    internal static GroupLoop CreateManual(ManualLoopDriver driver, string name, TimeProvider time, ILogger logger) => new(name, time, logger, driver, batching: null, groupsWriteWithSync: false);
 
     /// <summary>Number of groups served by this loop.</summary>
     public int GroupCount => Volatile.Read(ref _groupCount);
@@ -276,12 +301,24 @@ internal sealed partial class GroupLoop : IDisposable
         while (!_stopping)
         {
             TakeOwnership();
+            var holding = _batching is not null && (!_groupsWriteWithSync || GroupCount > 1);
+            if (holding)
+            {
+                _batching!.HoldSends();
+            }
+
             RunDueTimers();
             var worked = false;
             while (!_stopping && _queue.TryDequeue(out var work))
             {
                 worked = true;
                 Execute(work);
+            }
+
+            if (holding)
+            {
+                // Everything this pass sent to one peer leaves in one datagram, before the loop looks again or sleeps.
+                _batching!.SendHeld();
             }
 
             if (worked || _stopping)

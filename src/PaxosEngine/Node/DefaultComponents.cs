@@ -24,6 +24,7 @@ internal static class DefaultComponents
         {
             LocalNode = me,
             UdpMaxSize = options.UdpMaxSize,
+            CoalesceDatagrams = options.CoalesceDatagrams,
             MaxFrameLength = PaxosNode.MaxFrameLength(options),
             TcpIoThreadCount = options.IoThreadCount,
             PeerFilter = peerFilter,

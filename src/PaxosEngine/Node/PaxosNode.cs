@@ -104,11 +104,12 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             : Math.Min(options.GroupCount, Math.Min(Environment.ProcessorCount, PaxosNodeOptions.DefaultMaxLoopThreads));
         _checkpoints = new CheckpointControl(options);
         _loops = new GroupLoop[loopCount];
+        var sendBatching = _transport is NetworkTransport { CoalescesDatagrams: true } coalescing ? coalescing : null;
         for (var i = 0; i < loopCount; i++)
         {
             var name = $"paxos-loop-{me.Port}-{i}";
             _loops[i] = driver is null
-                ? new GroupLoop(name, _time, _loggerFactory.CreateLogger<GroupLoop>())
+                ? new GroupLoop(name, _time, _loggerFactory.CreateLogger<GroupLoop>(), sendBatching, options.Sync)
                 : driver.CreateLoop(name, _time, _loggerFactory.CreateLogger<GroupLoop>());
         }
 

@@ -66,8 +66,44 @@ public sealed partial class NetworkTransport
 
     private void StartUdpThreads() => StartThread(UdpReceiveLoop, $"paxos-udp-recv {LocalNode}");
 
-    /// <summary>Sends one datagram on the calling thread. Thread-safe.</summary>
+    /// <summary>Sends one frame as one datagram on the calling thread. Thread-safe.</summary>
     private bool SendUdp(NodeId destination, byte[] frame)
+    {
+        if (_authenticator is null)
+        {
+            return SendDatagram(destination, frame, frames: 1, frame.Length);
+        }
+
+        // With authentication a datagram is the frame and its tag, assembled in a pooled buffer.
+        var length = frame.Length + _tagLength;
+        var datagram = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            frame.CopyTo(datagram, 0);
+            _authenticator.WriteTag(frame, datagram.AsSpan(frame.Length, _tagLength));
+            return SendDatagram(destination, datagram.AsSpan(0, length), frames: 1, frame.Length);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(datagram);
+        }
+    }
+
+    /// <summary>Sends a bundle of <paramref name="frames"/> frames, <paramref name="length"/> bytes of <paramref name="bundle"/> (which has room for a tag after them).</summary>
+    private bool SendBundle(NodeId destination, byte[] bundle, int length, int frames)
+    {
+        var datagramLength = length;
+        if (_authenticator is not null)
+        {
+            _authenticator.WriteTag(bundle.AsSpan(0, length), bundle.AsSpan(length, _tagLength));
+            datagramLength += _tagLength;
+        }
+
+        return SendDatagram(destination, bundle.AsSpan(0, datagramLength), frames, length - BundleHeaderLength - (frames * BundleFramePrefixLength));
+    }
+
+    /// <summary>Sends one datagram carrying <paramref name="frames"/> frames of <paramref name="frameBytes"/> bytes in all; counts it. Thread-safe.</summary>
+    private bool SendDatagram(NodeId destination, ReadOnlySpan<byte> datagram, int frames, int frameBytes)
     {
         if (!_udpAddresses.TryGetValue(destination, out var address))
         {
@@ -81,22 +117,9 @@ public sealed partial class NetworkTransport
         }
 
         SocketError error;
-        byte[]? datagram = null;
         try
         {
-            if (_authenticator is null)
-            {
-                error = _udpSend!.SendTo(frame, SocketFlags.None, address) == frame.Length ? SocketError.Success : SocketError.MessageSize;
-            }
-            else
-            {
-                // With authentication a datagram is the frame and its tag, assembled in a pooled buffer.
-                var length = frame.Length + _tagLength;
-                datagram = ArrayPool<byte>.Shared.Rent(length);
-                frame.CopyTo(datagram, 0);
-                _authenticator.WriteTag(frame, datagram.AsSpan(frame.Length, _tagLength));
-                error = _udpSend!.SendTo(datagram.AsSpan(0, length), SocketFlags.None, address) == length ? SocketError.Success : SocketError.MessageSize;
-            }
+            error = _udpSend!.SendTo(datagram, SocketFlags.None, address) == datagram.Length ? SocketError.Success : SocketError.MessageSize;
         }
         catch (SocketException ex)
         {
@@ -105,30 +128,24 @@ public sealed partial class NetworkTransport
         catch (ObjectDisposedException)
         {
             // Dispose closed the socket between the caller's state check and this send.
-            Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped);
+            Statistics.OnDropped(TransportKind.Udp, DropReason.Stopped, frames);
             return false;
-        }
-        finally
-        {
-            if (datagram is not null)
-            {
-                ArrayPool<byte>.Shared.Return(datagram);
-            }
         }
 
         if (error == SocketError.Success)
         {
-            Statistics.OnSent(TransportKind.Udp, 1, frame.Length);
+            Statistics.OnSent(TransportKind.Udp, frames, frameBytes);
+            Statistics.OnDatagramSent();
             return true;
         }
 
         if (error is SocketError.WouldBlock or SocketError.NoBufferSpaceAvailable)
         {
-            Statistics.OnDropped(TransportKind.Udp, DropReason.QueueFull);
+            Statistics.OnDropped(TransportKind.Udp, DropReason.QueueFull, frames);
         }
         else
         {
-            Statistics.OnDropped(TransportKind.Udp, DropReason.SendError);
+            Statistics.OnDropped(TransportKind.Udp, DropReason.SendError, frames);
             NetworkTransportLog.UdpSendFailed(_logger, LocalNode, destination, error);
         }
 
@@ -154,6 +171,7 @@ public sealed partial class NetworkTransport
 
                 if (error != SocketError.Success)
                 {
+                    SendHeld();
                     if (error is not (SocketError.WouldBlock or SocketError.TimedOut or SocketError.Interrupted or SocketError.ConnectionReset))
                     {
                         NetworkTransportLog.UdpReceiveFailed(_logger, LocalNode, error);
@@ -171,13 +189,21 @@ public sealed partial class NetworkTransport
                     // PhxPaxos drops a message of 6 bytes or fewer: it cannot hold a header.
                     Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
                 }
-                else if (_authenticator is null)
+                else if (_authenticator is null || Authenticate(buffer.AsSpan(0, length), TransportKind.Udp, remote: null))
                 {
-                    Deliver(buffer.AsSpan(0, length), TransportKind.Udp);
-                }
-                else if (Authenticate(buffer.AsSpan(0, length), TransportKind.Udp, remote: null))
-                {
-                    Deliver(buffer.AsSpan(0, length - _tagLength), TransportKind.Udp);
+                    // Frames this thread sends while handling datagrams that are already waiting go together.
+                    HoldSends();
+                    var datagram = buffer.AsSpan(0, length - _tagLength);
+                    if (IsBundle(datagram))
+                    {
+                        DeliverBundle(datagram);
+                    }
+                    else
+                    {
+                        Deliver(datagram, TransportKind.Udp);
+                    }
+
+                    SendHeldUnlessMoreWaiting(socket);
                 }
             }
         }

@@ -85,6 +85,7 @@ public sealed partial class NetworkTransport : ITransport, IInlineSource
         _connectTimeoutTicks = ToStopwatchTicks(options.ConnectTimeout);
         _maxIncomingConnections = options.MaxIncomingConnections;
         _peerFilter = options.PeerFilter;
+        _coalesce = options.CoalesceDatagrams;
     }
 
     /// <inheritdoc />
@@ -161,7 +162,12 @@ public sealed partial class NetworkTransport : ITransport, IInlineSource
             return false;
         }
 
-        return kind == TransportKind.Udp ? SendUdp(destination, frame) : EnqueueTcp(destination, frame);
+        if (kind == TransportKind.Tcp)
+        {
+            return EnqueueTcp(destination, frame);
+        }
+
+        return TryHold(destination, frame) || SendUdp(destination, frame);
     }
 
     /// <summary>Stops every thread and closes every socket; frames still queued are dropped. Idempotent; does not wait on peers.</summary>

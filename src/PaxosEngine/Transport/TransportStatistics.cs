@@ -42,6 +42,7 @@ public sealed class TransportStatistics
 {
     private static readonly Counter<long> FramesSentCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.sent", "{frame}", "Frames written to the network.");
     private static readonly Counter<long> BytesSentCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.bytes.sent", "By", "Frame bytes written to the network (without TCP prefixes).");
+    private static readonly Counter<long> DatagramsSentCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.datagrams.sent", "{datagram}", "UDP datagrams written; fewer than UDP frames sent when frames to one peer are coalesced.");
     private static readonly Counter<long> FramesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.received", "{frame}", "Frames handed to the sink.");
     private static readonly Counter<long> BytesReceivedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.bytes.received", "By", "Frame bytes handed to the sink.");
     private static readonly Counter<long> FramesDroppedCounter = PaxosMetrics.Meter.CreateCounter<long>("paxos.transport.frames.dropped", "{frame}", "Frames dropped by the transport, by reason.");
@@ -55,6 +56,7 @@ public sealed class TransportStatistics
     private readonly long[] _receivedFrames = new long[2];
     private readonly long[] _receivedBytes = new long[2];
     private readonly long[] _dropped = new long[2 * ReasonCount];
+    private long _datagramsSent;
     private long _connectionsOpened;
     private long _connectionsAccepted;
     private long _connectionsRefused;
@@ -65,6 +67,12 @@ public sealed class TransportStatistics
 
     /// <summary>Frame bytes (without TCP prefixes) written by <paramref name="kind"/>.</summary>
     public long BytesSent(TransportKind kind) => Interlocked.Read(ref _sentBytes[(int)kind]);
+
+    /// <summary>
+    /// UDP datagrams written. Equal to the UDP frames sent unless <see cref="NetworkTransportOptions.CoalesceDatagrams"/>
+    /// is on, when one datagram may carry several frames to the same peer.
+    /// </summary>
+    public long DatagramsSent => Interlocked.Read(ref _datagramsSent);
 
     /// <summary>Frames handed to the sink that arrived by <paramref name="kind"/>.</summary>
     public long FramesReceived(TransportKind kind) => Interlocked.Read(ref _receivedFrames[(int)kind]);
@@ -120,7 +128,7 @@ public sealed class TransportStatistics
             sb.Append("; ");
         }
 
-        sb.Append(CultureInfo.InvariantCulture, $"connections opened {ConnectionsOpened}, accepted {ConnectionsAccepted}, refused {ConnectionsRefused}, connect failures {ConnectFailures}, authentication failures {AuthenticationFailures}");
+        sb.Append(CultureInfo.InvariantCulture, $"UDP datagrams sent {DatagramsSent}; connections opened {ConnectionsOpened}, accepted {ConnectionsAccepted}, refused {ConnectionsRefused}, connect failures {ConnectFailures}, authentication failures {AuthenticationFailures}");
         return sb.ToString();
     }
 
@@ -130,6 +138,12 @@ public sealed class TransportStatistics
         Interlocked.Add(ref _sentBytes[(int)kind], bytes);
         FramesSentCounter.Add(frames, KindTags[(int)kind]);
         BytesSentCounter.Add(bytes, KindTags[(int)kind]);
+    }
+
+    internal void OnDatagramSent()
+    {
+        Interlocked.Increment(ref _datagramsSent);
+        DatagramsSentCounter.Add(1);
     }
 
     internal void OnReceived(TransportKind kind, int bytes)

@@ -14,6 +14,7 @@ public sealed class RealClusterTests : IDisposable
     private readonly string[] _addresses = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
     private readonly PaxosNode?[] _nodes = new PaxosNode?[3];
     private readonly RecordingStateMachine[][] _machines = new RecordingStateMachine[3][];
+    private bool _coalesce;
 
     public void Dispose()
     {
@@ -33,11 +34,15 @@ public sealed class RealClusterTests : IDisposable
         }
     }
 
+    /// <param name="sharedLog">Every node with the node-wide shared log.</param>
+    /// <param name="coalesce">Nodes 0 and 1 coalesce datagrams, node 2 does not (it reads theirs and they read its).</param>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task A_stopped_node_restarts_from_its_folder_catches_up_and_matches(bool sharedLog)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public async Task A_stopped_node_restarts_from_its_folder_catches_up_and_matches(bool sharedLog, bool coalesce)
     {
+        _coalesce = coalesce;
         for (var i = 0; i < 3; i++)
         {
             StartNode(i, sharedLog);
@@ -108,6 +113,7 @@ public sealed class RealClusterTests : IDisposable
             StoragePath = Path.Combine(_root, $"node{i}"),
             Sync = true,
             SharedLog = sharedLog,
+            CoalesceDatagrams = _coalesce && i != 2,
             DataFileSize = 4 << 20,
             AskForLearnInterval = TimeSpan.FromMilliseconds(500),
         };

@@ -158,6 +158,36 @@ public sealed class GroupLoopTests : IDisposable
         Assert.False(overlapped);
     }
 
+    [Theory]
+    [InlineData(false, 1, true)]
+    [InlineData(true, 2, true)]
+    [InlineData(true, 1, false)]
+    public async Task A_loop_holds_its_sends_while_it_runs_a_pass_and_sends_them_before_it_looks_again(bool sync, int groups, bool holds)
+    {
+        var batching = new RecordingBatching();
+        using var loop = new GroupLoop("batching-loop", _time, NullLogger<GroupLoop>.Instance, batching, groupsWriteWithSync: sync);
+        for (var g = 0; g < groups; g++)
+        {
+            loop.AddGroup();
+        }
+
+        using var release = new ManualResetEventSlim();
+        var seen = new List<string>();
+        loop.Post(new LoopAction(() =>
+        {
+            release.Wait(Timeout);
+            seen.Add(batching.Holding ? "first-held" : "first-direct");
+        }));
+        loop.Post(new LoopAction(() => seen.Add(batching.Holding ? "second-held" : "second-direct")));
+        loop.Start();
+        release.Set();
+        await Polling.WaitUntilAsync(() => batching.Sent >= (holds ? 1 : 0) && Volatile.Read(ref seen).Count == 2, Timeout, "the pass ran");
+
+        // A loop that may fsync on its thread (one group, sync on) never holds, so no frame waits for a disk.
+        Assert.Equal(holds ? ["first-held", "second-held"] : ["first-direct", "second-direct"], seen);
+        Assert.False(batching.Holding);
+    }
+
     /// <summary>Offers <paramref name="work"/> on this thread until the loop takes it (its thread may be between two sleeps).</summary>
     private void OfferUntilTaken(ILoopWork work)
     {
@@ -166,6 +196,27 @@ public sealed class GroupLoopTests : IDisposable
         {
             Assert.True(DateTime.UtcNow < deadline, "the sleeping loop never took the offer");
             Thread.Yield();
+        }
+    }
+
+    private sealed class RecordingBatching : ISendBatching
+    {
+        private int _sent;
+
+        public bool Holding { get; private set; }
+
+        public int Sent => Volatile.Read(ref _sent);
+
+        public void HoldSends() => Holding = true;
+
+        public void SendHeld()
+        {
+            if (Holding)
+            {
+                Interlocked.Increment(ref _sent);
+            }
+
+            Holding = false;
         }
     }
 
