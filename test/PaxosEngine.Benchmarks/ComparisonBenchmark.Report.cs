@@ -28,12 +28,7 @@ internal static partial class ComparisonBenchmark
         Console.WriteLine($"  durations  warm-up {o.WarmupSeconds:0.###} s + window {o.Seconds:0.###} s per run, after the nodes start; {o.Repeat} round(s) of {runsPerRound} runs = {runs} runs, " +
             $"at least {runs * (o.WarmupSeconds + o.Seconds) / 60:0.#} min; disk ceiling {(o.DiskSeconds > 0 ? $"{o.DiskSeconds:0.###} s per configuration" : "skipped")}");
         Console.WriteLine($"  nodes      3 nodes in 3 processes on 127.0.0.1 per side, fresh folders under {Path.GetTempPath()}, every proposal from node 0's process;");
-        Console.WriteLine(o.SharedLog switch
-        {
-            "on" => "  storage    ours: shared log on (one write-ahead log per node, one fdatasync per batch across groups)",
-            "both" => "  storage    ours: each group fsyncs its own files (as PhxPaxos), and in rows with fsync also \"+shared\": one write-ahead log per node, one fdatasync per batch across groups",
-            _ => "  storage    ours: each group fsyncs its own files, as PhxPaxos",
-        });
+        Console.WriteLine($"  opt-ins    ours: {string.Join("; ", o.OptIns.Select(DescribeOptIns))}");
         Console.WriteLine("             caller i (a thread in phxbench, a task in ours) proposes to group i % groups, one call at a time");
         Console.WriteLine("  calls      PhxPaxos Propose against ours off (one value per instance) and auto (values waiting behind an instance share the next one);");
         Console.WriteLine($"             PhxPaxos BatchPropose against ours on (BatchProposeAsync, the same rule: count {o.BatchCount}, 20 ms) and idle (BatchFlushWhenIdle)");
@@ -170,4 +165,13 @@ internal static partial class ComparisonBenchmark
             return "unknown";
         }
     }
+
+    /// <summary>What one set of opt-ins (<c>--opt-in</c>) changes.</summary>
+    private static string DescribeOptIns(string set) => set == "none"
+        ? "the defaults (each group fsyncs its own files and every frame is its own datagram, as PhxPaxos)"
+        : "\"+" + set + "\": " + string.Join(" and ", set.Split('+').Select(p => p switch
+        {
+            SharedOptIn => "one write-ahead log per node, one fdatasync per batch across groups (rows with fsync)",
+            _ => "a burst's frames to one peer in one datagram",
+        }));
 }

@@ -59,15 +59,17 @@ internal static partial class ComparisonBenchmark
     /// <summary>One run of <c>consensus --procs 3 --json</c> in a fresh process of this program.</summary>
     private static async Task<Figures> RunOursAsync(Row row, string side, Options o)
     {
-        var sharedSide = side.EndsWith(SharedSuffix, StringComparison.Ordinal);
-        var shared = o.SharedLog == "on" || sharedSide;
-        var batch = sharedSide ? side[..^SharedSuffix.Length] : side;
+        var parts = side.Split('+');
+        var batch = parts[0];
+        var shared = parts.Contains(SharedOptIn);
+        var coalesce = parts.Contains(CoalesceOptIn);
         var psi = Program.StartInfo();
         foreach (var a in new[]
         {
             "consensus", "--procs", "3", "--json", "--groups", I(row.Groups), "--value-size", I(row.ValueBytes),
             "--proposers", I(row.Callers), "--batch", batch, "--batch-count", I(o.BatchCount), "--sync", row.Sync ? "on" : "off",
             "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds), "--shared-log", shared ? "on" : "off",
+            "--coalesce", coalesce ? "on" : "off",
         })
         {
             psi.ArgumentList.Add(a);

@@ -32,14 +32,19 @@ internal static partial class ComparisonBenchmark
           --scale-groups 200      the last row, ours alone: groups (0 = none), with --scale-callers 200, 100 B, batch auto
           --disk-seconds 2        the disk's fsync ceiling at the start, per configuration (0 = skip); --disk-threads 1,8,24
           --scale-only            only that row
-          --shared-log off        on: ours with the node-wide shared log (Paxos:SharedLog) in every run; both: rows with
-                                  fsync also run each of ours with it (sides "off+shared", "auto+shared", ...)
+          --opt-in none           sets of ours' opt-ins, each run as its own side: none (the defaults, PhxPaxos's formats),
+                                  shared (Paxos:SharedLog, rows with fsync only), coalesce (Paxos:CoalesceDatagrams), or
+                                  both joined by '+'; e.g. none,shared+coalesce gives sides "off", "off+shared+coalesce", ...
+          --shared-log off        on: the same as --opt-in shared; both: --opt-in none,shared
           --list                  print the configuration and the planned runs, run nothing
         The full matrix is 3 rounds of 241 runs; --quick is 3 rounds of 21. Compare figures within one run only.
         """;
 
-    /// <summary>Appended to a side of ours that runs with the shared log (<c>--shared-log both</c>).</summary>
-    private const string SharedSuffix = "+shared";
+    /// <summary>The opt-in that gives ours the node-wide shared log (<c>consensus --shared-log on</c>); only in rows with fsync.</summary>
+    private const string SharedOptIn = "shared";
+
+    /// <summary>The opt-in that coalesces datagrams (<c>consensus --coalesce on</c>).</summary>
+    private const string CoalesceOptIn = "coalesce";
 
     private sealed class Options
     {
@@ -77,10 +82,11 @@ internal static partial class ComparisonBenchmark
         public bool ScaleOnly { get; set; }
 
         /// <summary>
-        /// Ours with the node-wide shared log (<c>consensus --shared-log on</c>): "off", "on" (every run of ours), or
-        /// "both" (rows with fsync also measure each of ours with it, as a side named "&lt;batch&gt;+shared").
+        /// Sets of opt-ins ours runs with, each a side of its own named "&lt;batch&gt;+&lt;set&gt;" ("none": the defaults,
+        /// named by the batch mode alone). A set is <see cref="SharedOptIn"/>, <see cref="CoalesceOptIn"/> or both
+        /// joined by '+'; the shared log is left out of rows without fsync (where it is not fsynced either).
         /// </summary>
-        public string SharedLog { get; set; } = "off";
+        public string[] OptIns { get; set; } = ["none"];
     }
 
     /// <summary>
@@ -167,7 +173,7 @@ internal static partial class ComparisonBenchmark
 
         var rows = options.ScaleOnly ? [] : Plan(options);
         var scale = options.ScaleGroups > 0
-            ? new Row(options.Sync[0], 100, options.ScaleGroups, options.ScaleCallers, phxBatch: false, options.SharedLog == "both" && options.Sync[0] ? ["auto", "auto" + SharedSuffix] : ["auto"], withPhxPaxos: false)
+            ? new Row(options.Sync[0], 100, options.ScaleGroups, options.ScaleCallers, phxBatch: false, WithOptIns(["auto"], options.Sync[0], options), withPhxPaxos: false)
             : null;
         var all = scale is null ? rows : [.. rows, scale];
         var runsPerRound = all.Sum(r => r.Sides.Count());
@@ -255,12 +261,12 @@ internal static partial class ComparisonBenchmark
                     {
                         if (propose.Length > 0)
                         {
-                            rows.Add(new Row(sync, size, groups, callers, phxBatch: false, WithShared(propose, sync)));
+                            rows.Add(new Row(sync, size, groups, callers, phxBatch: false, WithOptIns(propose, sync, o)));
                         }
 
                         if (batch.Length > 0)
                         {
-                            rows.Add(new Row(sync, size, groups, callers, phxBatch: true, WithShared(batch, sync)));
+                            rows.Add(new Row(sync, size, groups, callers, phxBatch: true, WithOptIns(batch, sync, o)));
                         }
                     }
                 }
@@ -268,9 +274,26 @@ internal static partial class ComparisonBenchmark
         }
 
         return rows;
+    }
 
-        string[] WithShared(string[] sides, bool sync) =>
-            o.SharedLog == "both" && sync ? [.. sides, .. sides.Select(side => side + SharedSuffix)] : sides;
+    /// <summary>Ours' sides of a row: each batch mode with each set of opt-ins (the shared log only with fsync), without repeats.</summary>
+    private static string[] WithOptIns(string[] batchModes, bool sync, Options o)
+    {
+        var sides = new List<string>();
+        foreach (var set in o.OptIns)
+        {
+            var parts = set.Split('+').Where(p => p != "none" && (sync || p != SharedOptIn)).ToArray();
+            foreach (var mode in batchModes)
+            {
+                var side = parts.Length == 0 ? mode : $"{mode}+{string.Join('+', parts)}";
+                if (!sides.Contains(side))
+                {
+                    sides.Add(side);
+                }
+            }
+        }
+
+        return [.. sides];
     }
 
     private static Options Parse(string[] args)
@@ -316,10 +339,19 @@ internal static partial class ComparisonBenchmark
                 case "--list": o.List = true; break;
                 case "--scale-only": o.ScaleOnly = true; break;
                 case "--shared-log":
-                    o.SharedLog = Next();
-                    if (o.SharedLog is not ("off" or "on" or "both"))
+                    o.OptIns = Next() switch
                     {
-                        throw new FormatException("--shared-log takes off, on or both");
+                        "off" => ["none"],
+                        "on" => [SharedOptIn],
+                        "both" => ["none", SharedOptIn],
+                        _ => throw new FormatException("--shared-log takes off, on or both"),
+                    };
+                    break;
+                case "--opt-in":
+                    o.OptIns = Next().Split(',');
+                    if (o.OptIns.Any(set => set != "none" && set.Split('+').Any(p => p is not (SharedOptIn or CoalesceOptIn))))
+                    {
+                        throw new FormatException("--opt-in takes sets of shared and coalesce joined by '+', or none, separated by commas");
                     }
 
                     break;

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using Orleans.Paxos.Engine.Transport;
 
 namespace Orleans.Paxos.Engine.Groups;
 
@@ -16,16 +17,6 @@ internal interface IInlineSource
 {
     /// <summary>Whether the offering thread is saturated: it should hand this work over and read on.</summary>
     bool IsSaturated { get; }
-}
-
-/// <summary>A transport that can hold the frames a thread sends during a burst of work and send them together.</summary>
-internal interface ISendBatching
-{
-    /// <summary>From now on, frames the current thread sends are held until it calls <see cref="SendHeld"/>.</summary>
-    void HoldSends();
-
-    /// <summary>Sends what the current thread holds and stops holding.</summary>
-    void SendHeld();
 }
 
 /// <summary>Something that owns timers on a loop.</summary>

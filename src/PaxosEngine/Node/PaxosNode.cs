@@ -105,6 +105,11 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
         _checkpoints = new CheckpointControl(options);
         _loops = new GroupLoop[loopCount];
         var sendBatching = _transport is NetworkTransport { CoalescesDatagrams: true } coalescing ? coalescing : null;
+        if (_storage is FileLogStorage fileStorage)
+        {
+            fileStorage.CompletionBatching = sendBatching;
+        }
+
         for (var i = 0; i < loopCount; i++)
         {
             var name = $"paxos-loop-{me.Port}-{i}";

@@ -347,26 +347,36 @@ public sealed partial class FileLogStorage
             failure = Stopped(failure);
         }
 
-        foreach (var put in batch)
+        // On a writer thread, the replies the completions send (one per record, often to the same peer) go together.
+        var batching = lane.Thread == Thread.CurrentThread ? CompletionBatching : null;
+        batching?.HoldSends();
+        try
         {
-            if (failure is not null)
+            foreach (var put in batch)
             {
-                // Not durable: readers must not see it.
-                _groups[put.GroupIndex].Unindexed.TryRemove(KeyValuePair.Create(put.InstanceId, put.Value));
-            }
+                if (failure is not null)
+                {
+                    // Not durable: readers must not see it.
+                    _groups[put.GroupIndex].Unindexed.TryRemove(KeyValuePair.Create(put.InstanceId, put.Value));
+                }
 
-            if (put.Callback is { } callback)
-            {
-                callback.OnPutCompleted(failure);
+                if (put.Callback is { } callback)
+                {
+                    callback.OnPutCompleted(failure);
+                }
+                else if (failure is null)
+                {
+                    put.Completion!.TrySetResult();
+                }
+                else
+                {
+                    put.Completion!.TrySetException(failure);
+                }
             }
-            else if (failure is null)
-            {
-                put.Completion!.TrySetResult();
-            }
-            else
-            {
-                put.Completion!.TrySetException(failure);
-            }
+        }
+        finally
+        {
+            batching?.SendHeld();
         }
 
         if (failure is null && lane.Thread == Thread.CurrentThread && IsCheckpointDue(lane))

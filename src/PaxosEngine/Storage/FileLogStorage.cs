@@ -145,6 +145,12 @@ public sealed partial class FileLogStorage : ILogStorage
     /// <inheritdoc/>
     public int GroupCount => _groups.Length;
 
+    /// <summary>
+    /// A transport that holds what a writer thread sends while it completes one batch's puts (an acceptor's replies,
+    /// often several to the same peer) and sends it together after; null sends each at once. Set before the first put.
+    /// </summary>
+    internal Transport.ISendBatching? CompletionBatching { get; set; }
+
     /// <summary>Number of fsyncs done so far (group commits of data files or of the shared log, roll-overs, checkpoints); for benchmarks and metrics.</summary>
     public long FsyncCount => Interlocked.Read(ref _fsyncCount);
 

@@ -40,3 +40,17 @@ public interface ITransport : IDisposable
     /// <returns>False when the frame was dropped at once (queue full, too large, stopped); counted.</returns>
     bool Send(NodeId destination, byte[] frame, TransportKind preferred);
 }
+
+/// <summary>
+/// A transport that can hold the frames a thread sends during a burst of work and send them together:
+/// a loop around its pass, the storage's writer around the completions of one batch.
+/// </summary>
+internal interface ISendBatching
+{
+    /// <summary>From now on, frames the current thread sends are held until it calls <see cref="SendHeld"/>.</summary>
+    void HoldSends();
+
+    /// <summary>Sends what the current thread holds and stops holding.</summary>
+    void SendHeld();
+}
+

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
-using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
 
 namespace Orleans.Paxos.Engine.Transport;

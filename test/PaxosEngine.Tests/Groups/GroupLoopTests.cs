@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Tests.Support;
+using Orleans.Paxos.Engine.Transport;
 
 namespace Orleans.Paxos.Engine.Tests.Groups;
 

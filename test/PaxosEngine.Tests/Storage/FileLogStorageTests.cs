@@ -727,8 +727,52 @@ public sealed class FileLogStorageTests : IDisposable
         Assert.Equal(StorageTestData.Promise(1), storage.Get(0, 1));
     }
 
-    private sealed class ThreadRecordingCallback(bool allowsCallerWrite) : IPutCallback
+    [Fact]
+    public void A_writer_thread_holds_what_its_completions_send_until_the_batch_is_completed()
     {
+        var storage = Open(groupCount: 1);
+        var batching = new RecordingBatching();
+        storage.CompletionBatching = batching;
+
+        // On the writer thread: the callback runs while sends are held, and they are sent right after.
+        var handedOff = new ThreadRecordingCallback(allowsCallerWrite: false, batching);
+        storage.Put(0, 0, StorageTestData.Promise(0), sync: true, handedOff);
+        Assert.True(handedOff.Completed.Wait(TimeSpan.FromSeconds(10)));
+        Assert.True(handedOff.HeldWhenCompleted);
+        Assert.True(SpinWait.SpinUntil(() => batching.Sent == 1, TimeSpan.FromSeconds(10)));
+
+        // A caller that writes its own record (a loop thread) holds or not as its loop decides: the storage leaves it.
+        var inline = new ThreadRecordingCallback(allowsCallerWrite: true, batching);
+        storage.Put(0, 1, StorageTestData.Promise(1), sync: true, inline);
+        Assert.True(inline.Completed.IsSet);
+        Assert.False(inline.HeldWhenCompleted);
+        Assert.Equal(1, batching.Sent);
+    }
+
+    private sealed class RecordingBatching : Engine.Transport.ISendBatching
+    {
+        [ThreadStatic]
+        private static bool t_holding;
+
+        private int _sent;
+
+        public bool Holding => t_holding;
+
+        public int Sent => Volatile.Read(ref _sent);
+
+        public void HoldSends() => t_holding = true;
+
+        public void SendHeld()
+        {
+            t_holding = false;
+            Interlocked.Increment(ref _sent);
+        }
+    }
+
+    private sealed class ThreadRecordingCallback(bool allowsCallerWrite, RecordingBatching? batching = null) : IPutCallback
+    {
+        public bool HeldWhenCompleted { get; private set; }
+
         public ManualResetEventSlim Completed { get; } = new();
 
         public int ThreadId { get; private set; }
@@ -741,6 +785,7 @@ public sealed class FileLogStorageTests : IDisposable
         {
             Error = error;
             ThreadId = Environment.CurrentManagedThreadId;
+            HeldWhenCompleted = batching?.Holding == true;
             Completed.Set();
         }
     }

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
-using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.Transport;
 using Orleans.Paxos.TestSupport;
