@@ -22,7 +22,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </remarks>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --shared-log off|on --coalesce off|on --metrics off,on,traces --disk --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --shared-log off|on --coalesce off|on --alloc-types --metrics off,on,traces --disk --json)";
 
     private sealed class Options
     {
@@ -60,6 +60,9 @@ internal static class ConsensusBenchmark
 
         /// <summary>Also report the disk's share: fsyncs/s, fsync and acceptor-persist latency, records per fsync.</summary>
         public bool Disk { get; set; }
+
+        /// <summary>Also print the types allocated most in this process during the window (<see cref="AllocationSampler"/>).</summary>
+        public bool AllocationTypes { get; set; }
 
         public string BasePath { get; set; } = Path.GetTempPath();
     }
@@ -256,12 +259,24 @@ internal static class ConsensusBenchmark
             var instancesBefore = SumNow(proposer, groups);
             var allocatedBefore = await TotalAllocatedAsync(children).ConfigureAwait(false);
             var cpuBefore = TotalCpu(children);
+            using var sampler = o.AllocationTypes ? new AllocationSampler() : null;
+            if (sampler is not null)
+            {
+                sampler.Sampling = true;
+            }
+
             var wall = Stopwatch.StartNew();
             disk?.Begin();
             Volatile.Write(ref measuring, 1);
             await Task.Delay(TimeSpan.FromSeconds(o.Seconds)).ConfigureAwait(false);
             Volatile.Write(ref measuring, 0);
             var elapsed = wall.Elapsed.TotalSeconds;
+            if (sampler is not null)
+            {
+                sampler.Sampling = false;
+                sampler.Print(latencies.Sum(l => (long)l.Count));
+            }
+
             var diskFigures = disk?.End(elapsed);
             var cpu = (TotalCpu(children) - cpuBefore).TotalSeconds;
             var allocated = await TotalAllocatedAsync(children).ConfigureAwait(false) - allocatedBefore;
@@ -578,6 +593,7 @@ internal static class ConsensusBenchmark
                 case "--path": o.BasePath = Next(); break;
                 case "--json": o.Json = true; break;
                 case "--disk": o.Disk = true; break;
+                case "--alloc-types": o.AllocationTypes = true; break;
                 default: throw new FormatException($"unknown option {args[i]}");
             }
         }

@@ -50,6 +50,8 @@ public sealed partial class NetworkTransport : ISendBatching
         var held = t_held;
         if (held is null || held.Transport != this)
         {
+            // A thread serves one node's transport; should it hold for another one, what it held there leaves first.
+            held?.SendAll();
             held = new HeldFrames(this);
             t_held = held;
         }

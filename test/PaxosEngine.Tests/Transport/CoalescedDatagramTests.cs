@@ -64,6 +64,30 @@ public sealed class CoalescedDatagramTests : IDisposable
     }
 
     [Fact]
+    public void A_thread_that_starts_holding_for_another_transport_first_sends_what_it_held()
+    {
+        var (a, _) = Start(coalesce: true);
+        var (b, _) = Start(coalesce: true);
+        var (c, sinkC) = Start(coalesce: true);
+
+        ((ISendBatching)a).HoldSends();
+        a.Send(c.LocalNode, Frame(a.LocalNode, 1), TransportKind.Udp);
+        a.Send(c.LocalNode, Frame(a.LocalNode, 2), TransportKind.Udp);
+        Assert.Equal(0, a.Statistics.DatagramsSent);
+
+        ((ISendBatching)b).HoldSends();
+        Assert.Equal(1, a.Statistics.DatagramsSent);
+        b.Send(c.LocalNode, Frame(b.LocalNode, 3), TransportKind.Udp);
+        ((ISendBatching)b).SendHeld();
+        WaitUntil(() => sinkC.HasSeen(1) && sinkC.HasSeen(2) && sinkC.HasSeen(3), "the frames held for both transports");
+
+        // The first transport's sends are not held any more.
+        ((ISendBatching)a).SendHeld();
+        a.Send(c.LocalNode, Frame(a.LocalNode, 4), TransportKind.Udp);
+        Assert.Equal(2, a.Statistics.DatagramsSent);
+    }
+
+    [Fact]
     public void A_single_frame_goes_as_a_plain_phxpaxos_datagram_and_several_as_the_documented_bundle()
     {
         var (a, _) = Start(coalesce: true);
