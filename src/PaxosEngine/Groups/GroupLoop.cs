@@ -49,6 +49,9 @@ internal interface ITimerTarget
 /// </remarks>
 internal sealed partial class GroupLoop : IDisposable
 {
+    /// <summary>Work items a holding loop runs before it sends what it holds, even if its pass goes on.</summary>
+    private const int MaxWorkBetweenSends = 64;
+
     private readonly ConcurrentQueue<ILoopWork> _queue = new();
     private readonly AutoResetEvent _wake = new(false);
     private readonly PriorityQueue<TimerEntry, (long Due, long Id)> _timers = new();
@@ -300,10 +303,17 @@ internal sealed partial class GroupLoop : IDisposable
 
             RunDueTimers();
             var worked = false;
+            var sinceSent = 0;
             while (!_stopping && _queue.TryDequeue(out var work))
             {
                 worked = true;
                 Execute(work);
+                if (holding && ++sinceSent == MaxWorkBetweenSends)
+                {
+                    // A queue that never empties must not hold a quiet peer's frames for as long as the load lasts.
+                    _batching!.FlushHeld();
+                    sinceSent = 0;
+                }
             }
 
             if (holding)

@@ -132,6 +132,12 @@ public sealed partial class FileLogStorage
             batch = lane.TakeIncoming();
         }
 
+        if (CompletionBatching is { } batching && batch.Exists(static put => put.Sync))
+        {
+            // The caller (a loop thread) may hold frames it sent: they must not wait for this fsync.
+            batching.FlushHeld();
+        }
+
         CommitBatch(lane, batch);
         batch.Clear();
         FlushIndexIfDue(lane);
@@ -492,6 +498,8 @@ public sealed partial class FileLogStorage
     /// </summary>
     private void Rollover(GroupLog group)
     {
+        // A caller that writes its own batch (a loop thread) may hold frames it sent: they must not wait for these fsyncs.
+        CompletionBatching?.FlushHeld();
         var oldFileId = group.CurrentFileId;
         FsyncCurrentFile(group);
         if (_sharedLog is not null)

@@ -52,5 +52,8 @@ internal interface ISendBatching
 
     /// <summary>Sends what the current thread holds and stops holding.</summary>
     void SendHeld();
+
+    /// <summary>Sends what the current thread holds and goes on holding (before the thread blocks, or after a long burst).</summary>
+    void FlushHeld();
 }
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
+using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Protocol;
 
 namespace Orleans.Paxos.Engine.Transport;
@@ -39,6 +40,15 @@ public sealed partial class NetworkTransport : ISendBatching
     /// <inheritdoc />
     void ISendBatching.SendHeld() => SendHeld();
 
+    /// <inheritdoc />
+    void ISendBatching.FlushHeld()
+    {
+        if (t_held is { } held && held.Transport == this)
+        {
+            held.SendAll();
+        }
+    }
+
     /// <summary>From now on, small frames the current thread sends are held until it calls <see cref="SendHeld"/>.</summary>
     private void HoldSends()
     {
@@ -62,20 +72,35 @@ public sealed partial class NetworkTransport : ISendBatching
     /// <summary>Sends the frames the current thread holds for this transport and stops holding.</summary>
     private void SendHeld()
     {
+        _heldDatagrams = 0;
         if (t_held is { } held && held.Transport == this)
         {
             held.Holding = false;
             held.SendAll();
+            if (_stopping)
+            {
+                // A thread that outlives the transport (a user's storage writer) must not keep it alive.
+                t_held = null;
+            }
         }
     }
 
+    /// <summary>Datagrams after which the receive thread sends what it holds even though more are waiting.</summary>
+    private const int MaxHeldDatagrams = 16;
+
+    /// <summary>Datagrams the receive thread handled since it last sent what it held (receive thread only).</summary>
+    private int _heldDatagrams;
+
     /// <summary>
-    /// The receive thread, after handling a datagram: sends what it holds unless another datagram is already waiting
-    /// (whose handling may add frames for the same peers). Asks the socket only when something is held.
+    /// The receive thread, after every datagram (whatever became of it): sends what it holds unless another datagram
+    /// is already waiting, whose handling may add frames for the same peers, and it has not held for
+    /// <see cref="MaxHeldDatagrams"/> datagrams yet nor become saturated (it then hands messages to the loops and
+    /// adds nothing). Asks the socket only when something is held.
     /// </summary>
     private void SendHeldUnlessMoreWaiting(Socket socket)
     {
-        if (t_held is { HoldsFrames: true } held && held.Transport == this && socket.Available > 0)
+        if (t_held is { HoldsFrames: true } held && held.Transport == this
+            && ++_heldDatagrams < MaxHeldDatagrams && !((IInlineSource)this).IsSaturated && socket.Available > 0)
         {
             return;
         }
@@ -97,7 +122,8 @@ public sealed partial class NetworkTransport : ISendBatching
 
     /// <summary>
     /// Delivers the frames of a bundle datagram (tag already checked and cut off), after checking its whole layout:
-    /// a malformed bundle is dropped entirely and counted as <see cref="DropReason.BadLength"/>.
+    /// a malformed bundle is dropped entirely and counted once as <see cref="DropReason.BadLength"/> (its count field
+    /// cannot be trusted).
     /// </summary>
     private void DeliverBundle(ReadOnlySpan<byte> datagram)
     {
@@ -107,7 +133,7 @@ public sealed partial class NetworkTransport : ISendBatching
         {
             if (position + BundleFramePrefixLength > datagram.Length)
             {
-                Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength, count);
+                Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
                 return;
             }
 
@@ -115,7 +141,7 @@ public sealed partial class NetworkTransport : ISendBatching
             position += BundleFramePrefixLength;
             if (length <= FrameCodec.PrefixLength || position + length > datagram.Length)
             {
-                Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength, count);
+                Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
                 return;
             }
 
@@ -124,7 +150,7 @@ public sealed partial class NetworkTransport : ISendBatching
 
         if (count == 0 || position != datagram.Length)
         {
-            Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength, Math.Max(1, (int)count));
+            Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
             return;
         }
 

@@ -202,9 +202,10 @@ public sealed partial class NetworkTransport
                     {
                         Deliver(datagram, TransportKind.Udp);
                     }
-
-                    SendHeldUnlessMoreWaiting(socket);
                 }
+
+                // After every datagram, handled or dropped: nothing stays held while this thread waits.
+                SendHeldUnlessMoreWaiting(socket);
             }
         }
         catch (ObjectDisposedException) when (_stopping)
@@ -214,6 +215,8 @@ public sealed partial class NetworkTransport
         }
         finally
         {
+            // Stopping: what is still held is counted as dropped (the socket is closing).
+            SendHeld();
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }

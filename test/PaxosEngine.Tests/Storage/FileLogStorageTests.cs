@@ -734,19 +734,21 @@ public sealed class FileLogStorageTests : IDisposable
         var batching = new RecordingBatching();
         storage.CompletionBatching = batching;
 
+        // A caller that writes its own record (a loop thread, here with nothing held) is left to hold or not as its
+        // loop decides: the storage only sends what it holds before an fsync on its thread.
+        var inline = new ThreadRecordingCallback(allowsCallerWrite: true, batching);
+        storage.Put(0, 0, StorageTestData.Promise(0), sync: true, inline);
+        Assert.True(inline.Completed.IsSet);
+        Assert.False(inline.HeldWhenCompleted);
+        Assert.Equal(0, batching.Sent);
+        Assert.Equal(1, batching.Flushed);
+
         // On the writer thread: the callback runs while sends are held, and they are sent right after.
         var handedOff = new ThreadRecordingCallback(allowsCallerWrite: false, batching);
-        storage.Put(0, 0, StorageTestData.Promise(0), sync: true, handedOff);
+        storage.Put(0, 1, StorageTestData.Promise(1), sync: true, handedOff);
         Assert.True(handedOff.Completed.Wait(TimeSpan.FromSeconds(10)));
         Assert.True(handedOff.HeldWhenCompleted);
         Assert.True(SpinWait.SpinUntil(() => batching.Sent == 1, TimeSpan.FromSeconds(10)));
-
-        // A caller that writes its own record (a loop thread) holds or not as its loop decides: the storage leaves it.
-        var inline = new ThreadRecordingCallback(allowsCallerWrite: true, batching);
-        storage.Put(0, 1, StorageTestData.Promise(1), sync: true, inline);
-        Assert.True(inline.Completed.IsSet);
-        Assert.False(inline.HeldWhenCompleted);
-        Assert.Equal(1, batching.Sent);
     }
 
     private sealed class RecordingBatching : Engine.Transport.ISendBatching
@@ -755,6 +757,7 @@ public sealed class FileLogStorageTests : IDisposable
         private static bool t_holding;
 
         private int _sent;
+        private int _flushed;
 
         public bool Holding => t_holding;
 
@@ -762,11 +765,15 @@ public sealed class FileLogStorageTests : IDisposable
 
         public void HoldSends() => t_holding = true;
 
+        public int Flushed => Volatile.Read(ref _flushed);
+
         public void SendHeld()
         {
             t_holding = false;
             Interlocked.Increment(ref _sent);
         }
+
+        public void FlushHeld() => Interlocked.Increment(ref _flushed);
     }
 
     private sealed class ThreadRecordingCallback(bool allowsCallerWrite, RecordingBatching? batching = null) : IPutCallback
