@@ -551,6 +551,17 @@ internal static class ConsensusBenchmark
         for (var i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new FormatException($"{args[i]} needs a value");
+            bool OnOff()
+            {
+                var option = args[i];
+                return Next() switch
+                {
+                    "on" => true,
+                    "off" => false,
+                    _ => throw new FormatException($"{option} takes on or off"),
+                };
+            }
+
             int[] Ints() => [.. Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))];
             switch (args[i])
             {
@@ -572,24 +583,8 @@ internal static class ConsensusBenchmark
                 case "--warmup": o.WarmupSeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--procs": o.Procs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--loops": o.Loops = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--shared-log":
-                    o.SharedLog = Next() switch
-                    {
-                        "on" => true,
-                        "off" => false,
-                        _ => throw new FormatException("--shared-log takes on or off"),
-                    };
-
-                    break;
-                case "--coalesce":
-                    o.Coalesce = Next() switch
-                    {
-                        "on" => true,
-                        "off" => false,
-                        _ => throw new FormatException("--coalesce takes on or off"),
-                    };
-
-                    break;
+                case "--shared-log": o.SharedLog = OnOff(); break;
+                case "--coalesce": o.Coalesce = OnOff(); break;
                 case "--path": o.BasePath = Next(); break;
                 case "--json": o.Json = true; break;
                 case "--disk": o.Disk = true; break;

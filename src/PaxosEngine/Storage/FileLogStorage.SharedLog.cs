@@ -47,6 +47,7 @@ public sealed partial class FileLogStorage
 
         if (sync)
         {
+            SendHeldBeforeFsync();
             var started = Stopwatch.GetTimestamp();
             try
             {

@@ -132,12 +132,6 @@ public sealed partial class FileLogStorage
             batch = lane.TakeIncoming();
         }
 
-        if (CompletionBatching is { } batching && batch.Exists(static put => put.Sync))
-        {
-            // The caller (a loop thread) may hold frames it sent: they must not wait for this fsync.
-            batching.FlushHeld();
-        }
-
         CommitBatch(lane, batch);
         batch.Clear();
         FlushIndexIfDue(lane);
@@ -463,6 +457,7 @@ public sealed partial class FileLogStorage
 
     private void Fsync(GroupLog group, Microsoft.Win32.SafeHandles.SafeFileHandle handle, int fileId)
     {
+        SendHeldBeforeFsync();
         var started = Stopwatch.GetTimestamp();
         var path = group.DataFilePath(fileId);
         try
@@ -484,6 +479,12 @@ public sealed partial class FileLogStorage
         FsyncDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
+    /// <summary>
+    /// Before any fsync: a thread that writes its own batch (a loop thread) may hold frames it sent, which must not
+    /// wait for the disk. Nothing to do on a writer thread, which holds only while it completes a batch.
+    /// </summary>
+    private void SendHeldBeforeFsync() => CompletionBatching?.FlushHeld();
+
     /// <summary>Fsyncs the group's current data file and moves its synced mark to the write position. The caller holds the group's write lock.</summary>
     private void FsyncCurrentFile(GroupLog group)
     {
@@ -498,8 +499,6 @@ public sealed partial class FileLogStorage
     /// </summary>
     private void Rollover(GroupLog group)
     {
-        // A caller that writes its own batch (a loop thread) may hold frames it sent: they must not wait for these fsyncs.
-        CompletionBatching?.FlushHeld();
         var oldFileId = group.CurrentFileId;
         FsyncCurrentFile(group);
         if (_sharedLog is not null)

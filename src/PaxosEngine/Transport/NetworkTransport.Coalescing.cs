@@ -72,7 +72,6 @@ public sealed partial class NetworkTransport : ISendBatching
     /// <summary>Sends the frames the current thread holds for this transport and stops holding.</summary>
     private void SendHeld()
     {
-        _heldDatagrams = 0;
         if (t_held is { } held && held.Transport == this)
         {
             held.Holding = false;
@@ -105,6 +104,13 @@ public sealed partial class NetworkTransport : ISendBatching
             return;
         }
 
+        SendHeldFromReceiveThread();
+    }
+
+    /// <summary>The receive thread sends what it holds and starts counting its held datagrams again.</summary>
+    private void SendHeldFromReceiveThread()
+    {
+        _heldDatagrams = 0;
         SendHeld();
     }
 
@@ -127,34 +133,13 @@ public sealed partial class NetworkTransport : ISendBatching
     /// </summary>
     private void DeliverBundle(ReadOnlySpan<byte> datagram)
     {
-        var count = BinaryPrimitives.ReadUInt16LittleEndian(datagram[4..]);
-        var position = BundleHeaderLength;
-        for (var i = 0; i < count; i++)
-        {
-            if (position + BundleFramePrefixLength > datagram.Length)
-            {
-                Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
-                return;
-            }
-
-            var length = BinaryPrimitives.ReadUInt16LittleEndian(datagram[position..]);
-            position += BundleFramePrefixLength;
-            if (length <= FrameCodec.PrefixLength || position + length > datagram.Length)
-            {
-                Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
-                return;
-            }
-
-            position += length;
-        }
-
-        if (count == 0 || position != datagram.Length)
+        if (!IsWellFormedBundle(datagram, out var count))
         {
             Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
             return;
         }
 
-        position = BundleHeaderLength;
+        var position = BundleHeaderLength;
         for (var i = 0; i < count; i++)
         {
             var length = BinaryPrimitives.ReadUInt16LittleEndian(datagram[position..]);
@@ -162,6 +147,29 @@ public sealed partial class NetworkTransport : ISendBatching
             Deliver(datagram.Slice(position, length), TransportKind.Udp);
             position += length;
         }
+    }
+
+    /// <summary>Whether the bundle's count and lengths describe exactly the datagram, with at least one frame and each long enough for a header.</summary>
+    private static bool IsWellFormedBundle(ReadOnlySpan<byte> datagram, out int count)
+    {
+        count = BinaryPrimitives.ReadUInt16LittleEndian(datagram[4..]);
+        var position = BundleHeaderLength;
+        for (var i = 0; i < count; i++)
+        {
+            if (position + BundleFramePrefixLength > datagram.Length)
+            {
+                return false;
+            }
+
+            var length = BinaryPrimitives.ReadUInt16LittleEndian(datagram[position..]);
+            position += BundleFramePrefixLength + length;
+            if (length <= FrameCodec.PrefixLength || position > datagram.Length)
+            {
+                return false;
+            }
+        }
+
+        return count > 0 && position == datagram.Length;
     }
 
     /// <summary>Whether a datagram (tag cut off) is a bundle of frames rather than one PhxPaxos frame.</summary>

@@ -171,7 +171,7 @@ public sealed partial class NetworkTransport
 
                 if (error != SocketError.Success)
                 {
-                    SendHeld();
+                    SendHeldFromReceiveThread();
                     if (error is not (SocketError.WouldBlock or SocketError.TimedOut or SocketError.Interrupted or SocketError.ConnectionReset))
                     {
                         NetworkTransportLog.UdpReceiveFailed(_logger, LocalNode, error);
@@ -216,7 +216,7 @@ public sealed partial class NetworkTransport
         finally
         {
             // Stopping: what is still held is counted as dropped (the socket is closing).
-            SendHeld();
+            SendHeldFromReceiveThread();
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
