@@ -29,6 +29,9 @@ internal static partial class ComparisonBenchmark
             $"at least {runs * (o.WarmupSeconds + o.Seconds) / 60:0.#} min; disk ceiling {(o.DiskSeconds > 0 ? $"{o.DiskSeconds:0.###} s per configuration" : "skipped")}");
         Console.WriteLine($"  nodes      3 nodes in 3 processes on 127.0.0.1 per side, fresh folders under {Path.GetTempPath()}, every proposal from node 0's process;");
         Console.WriteLine($"  opt-ins    ours: {string.Join("; ", o.OptIns.Select(DescribeOptIns))}");
+        Console.WriteLine(o.Loops == 0
+            ? "  loops      ours: the engine's default loop threads per node (one per core)"
+            : $"  loops      ours: {o.Loops} loop thread(s) per node (Paxos:LoopThreadCount; the default, one per core, is for a node with the machine to itself, and the 3 nodes share its {Environment.ProcessorCount} cores)");
         Console.WriteLine("             caller i (a thread in phxbench, a task in ours) proposes to group i % groups, one call at a time");
         Console.WriteLine("  calls      PhxPaxos Propose against ours off (one value per instance) and auto (values waiting behind an instance share the next one);");
         Console.WriteLine($"             PhxPaxos BatchPropose against ours on (BatchProposeAsync, the same rule: count {o.BatchCount}, 20 ms) and idle (BatchFlushWhenIdle)");

@@ -69,7 +69,7 @@ internal static partial class ComparisonBenchmark
             "consensus", "--procs", "3", "--json", "--groups", I(row.Groups), "--value-size", I(row.ValueBytes),
             "--proposers", I(row.Callers), "--batch", batch, "--batch-count", I(o.BatchCount), "--sync", row.Sync ? "on" : "off",
             "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds), "--shared-log", shared ? "on" : "off",
-            "--coalesce", coalesce ? "on" : "off",
+            "--coalesce", coalesce ? "on" : "off", "--loops", I(o.Loops),
         })
         {
             psi.ArgumentList.Add(a);

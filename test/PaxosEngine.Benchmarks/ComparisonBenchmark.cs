@@ -36,6 +36,8 @@ internal static partial class ComparisonBenchmark
                                   shared (Paxos:SharedLog, rows with fsync only), coalesce (Paxos:CoalesceDatagrams), or
                                   both joined by '+'; e.g. none,shared+coalesce gives sides "off", "off+shared+coalesce", ...
           --shared-log off        on: the same as --opt-in shared; both: --opt-in none,shared
+          --loops N               ours' loop threads per node (Paxos:LoopThreadCount); default: this machine's cores
+                                  divided among the 3 nodes, at least 1 (0: the engine's default, one per core per node)
           --list                  print the configuration and the planned runs, run nothing
         The full matrix is 3 rounds of 241 runs; --quick is 3 rounds of 21. Compare figures within one run only.
         """;
@@ -87,6 +89,13 @@ internal static partial class ComparisonBenchmark
         /// joined by '+'; the shared log is left out of rows without fsync (where it is not fsynced either).
         /// </summary>
         public string[] OptIns { get; set; } = ["none"];
+
+        /// <summary>
+        /// Loop threads per node of ours (<c>consensus --loops</c>). The engine's default is one per core, for a node
+        /// that has its machine to itself; here three nodes share the machine, so by default each gets its share of
+        /// the cores (at least one). 0 leaves the engine's default.
+        /// </summary>
+        public int Loops { get; set; } = Math.Max(1, Environment.ProcessorCount / 3);
     }
 
     /// <summary>
@@ -338,6 +347,7 @@ internal static partial class ComparisonBenchmark
                 case "--disk-threads": o.DiskThreads = Ints(); break;
                 case "--list": o.List = true; break;
                 case "--scale-only": o.ScaleOnly = true; break;
+                case "--loops": o.Loops = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--shared-log":
                     o.OptIns = Next() switch
                     {
@@ -365,9 +375,9 @@ internal static partial class ComparisonBenchmark
         }
 
         if (o.Repeat < 1 || o.Seconds <= 0 || o.WarmupSeconds < 0 || o.Sync.Length == 0
-            || o.Groups.Concat(o.Callers).Any(n => n < 1) || o.ValueSizes.Any(n => n < 0) || o.BatchCount < 1)
+            || o.Groups.Concat(o.Callers).Any(n => n < 1) || o.ValueSizes.Any(n => n < 0) || o.BatchCount < 1 || o.Loops < 0)
         {
-            throw new FormatException("--repeat, --seconds, --groups, --callers and --batch-count must be positive, --warmup and --value-size not negative");
+            throw new FormatException("--repeat, --seconds, --groups, --callers and --batch-count must be positive, --warmup, --value-size and --loops not negative");
         }
 
         if (o.ScaleOnly && o.ScaleGroups < 1)
