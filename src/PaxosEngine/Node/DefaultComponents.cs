@@ -15,6 +15,7 @@ internal static class DefaultComponents
             GroupCount = options.GroupCount,
             DataFileSize = checked((int)options.DataFileSize),
             SharedLog = options.SharedLog,
+            FlushFilesTogether = options.FlushFilesTogether,
             Logger = loggerFactory.CreateLogger<FileLogStorage>(),
             FileOperations = options.FaultInjection?.SyncJournal is { Length: > 0 } journal ? new SyncJournalFileOperations(journal) : LogFileOperations.Os,
         });

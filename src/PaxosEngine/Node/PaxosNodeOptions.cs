@@ -33,6 +33,14 @@ public sealed partial class PaxosNodeOptions
     /// </summary>
     public bool SharedLog { get; set; }
 
+    /// <summary>
+    /// Whether the log writer makes the records of several groups durable with one flush of the disk (Linux; see
+    /// <see cref="Storage.LogStorageOptions.FlushFilesTogether"/>): the data files stay PhxPaxos's, byte for byte, and a
+    /// batch of records for many groups costs one <c>fdatasync</c> instead of one per group. Default true; false
+    /// fsyncs each group's file on its own, as PhxPaxos does. Not used with <see cref="SharedLog"/>.
+    /// </summary>
+    public bool FlushFilesTogether { get; set; } = true;
+
     /// <summary>Skip fsync on all but every (N+1)-th acceptor write (PhxPaxos <c>iSyncInterval</c>). Default 0.</summary>
     public int SyncInterval { get; set; }
 

@@ -32,6 +32,71 @@ internal static partial class DataSync
     }
 
     /// <summary>
+    /// Whether <see cref="WriteBack"/> and <see cref="DeviceOf"/> work here: Linux, 64-bit (where <c>st_dev</c> is the
+    /// first eight bytes of <c>struct stat</c>).
+    /// </summary>
+    public static bool SupportsWriteBack { get; } = IsLinux && Environment.Is64BitProcess;
+
+    /// <summary>
+    /// Writes the file's dirty pages in the range to the disk without its metadata and without flushing the disk's
+    /// cache (<c>sync_file_range</c>): <paramref name="wait"/> false starts the writes, true also waits until every
+    /// write in the range has completed. Only for ranges whose blocks are already allocated and written (overwrites
+    /// in place): the data is then durable after the next flush of the device's cache, such as an <c>fdatasync</c>
+    /// of any file on the same device. Throws <see cref="IOException"/> on failure.
+    /// </summary>
+    public static void WriteBack(SafeFileHandle handle, long offset, long length, bool wait)
+    {
+        const uint WaitBefore = 1;
+        const uint Write = 2;
+        const uint WaitAfter = 4;
+        var flags = wait ? WaitBefore | Write | WaitAfter : Write;
+        var errno = 0;
+        var added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            // Once per group and batch: no closure.
+            if (sync_file_range((int)handle.DangerousGetHandle(), offset, length, flags) != 0)
+            {
+                errno = Marshal.GetLastPInvokeError();
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+
+        if (errno != 0)
+        {
+            throw new IOException($"sync_file_range failed: {new Win32Exception(errno).Message} (errno {errno}).", errno);
+        }
+    }
+
+    /// <summary>The device the file is on (<c>st_dev</c> of <c>fstat</c>), or null where that is not known.</summary>
+    public static ulong? DeviceOf(SafeFileHandle handle)
+    {
+        if (!SupportsWriteBack)
+        {
+            return null;
+        }
+
+        try
+        {
+            // struct stat is 144 bytes on x86-64 and 128 on arm64; st_dev comes first on both.
+            var stat = new byte[256];
+            return OnDescriptor(handle, fd => fstat(fd, stat)) == 0 ? BitConverter.ToUInt64(stat, 0) : null;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            // A C library older than glibc 2.33 exports no fstat symbol.
+            return null;
+        }
+    }
+
+    /// <summary>
     /// Makes a folder's entries (a file created in it) durable: <c>fsync</c> of the folder on Linux, nothing
     /// elsewhere. Throws <see cref="IOException"/> on failure.
     /// </summary>
@@ -125,6 +190,12 @@ internal static partial class DataSync
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fdatasync(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int sync_file_range(int fd, long offset, long nbytes, uint flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fstat(int fd, [Out] byte[] buf);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial long lseek(int fd, long offset, int whence);

@@ -305,13 +305,7 @@ public sealed partial class FileLogStorage
                 }
                 else
                 {
-                    foreach (var group in batchGroups)
-                    {
-                        if (group.NeedsSync)
-                        {
-                            FsyncCurrentFile(group);
-                        }
-                    }
+                    SyncGroups(lane, batchGroups);
                 }
 
                 foreach (var group in batchGroups)
@@ -584,6 +578,18 @@ public sealed partial class FileLogStorage
         public object QueueLock { get; } = new();
 
         public List<GroupLog> BatchGroups { get; } = [];
+
+        /// <summary>The batch's groups that need an fsync, those written in place, and the devices flushed (writer only).</summary>
+        public List<GroupLog> SyncGroups { get; } = [];
+
+        /// <inheritdoc cref="SyncGroups"/>
+        public List<GroupLog> InPlaceGroups { get; } = [];
+
+        /// <inheritdoc cref="SyncGroups"/>
+        public List<GroupLog> OtherGroups { get; } = [];
+
+        /// <inheritdoc cref="SyncGroups"/>
+        public List<ulong> FlushedDevices { get; } = [];
 
         public List<PendingPut> Incoming { get; set; } = [];
 

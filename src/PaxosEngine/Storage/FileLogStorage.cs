@@ -30,6 +30,7 @@ namespace Orleans.Paxos.Engine.Storage;
 public sealed partial class FileLogStorage : ILogStorage
 {
     private readonly LogStorageOptions _options;
+    private readonly bool _flushFilesTogether;
     private readonly GroupLog[] _groups;
     private int _disposed;
     private readonly SharedLog? _sharedLog;
@@ -45,6 +46,7 @@ public sealed partial class FileLogStorage : ILogStorage
         ArgumentOutOfRangeException.ThrowIfLessThan(options.DataFileSize, 4096);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.IndexFlushInterval, TimeSpan.Zero);
         _options = options;
+        _flushFilesTogether = options.FlushFilesTogether && !options.SharedLog && DataSync.SupportsWriteBack;
         _indexFlushTicks = (long)Math.Min(options.IndexFlushInterval.TotalSeconds * Stopwatch.Frequency, long.MaxValue / 4);
         _logger = options.Logger ?? throw new ArgumentNullException(nameof(options), "LogStorageOptions.Logger must not be null.");
         Directory.CreateDirectory(options.RootPath);
@@ -132,7 +134,8 @@ public sealed partial class FileLogStorage : ILogStorage
             throw;
         }
 
-        _lanes = new WriterLane[options.SharedLog ? 1 : Math.Clamp(options.WriterThreads, 1, _groups.Length)];
+        var writers = options.SharedLog ? 1 : options.WriterThreads > 0 ? options.WriterThreads : _flushFilesTogether ? 1 : 8;
+        _lanes = new WriterLane[Math.Clamp(writers, 1, _groups.Length)];
         for (var i = 0; i < _lanes.Length; i++)
         {
             var lane = new WriterLane();

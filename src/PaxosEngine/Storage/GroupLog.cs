@@ -98,6 +98,30 @@ internal sealed class GroupLog : IDisposable
 
     public bool NeedsSync { get; set; }
 
+    private volatile DataFilePathEntry? _lastPath;
+
+    /// <summary>
+    /// The handle of the current file for which <see cref="InPlaceEnd"/> holds (a new handle, as after a roll-over or
+    /// a clear, starts with nothing known).
+    /// </summary>
+    public SafeFileHandle? InPlaceHandle { get; set; }
+
+    /// <summary>
+    /// Everything of the current file below this offset was written (records, or zeros ahead of them) and made
+    /// durable by an <c>fdatasync</c>, so its blocks are allocated: records written below it are overwrites in place,
+    /// which a write-back and a flush of the device make durable without the file's metadata.
+    /// </summary>
+    public long InPlaceEnd { get; set; }
+
+    /// <summary>Where the zeros written ahead of the records in this batch end; becomes <see cref="InPlaceEnd"/> once fsynced.</summary>
+    public long ZeroedAheadTo { get; set; }
+
+    /// <summary>The device of the group's data files (<c>st_dev</c>), once known; null where it cannot be told.</summary>
+    public ulong? Device { get; set; }
+
+    /// <summary>Whether <see cref="Device"/> was looked up.</summary>
+    public bool DeviceKnown { get; set; }
+
     /// <summary>
     /// The end of the data the last completed fsync covered: (file id, offset), or null before the first.
     /// Stored with each index flush, so that recovery can tell a torn write (past it) from damage (before it).
@@ -128,7 +152,19 @@ internal sealed class GroupLog : IDisposable
     /// </summary>
     public System.Collections.Concurrent.ConcurrentDictionary<ulong, byte[]> Unindexed { get; } = new();
 
-    public string DataFilePath(int fileId) => System.IO.Path.Combine(DataDirectory, fileId.ToString(CultureInfo.InvariantCulture) + ".f");
+    /// <summary>The path of data file <paramref name="fileId"/> (the last one asked for is kept: the writer asks for the current file with every batch).</summary>
+    public string DataFilePath(int fileId)
+    {
+        var last = _lastPath;
+        if (last?.FileId == fileId)
+        {
+            return last.Path;
+        }
+
+        var path = System.IO.Path.Combine(DataDirectory, fileId.ToString(CultureInfo.InvariantCulture) + ".f");
+        _lastPath = new DataFilePathEntry(fileId, path);
+        return path;
+    }
 
     /// <summary>The ids of the data files present, ascending.</summary>
     public List<int> ListDataFiles()
@@ -285,4 +321,6 @@ internal sealed class GroupLog : IDisposable
         Index.Dispose();
         FilesLock.Dispose();
     }
+
+    private sealed record DataFilePathEntry(int FileId, string Path);
 }

@@ -56,6 +56,14 @@ internal class LogFileOperations
     }
 
     /// <summary>
+    /// Writes the file's range to the disk without flushing the disk's cache (<c>sync_file_range</c>, see
+    /// <see cref="DataSync.WriteBack"/>): <paramref name="wait"/> false starts the writes, true waits for them.
+    /// Durable only once a later <see cref="Flush"/> of a file on the same device returns.
+    /// </summary>
+    /// <exception cref="IOException">The write-back failed; what was written since the last flush may be lost.</exception>
+    public virtual void WriteBack(SafeFileHandle handle, string path, long offset, long length, bool wait) => DataSync.WriteBack(handle, offset, length, wait);
+
+    /// <summary>
     /// Extends a new data file to <paramref name="size"/> bytes the way PhxPaxos does: one zero byte
     /// written at size − 1, leaving a sparse file whose unused space reads as zeros.
     /// </summary>

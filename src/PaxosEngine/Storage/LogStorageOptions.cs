@@ -23,10 +23,22 @@ public sealed record LogStorageOptions
     public int DataFileSize { get; init; } = DefaultDataFileSize;
 
     /// <summary>
-    /// Writer threads; groups are spread over them so that different groups' fsyncs overlap. Each
-    /// group's writes stay on one thread, in order. Default 8 (capped at the group count).
+    /// Writer threads; groups are spread over them, and each group's writes stay on one thread, in order. 0 (the
+    /// default) picks: 1 when <see cref="FlushFilesTogether"/> is in effect or with <see cref="SharedLog"/> (a thread's
+    /// batch then makes every group's records durable with one flush of the disk, and the fewer threads, the more
+    /// records per flush), otherwise 8, so that different groups' fsyncs overlap. Capped at the group count.
     /// </summary>
-    public int WriterThreads { get; init; } = 8;
+    public int WriterThreads { get; init; }
+
+    /// <summary>
+    /// Whether one batch of the log writer makes the records of several groups durable with one flush of the disk
+    /// (Linux): each data file is written ahead with zeros (1 MiB at a time, fsynced) so that records overwrite
+    /// allocated blocks in place; the batch then writes back every group's records (<c>sync_file_range</c>) and one
+    /// <c>fdatasync</c> per device flushes the disk's cache for all of them. The files stay PhxPaxos's, byte for byte
+    /// (the zeros are what the sparse file read as). Default true; false fsyncs every group's file on its own, as
+    /// PhxPaxos does. Ignored with <see cref="SharedLog"/>, which has one file to flush.
+    /// </summary>
+    public bool FlushFilesTogether { get; init; } = true;
 
     /// <summary>
     /// Whether the groups share one write-ahead log (<c>sharedlog</c> in <see cref="RootPath"/>): a batch of

@@ -9,13 +9,16 @@ namespace Orleans.Paxos.Engine.Storage;
 /// operations, journaling how far each data file was made durable. Data files are append-only, so a
 /// file's durable part is everything below the end of the last write that completed before its last
 /// successful fsync. Lines: <c>new &lt;path&gt;</c> when a data file is preallocated (a new file; earlier lines
-/// about that path no longer apply) and <c>sync &lt;path&gt; &lt;end&gt;</c> after each successful flush.
+/// about that path no longer apply) and <c>sync &lt;path&gt; &lt;end&gt;</c> after each successful flush. A flush of any
+/// data file also makes durable what every completed write-back (<see cref="WriteBack"/>) wrote before it started,
+/// as a flush of the disk's cache does (the tests keep every data file on one device).
 /// Each line reaches the operating system before the call returns, so it survives kill -9.
 /// </summary>
 internal sealed class SyncJournalFileOperations : LogFileOperations
 {
     private readonly Lock _gate = new();
     private readonly Dictionary<string, long> _writtenEnd = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _writtenBack = new(StringComparer.Ordinal);
     private readonly FileStream _journal;
 
     public SyncJournalFileOperations(string journalPath)
@@ -37,15 +40,48 @@ internal sealed class SyncJournalFileOperations : LogFileOperations
 
     public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
     {
-        // Only writes that completed before the flush started are covered by it.
+        // Only writes that completed before the flush started are covered by it: this file's, and those of other
+        // files whose write-back completed.
         long end;
+        KeyValuePair<string, long>[] writtenBack;
         lock (_gate)
         {
             end = _writtenEnd.GetValueOrDefault(path);
+            writtenBack = [.. _writtenBack];
         }
 
         base.Flush(handle, path, dataOnly);
         Append($"sync {Path.GetFullPath(path)} {end.ToString(CultureInfo.InvariantCulture)}");
+        foreach (var (other, otherEnd) in writtenBack)
+        {
+            Append($"sync {Path.GetFullPath(other)} {otherEnd.ToString(CultureInfo.InvariantCulture)}");
+            lock (_gate)
+            {
+                if (_writtenBack.TryGetValue(other, out var now) && now == otherEnd)
+                {
+                    _writtenBack.Remove(other);
+                }
+            }
+        }
+    }
+
+    public override void WriteBack(SafeFileHandle handle, string path, long offset, long length, bool wait)
+    {
+        // A completed write-back covers what was written in the range before it started.
+        long end;
+        lock (_gate)
+        {
+            end = Math.Min(_writtenEnd.GetValueOrDefault(path), offset + length);
+        }
+
+        base.WriteBack(handle, path, offset, length, wait);
+        if (wait)
+        {
+            lock (_gate)
+            {
+                _writtenBack[path] = Math.Max(_writtenBack.GetValueOrDefault(path), end);
+            }
+        }
     }
 
     public override void Preallocate(SafeFileHandle handle, string path, long size)
@@ -53,6 +89,7 @@ internal sealed class SyncJournalFileOperations : LogFileOperations
         lock (_gate)
         {
             _writtenEnd.Remove(path);
+            _writtenBack.Remove(path);
         }
 
         Append($"new {Path.GetFullPath(path)}");

@@ -16,7 +16,9 @@ public enum DiskError
 
 /// <summary>
 /// The storage's real file operations with injectable failures, and a shadow of what was made durable:
-/// every write is remembered until a successful flush of its file makes it durable. A failed flush leaves
+/// every write is remembered until a successful flush of its file makes it durable, or, once a write-back of its
+/// file completed, a successful flush of any file (a flush of the disk's cache; the tests keep every file on one
+/// device). A failed flush leaves
 /// it pending, as a kernel that drops dirty pages after a failed fsync would. <see cref="SimulatePowerLoss(Random)"/>
 /// then puts back on disk only what was durable. Thread-safe.
 /// </summary>
@@ -25,6 +27,7 @@ internal sealed class FaultyFileOperations : LogFileOperations
     private readonly Lock _gate = new();
     private readonly Dictionary<string, byte[]> _durable = [];
     private readonly Dictionary<string, List<(long Offset, byte[] Data)>> _pending = [];
+    private readonly Dictionary<string, List<(long Offset, byte[] Data)>> _writtenBack = [];
     private LogFileOperation? _failing;
     private DiskError _error;
     private int _failuresInjected;
@@ -80,20 +83,60 @@ internal sealed class FaultyFileOperations : LogFileOperations
         {
             // Taken under the lock so that a write of the same file cannot slip between the flush and the bookkeeping.
             base.Flush(handle, path, dataOnly);
-            var image = _durable.GetValueOrDefault(path, []);
-            foreach (var (offset, data) in Pending(path))
-            {
-                if (image.Length < offset + data.Length)
-                {
-                    Array.Resize(ref image, (int)(offset + data.Length));
-                }
+            MakeDurable(path, Pending(path));
 
-                data.CopyTo(image, offset);
+            // The disk's cache is flushed: what other files wrote back is durable too.
+            foreach (var (other, writes) in _writtenBack)
+            {
+                MakeDurable(other, writes);
             }
 
-            _durable[path] = image;
-            Pending(path).Clear();
+            _writtenBack.Clear();
         }
+    }
+
+    public override void WriteBack(SafeFileHandle handle, string path, long offset, long length, bool wait)
+    {
+        ThrowIfFailing(LogFileOperation.Fsync, path, "sync_file_range");
+        lock (_gate)
+        {
+            base.WriteBack(handle, path, offset, length, wait);
+            if (!wait)
+            {
+                return;
+            }
+
+            // Written to the disk's cache, not yet durable: the next flush of any file makes it so.
+            var pending = Pending(path);
+            if (!_writtenBack.TryGetValue(path, out var written))
+            {
+                _writtenBack[path] = written = [];
+            }
+
+            foreach (var write in pending.Where(w => w.Offset >= offset && w.Offset + w.Data.Length <= offset + length).ToList())
+            {
+                written.Add(write);
+                pending.Remove(write);
+            }
+        }
+    }
+
+    /// <summary>Applies <paramref name="writes"/> to the durable image of <paramref name="path"/> and forgets them. Under the lock.</summary>
+    private void MakeDurable(string path, List<(long Offset, byte[] Data)> writes)
+    {
+        var image = _durable.GetValueOrDefault(path, []);
+        foreach (var (offset, data) in writes)
+        {
+            if (image.Length < offset + data.Length)
+            {
+                Array.Resize(ref image, (int)(offset + data.Length));
+            }
+
+            data.CopyTo(image, offset);
+        }
+
+        _durable[path] = image;
+        writes.Clear();
     }
 
     public override void Preallocate(SafeFileHandle handle, string path, long size)
@@ -106,6 +149,7 @@ internal sealed class FaultyFileOperations : LogFileOperations
             {
                 _durable.Remove(path);
                 _pending.Remove(path);
+                _writtenBack.Remove(path);
             }
         }
 
@@ -162,6 +206,13 @@ internal sealed class FaultyFileOperations : LogFileOperations
         const int Page = 4096;
         lock (_gate)
         {
+            // Written back but never flushed: still in the disk's volatile cache, as lost as the rest.
+            foreach (var (path, writes) in _writtenBack)
+            {
+                Pending(path).InsertRange(0, writes);
+            }
+
+            _writtenBack.Clear();
             long reverted = 0;
             foreach (var (path, writes) in _pending)
             {

@@ -1,0 +1,278 @@
+using Microsoft.Win32.SafeHandles;
+using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Tests.Support;
+
+namespace Orleans.Paxos.Engine.Tests.Storage;
+
+/// <summary>
+/// One flush of the disk for the records of several groups (<see cref="LogStorageOptions.FlushFilesTogether"/>): which
+/// file operations a batch makes, in which order, and that what was acknowledged survives a power loss.
+/// </summary>
+public sealed class FlushTogetherTests : IDisposable
+{
+    private readonly TempDirectory _root = new();
+    private readonly List<FileLogStorage> _opened = [];
+
+    public void Dispose()
+    {
+        foreach (var storage in _opened)
+        {
+            storage.Dispose();
+        }
+
+        _root.Dispose();
+    }
+
+    [Fact]
+    public void Groups_first_write_zeros_ahead_with_their_own_fsync_then_share_one_flush()
+    {
+        Assert.True(DataSync.SupportsWriteBack, "The storage flushes groups' files together on 64-bit Linux, where these tests run.");
+        var files = new RecordingFileOperations();
+        var storage = Open(files, groupCount: 4);
+
+        // A first batch of groups 1-3: nothing is known to be allocated yet, so each writes zeros ahead of its
+        // record and fsyncs its own file.
+        var first = WriteOneBatch(storage, files, instance: 0, groups: [1, 2, 3]);
+        Assert.Equal(0, first.Count(e => e.Kind == "writeback"));
+        Assert.Equal([1, 2, 3], first.Where(e => e.Kind == "flush").Select(e => e.Group).Order());
+        var recordLength = 12 + StorageTestData.Promise(0).Length;
+        foreach (var group in new[] { 1, 2, 3 })
+        {
+            // From the end of the record to a page boundary at least 1 MiB further.
+            var zeros = Assert.Single(first, e => e.Kind == "write" && e.Group == group && e.Length > 1000);
+            Assert.Equal(recordLength, zeros.Offset);
+            Assert.Equal(0, (zeros.Offset + zeros.Length) % 4096);
+            Assert.InRange(zeros.Length, FileLogStorage.ZeroAheadBytes, FileLogStorage.ZeroAheadBytes + 4096);
+        }
+
+        // The next batch of the same groups overwrites allocated blocks in place: every write-back started, then
+        // waited for, then one fdatasync flushes the disk for all three.
+        var second = WriteOneBatch(storage, files, instance: 1, groups: [1, 2, 3]);
+        var kinds = second.Where(e => e.Kind is "writeback" or "flush").ToList();
+        Assert.Equal(7, kinds.Count);
+        Assert.All(kinds.Take(3), e => Assert.Equal(("writeback", false), (e.Kind, e.Wait)));
+        Assert.All(kinds.Skip(3).Take(3), e => Assert.Equal(("writeback", true), (e.Kind, e.Wait)));
+        Assert.Equal([1, 2, 3], kinds.Take(3).Select(e => e.Group).Order());
+        Assert.Equal([1, 2, 3], kinds.Skip(3).Take(3).Select(e => e.Group).Order());
+        Assert.Equal("flush", kinds[6].Kind);
+        Assert.DoesNotContain(second, e => e.Kind == "write" && e.Length > 1000);
+
+        for (var group = 1; group <= 3; group++)
+        {
+            Assert.Equal(StorageTestData.Promise(1), storage.Get(group, 1));
+        }
+    }
+
+    [Fact]
+    public void A_group_whose_records_pass_the_zeros_fsyncs_itself_and_that_flush_covers_the_others()
+    {
+        Assert.True(DataSync.SupportsWriteBack, "The storage flushes groups' files together on 64-bit Linux, where these tests run.");
+        var files = new RecordingFileOperations();
+        var storage = Open(files, groupCount: 4);
+        WriteOneBatch(storage, files, instance: 0, groups: [1, 2]);
+
+        // Group 1's next record is larger than the zeros written ahead of it: its blocks are new, so it writes
+        // zeros ahead again and fsyncs its file (metadata and all); group 2 is written back, and group 1's fsync,
+        // which comes after that write-back completed, flushes the disk for both.
+        var batch = WriteOneBatch(storage, files, instance: 1, groups: [1, 2], valueSize: group => group == 1 ? FileLogStorage.ZeroAheadBytes + 8192 : 0);
+        var kinds = batch.Where(e => e.Kind is "writeback" or "flush").Select(e => (e.Kind, e.Group, e.Wait)).ToList();
+        Assert.Equal([("writeback", 2, false), ("writeback", 2, true), ("flush", 1, false)], kinds);
+        Assert.Contains(batch, e => e.Kind == "write" && e.Group == 1 && e.Length > 1000 && e.Offset > FileLogStorage.ZeroAheadBytes);
+    }
+
+    [Fact]
+    public void Turned_off_every_group_fsyncs_its_own_file()
+    {
+        var files = new RecordingFileOperations();
+        var storage = Open(files, groupCount: 4, flushTogether: false);
+        WriteOneBatch(storage, files, instance: 0, groups: [1, 2, 3]);
+        var second = WriteOneBatch(storage, files, instance: 1, groups: [1, 2, 3]);
+        Assert.DoesNotContain(second, e => e.Kind == "writeback");
+        Assert.Equal([1, 2, 3], second.Where(e => e.Kind == "flush").Select(e => e.Group).Order());
+    }
+
+    [Fact]
+    public void Records_acknowledged_after_a_shared_flush_survive_a_power_loss_and_the_files_stay_phxpaxos()
+    {
+        Assert.True(DataSync.SupportsWriteBack, "The storage flushes groups' files together on 64-bit Linux, where these tests run.");
+        var faulty = new FaultyFileOperations();
+        var files = new RecordingFileOperations(faulty);
+        var storage = Open(files, groupCount: 4);
+        for (ulong instance = 0; instance < 4; instance++)
+        {
+            WriteOneBatch(storage, files, instance, groups: [1, 2, 3]);
+        }
+
+        Assert.Contains(files.Events, e => e.Kind == "writeback");
+
+        // Every acknowledged record was flushed after its write-back (the double counts a write-back without a flush
+        // as lost): a power loss now takes nothing.
+        storage.Dispose();
+        Assert.Equal(0, faulty.SimulatePowerLoss());
+
+        var reopened = Open(LogFileOperations.Os, groupCount: 4);
+        for (var group = 1; group <= 3; group++)
+        {
+            Assert.Equal(3ul, reopened.GetMaxInstanceId(group));
+            for (ulong instance = 0; instance < 4; instance++)
+            {
+                Assert.Equal(StorageTestData.Promise(instance), reopened.Get(group, instance));
+            }
+        }
+
+        // Zeros written ahead are what the sparse file read as: the file holds the records, then zeros.
+        var bytes = File.ReadAllBytes(Path.Combine(_root.Path, "g1", "vfile", "0.f"));
+        var recordsEnd = 4 * (12 + StorageTestData.Promise(0).Length);
+        Assert.True(bytes.AsSpan(recordsEnd).IndexOfAnyExcept((byte)0) < 0);
+    }
+
+    [Fact]
+    public void A_write_back_that_no_flush_followed_is_lost_with_the_power()
+    {
+        Assert.True(DataSync.SupportsWriteBack, "The storage flushes groups' files together on 64-bit Linux, where these tests run.");
+        var faulty = new FaultyFileOperations();
+        var path = Path.Combine(_root.Path, "loose.f");
+        using (var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite))
+        {
+            faulty.Preallocate(handle, path, 8192);
+            faulty.Write(handle, path, [1, 2, 3], 0);
+            faulty.WriteBack(handle, path, 0, 3, wait: false);
+            faulty.WriteBack(handle, path, 0, 3, wait: true);
+        }
+
+        Assert.Equal(3, faulty.SimulatePowerLoss());
+        Assert.Equal(new byte[3], File.ReadAllBytes(path).AsSpan(0, 3).ToArray());
+    }
+
+    /// <summary>Puts one record to each of <paramref name="groups"/> and returns the file operations of the batch that wrote them together.</summary>
+    private static List<FileEvent> WriteOneBatch(FileLogStorage storage, RecordingFileOperations files, ulong instance, int[] groups, Func<int, int>? valueSize = null)
+    {
+        // Group 0's record makes the writer thread busy (its flush waits for the gate) while the others queue behind
+        // it, so that they are written as one batch.
+        using var gate = new ManualResetEventSlim();
+        files.Gate = gate;
+        var blocker = new Completion();
+        storage.Put(0, instance, StorageTestData.Promise(instance), sync: true, blocker);
+        Assert.True(SpinWait.SpinUntil(() => files.Waiting, TimeSpan.FromSeconds(30)));
+        var completions = groups.Select(_ => new Completion()).ToArray();
+        for (var i = 0; i < groups.Length; i++)
+        {
+            var size = valueSize?.Invoke(groups[i]) ?? 0;
+            storage.Put(groups[i], instance, size == 0 ? StorageTestData.Promise(instance) : StorageTestData.Sized(instance, size, groups[i]), sync: true, completions[i]);
+        }
+
+        var start = files.Events.Count;
+        files.Gate = null;
+        gate.Set();
+        Assert.True(blocker.Done.Wait(TimeSpan.FromSeconds(30)));
+        foreach (var completion in completions)
+        {
+            Assert.True(completion.Done.Wait(TimeSpan.FromSeconds(30)));
+            Assert.Null(completion.Error);
+        }
+
+        // The blocker's own flush ends its batch; the next batch is the groups' one.
+        return [.. files.Events.Skip(start).SkipWhile(e => !(e.Kind == "flush" && e.Group == 0)).Skip(1).Where(e => e.Group != 0)];
+    }
+
+    private FileLogStorage Open(LogFileOperations files, int groupCount, bool flushTogether = true)
+    {
+        var storage = new FileLogStorage(new LogStorageOptions
+        {
+            RootPath = _root.Path,
+            GroupCount = groupCount,
+            FlushFilesTogether = flushTogether,
+            WriterThreads = 1,
+            FileOperations = files,
+        });
+        _opened.Add(storage);
+        return storage;
+    }
+
+    private sealed record FileEvent(string Kind, int Group, long Offset, long Length, bool Wait);
+
+    private sealed class Completion : IPutCallback
+    {
+        public ManualResetEventSlim Done { get; } = new();
+
+        public Exception? Error { get; private set; }
+
+        public bool AllowsCallerWrite => false;
+
+        public void OnPutCompleted(Exception? error)
+        {
+            Error = error;
+            Done.Set();
+        }
+    }
+
+    /// <summary>Records the data-file operations (group, kind, range) and can hold a flush of group 0 at a gate.</summary>
+    private sealed class RecordingFileOperations(LogFileOperations? inner = null) : LogFileOperations
+    {
+        private readonly LogFileOperations _inner = inner ?? Os;
+        private readonly Lock _gate = new();
+        private readonly List<FileEvent> _events = [];
+        private volatile bool _waiting;
+
+        public ManualResetEventSlim? Gate { get; set; }
+
+        public bool Waiting => _waiting;
+
+        public List<FileEvent> Events
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return [.. _events];
+                }
+            }
+        }
+
+        public override void Write(SafeFileHandle handle, string path, ReadOnlySpan<byte> data, long offset)
+        {
+            _inner.Write(handle, path, data, offset);
+            Record("write", path, offset, data.Length, wait: false);
+        }
+
+        public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
+        {
+            if (Gate is { } gate && GroupOf(path) == 0)
+            {
+                _waiting = true;
+                gate.Wait();
+                _waiting = false;
+            }
+
+            _inner.Flush(handle, path, dataOnly);
+            Record("flush", path, 0, 0, wait: false);
+        }
+
+        public override void WriteBack(SafeFileHandle handle, string path, long offset, long length, bool wait)
+        {
+            _inner.WriteBack(handle, path, offset, length, wait);
+            Record("writeback", path, offset, length, wait);
+        }
+
+        public override void Preallocate(SafeFileHandle handle, string path, long size) => _inner.Preallocate(handle, path, size);
+
+        private static int GroupOf(string path)
+        {
+            var dir = Path.GetFileName(Path.GetDirectoryName(Path.GetDirectoryName(path)));
+            return dir is { Length: > 1 } && dir[0] == 'g' && int.TryParse(dir.AsSpan(1), out var group) ? group : -1;
+        }
+
+        private void Record(string kind, string path, long offset, long length, bool wait)
+        {
+            if (!path.EndsWith(".f", StringComparison.Ordinal))
+            {
+                return;
+            }
+
+            lock (_gate)
+            {
+                _events.Add(new FileEvent(kind, GroupOf(path), offset, length, wait));
+            }
+        }
+    }
+}
