@@ -32,7 +32,7 @@ internal static partial class DataSync
     }
 
     /// <summary>
-    /// Whether <see cref="WriteBack"/> and <see cref="DeviceOf"/> work here: Linux, 64-bit (where <c>st_dev</c> is the
+    /// Whether <see cref="WriteBack"/> and <see cref="InPlaceFlushDevice"/> work here: Linux, 64-bit (where <c>st_dev</c> is the
     /// first eight bytes of <c>struct stat</c>).
     /// </summary>
     public static bool SupportsWriteBack { get; } = IsLinux && Environment.Is64BitProcess;
@@ -75,9 +75,17 @@ internal static partial class DataSync
         }
     }
 
-    /// <summary>The device the file is on (<c>st_dev</c> of <c>fstat</c>), or null where that is not known.</summary>
-    public static ulong? DeviceOf(SafeFileHandle handle)
+    /// <summary>
+    /// The device of a file whose in-place overwrites a later flush of any file on that device makes durable (see
+    /// <see cref="WriteBack"/>): <c>st_dev</c> of <c>fstat</c> for a file on ext2/3/4 or XFS, whose <c>fdatasync</c>
+    /// always ends with a flush of the disk's cache and which overwrite allocated blocks in place. Null for every
+    /// other file system (btrfs and ZFS copy on write, network and FUSE file systems flush per file, overlayfs
+    /// writes back its own pages) and where it cannot be told: those files are fsynced one by one.
+    /// </summary>
+    public static ulong? InPlaceFlushDevice(SafeFileHandle handle)
     {
+        const long Ext4Magic = 0xEF53;
+        const long XfsMagic = 0x58465342;
         if (!SupportsWriteBack)
         {
             return null;
@@ -85,9 +93,15 @@ internal static partial class DataSync
 
         try
         {
-            // struct stat is 144 bytes on x86-64 and 128 on arm64; st_dev comes first on both.
-            var stat = new byte[256];
-            return OnDescriptor(handle, fd => fstat(fd, stat)) == 0 ? BitConverter.ToUInt64(stat, 0) : null;
+            // struct statfs starts with f_type and struct stat with st_dev (8 bytes each) on x86-64 and arm64; both
+            // structures are at most 144 bytes there.
+            var buffer = new byte[256];
+            if (OnDescriptor(handle, fd => fstatfs(fd, buffer)) != 0 || BitConverter.ToInt64(buffer, 0) is not (Ext4Magic or XfsMagic))
+            {
+                return null;
+            }
+
+            return OnDescriptor(handle, fd => fstat(fd, buffer)) == 0 ? BitConverter.ToUInt64(buffer, 0) : null;
         }
         catch (EntryPointNotFoundException)
         {
@@ -196,6 +210,9 @@ internal static partial class DataSync
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fstat(int fd, [Out] byte[] buf);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fstatfs(int fd, [Out] byte[] buf);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial long lseek(int fd, long offset, int whence);

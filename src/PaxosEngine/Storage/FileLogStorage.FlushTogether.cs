@@ -65,7 +65,7 @@ public sealed partial class FileLogStorage
             {
                 if (!group.DeviceKnown)
                 {
-                    group.Device = DataSync.DeviceOf(group.WriteHandle!);
+                    group.Device = DataSync.InPlaceFlushDevice(group.WriteHandle!);
                     group.DeviceKnown = true;
                 }
 
@@ -145,7 +145,7 @@ public sealed partial class FileLogStorage
             var length = (int)Math.Min(Zeros.Length, end - offset);
             try
             {
-                group.Files.Write(group.WriteHandle!, path, Zeros.AsSpan(0, length), offset);
+                group.Files.WriteZeros(group.WriteHandle!, path, Zeros.AsSpan(0, length), offset);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
             {

@@ -148,7 +148,19 @@ public sealed partial class FileLogStorage
                     {
                         ThrowUnlessTail(group, isLastFile, path, offset, "zeros where a record should start, with data after them");
                         ThrowIfDurable(group, synced, fileId, path, offset, "the data ends here (zeros)");
-                        startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
+                        if (IsZeroFrom(handle, offset, fileLength))
+                        {
+                            startRecordCut |= DropStaleStartRow(group, startRecord, fileId, offset);
+                        }
+                        else
+                        {
+                            // Pages written after the last fsync reach the disk in any order, so a power loss can leave
+                            // a later page without an earlier one. Nothing past the gap was acknowledged: zero it, or the
+                            // next records could end just before a stale one that a later open would read as theirs.
+                            CutTail(group, handle, fileId, offset, fileLength, pending);
+                            startRecordCut |= startRecord is { } s3 && s3.FileId == fileId && s3.Offset == offset;
+                        }
+
                         break;
                     }
 
@@ -333,26 +345,29 @@ public sealed partial class FileLogStorage
 
     private static bool IsZero(ReadOnlySpan<byte> bytes) => !bytes.ContainsAnyExcept((byte)0);
 
-    /// <summary>Whether every byte of the file from <paramref name="offset"/> to its end is zero.</summary>
+    /// <summary>Whether every byte of the file from <paramref name="offset"/> to its end is zero (holes are not read).</summary>
     private static bool IsZeroFrom(SafeFileHandle handle, long offset, long fileLength)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
         try
         {
-            while (offset < fileLength)
+            foreach (var (start, end) in DataSync.DataRanges(handle, offset, fileLength))
             {
-                var read = RandomAccess.Read(handle, buffer.AsSpan(0, (int)Math.Min(buffer.Length, fileLength - offset)), offset);
-                if (read == 0)
+                for (var position = Math.Max(start, offset); position < end;)
                 {
-                    return true;
-                }
+                    var read = RandomAccess.Read(handle, buffer.AsSpan(0, (int)Math.Min(buffer.Length, end - position)), position);
+                    if (read == 0)
+                    {
+                        return true;
+                    }
 
-                if (!IsZero(buffer.AsSpan(0, read)))
-                {
-                    return false;
-                }
+                    if (!IsZero(buffer.AsSpan(0, read)))
+                    {
+                        return false;
+                    }
 
-                offset += read;
+                    position += read;
+                }
             }
 
             return true;

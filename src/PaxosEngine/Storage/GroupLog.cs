@@ -116,7 +116,10 @@ internal sealed class GroupLog : IDisposable
     /// <summary>Where the zeros written ahead of the records in this batch end; becomes <see cref="InPlaceEnd"/> once fsynced.</summary>
     public long ZeroedAheadTo { get; set; }
 
-    /// <summary>The device of the group's data files (<c>st_dev</c>), once known; null where it cannot be told.</summary>
+    /// <summary>
+    /// The device of the group's data files (<c>st_dev</c>) when in-place overwrites there are made durable by any
+    /// flush of that device (<see cref="DataSync.InPlaceFlushDevice"/>), once looked up; null otherwise.
+    /// </summary>
     public ulong? Device { get; set; }
 
     /// <summary>Whether <see cref="Device"/> was looked up.</summary>

@@ -56,6 +56,13 @@ internal class LogFileOperations
     }
 
     /// <summary>
+    /// Writes <paramref name="zeros"/> (all zero bytes) at <paramref name="offset"/>, past the file's records, so that
+    /// the blocks the next records go to are allocated. What it writes is what the sparse file read as.
+    /// </summary>
+    /// <exception cref="IOException">The write failed (its HResult is the errno on Unix).</exception>
+    public virtual void WriteZeros(SafeFileHandle handle, string path, ReadOnlySpan<byte> zeros, long offset) => Write(handle, path, zeros, offset);
+
+    /// <summary>
     /// Writes the file's range to the disk without flushing the disk's cache (<c>sync_file_range</c>, see
     /// <see cref="DataSync.WriteBack"/>): <paramref name="wait"/> false starts the writes, true waits for them.
     /// Durable only once a later <see cref="Flush"/> of a file on the same device returns.

@@ -38,6 +38,13 @@ internal sealed class SyncJournalFileOperations : LogFileOperations
         }
     }
 
+    public override void WriteZeros(SafeFileHandle handle, string path, ReadOnlySpan<byte> zeros, long offset)
+    {
+        // Zeros ahead of the records are what the file read as before: they move no durable end, or a power loss
+        // simulated from this journal would keep records later written over them and never fsynced.
+        base.Write(handle, path, zeros, offset);
+    }
+
     public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
     {
         // Only writes that completed before the flush started are covered by it: this file's, and those of other

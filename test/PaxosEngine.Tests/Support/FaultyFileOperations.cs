@@ -18,7 +18,8 @@ public enum DiskError
 /// The storage's real file operations with injectable failures, and a shadow of what was made durable:
 /// every write is remembered until a successful flush of its file makes it durable, or, once a write-back of its
 /// file completed, a successful flush of any file (a flush of the disk's cache; the tests keep every file on one
-/// device). A failed flush leaves
+/// device), but only below the end of what the file's own flushes made durable: a write past it needs blocks whose
+/// allocation only the file's own flush records. A failed flush leaves
 /// it pending, as a kernel that drops dirty pages after a failed fsync would. <see cref="SimulatePowerLoss(Random)"/>
 /// then puts back on disk only what was durable. Thread-safe.
 /// </summary>
@@ -83,12 +84,21 @@ internal sealed class FaultyFileOperations : LogFileOperations
         {
             // Taken under the lock so that a write of the same file cannot slip between the flush and the bookkeeping.
             base.Flush(handle, path, dataOnly);
+            if (_writtenBack.Remove(path, out var own))
+            {
+                MakeDurable(path, own);
+            }
+
             MakeDurable(path, Pending(path));
 
-            // The disk's cache is flushed: what other files wrote back is durable too.
+            // The disk's cache is flushed: what other files wrote back is durable too, where it overwrote blocks
+            // their own flushes made durable; the rest goes back to waiting for such a flush.
             foreach (var (other, writes) in _writtenBack)
             {
-                MakeDurable(other, writes);
+                var allocatedEnd = _durable.GetValueOrDefault(other, []).Length;
+                var inPlace = writes.Where(w => w.Offset + w.Data.Length <= allocatedEnd).ToList();
+                MakeDurable(other, inPlace);
+                Pending(other).AddRange(writes.Where(w => w.Offset + w.Data.Length > allocatedEnd));
             }
 
             _writtenBack.Clear();
