@@ -26,6 +26,7 @@ internal static class DefaultComponents
             LocalNode = me,
             UdpMaxSize = options.UdpMaxSize,
             CoalesceDatagrams = options.CoalesceDatagrams,
+            BatchDatagrams = options.BatchDatagrams,
             MaxFrameLength = PaxosNode.MaxFrameLength(options),
             TcpIoThreadCount = options.IoThreadCount,
             PeerFilter = peerFilter,

@@ -104,7 +104,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             : Math.Min(options.GroupCount, Math.Min(Environment.ProcessorCount, PaxosNodeOptions.DefaultMaxLoopThreads));
         _checkpoints = new CheckpointControl(options);
         _loops = new GroupLoop[loopCount];
-        var sendBatching = _transport is NetworkTransport { CoalescesDatagrams: true } coalescing ? coalescing : null;
+        var sendBatching = _transport is NetworkTransport { HoldsSends: true } holding ? holding : null;
         if (_storage is FileLogStorage fileStorage)
         {
             fileStorage.CompletionBatching = sendBatching;

@@ -55,6 +55,14 @@ public sealed partial class PaxosNodeOptions
     /// </summary>
     public bool CoalesceDatagrams { get; set; }
 
+    /// <summary>
+    /// Whether, on Linux, the datagrams a thread sends in one burst leave with one <c>sendmmsg</c> call and those
+    /// waiting on the UDP socket are read with one <c>recvmmsg</c> call (see
+    /// <see cref="Transport.NetworkTransportOptions.BatchDatagrams"/>). Default true; every frame is still one PhxPaxos
+    /// datagram.
+    /// </summary>
+    public bool BatchDatagrams { get; set; } = true;
+
     /// <summary>TCP read threads and write threads (each). Default 1.</summary>
     public int IoThreadCount { get; set; } = 1;
 

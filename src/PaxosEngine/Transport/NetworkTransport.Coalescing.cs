@@ -52,7 +52,7 @@ public sealed partial class NetworkTransport : ISendBatching
     /// <summary>From now on, small frames the current thread sends are held until it calls <see cref="SendHeld"/>.</summary>
     private void HoldSends()
     {
-        if (!_coalesce)
+        if (!HoldsSends)
         {
             return;
         }
@@ -92,14 +92,15 @@ public sealed partial class NetworkTransport : ISendBatching
 
     /// <summary>
     /// The receive thread, after every datagram (whatever became of it): sends what it holds unless another datagram
-    /// is already waiting, whose handling may add frames for the same peers, and it has not held for
+    /// is already waiting (<paramref name="moreInBatch"/>: one taken by the same <c>recvmmsg</c> call), whose handling may
+    /// add frames for the same peers, and it has not held for
     /// <see cref="MaxHeldDatagrams"/> datagrams yet nor become saturated (it then hands messages to the loops and
     /// adds nothing). Asks the socket only when something is held.
     /// </summary>
-    private void SendHeldUnlessMoreWaiting(Socket socket)
+    private void SendHeldUnlessMoreWaiting(Socket socket, bool moreInBatch)
     {
         if (t_held is { HoldsFrames: true } held && held.Transport == this
-            && ++_heldDatagrams < MaxHeldDatagrams && !((IInlineSource)this).IsSaturated && socket.Available > 0)
+            && ++_heldDatagrams < MaxHeldDatagrams && !((IInlineSource)this).IsSaturated && (moreInBatch || socket.Available > 0))
         {
             return;
         }
@@ -187,8 +188,24 @@ public sealed partial class NetworkTransport : ISendBatching
 
         public bool HoldsFrames { get; private set; }
 
+        /// <summary>Frames held for one <c>sendmmsg</c> call when datagrams are batched rather than coalesced.</summary>
+        private DatagramBatch? _batch;
+
         public void Add(NodeId destination, byte[] frame)
         {
+            if (!Transport._coalesce)
+            {
+                _batch ??= new DatagramBatch(Transport);
+                if (_batch.IsFull)
+                {
+                    _batch.Send();
+                }
+
+                _batch.Add(destination, frame);
+                HoldsFrames = true;
+                return;
+            }
+
             Destination? held = null;
             foreach (var d in _destinations)
             {
@@ -223,6 +240,7 @@ public sealed partial class NetworkTransport : ISendBatching
             }
 
             HoldsFrames = false;
+            _batch?.Send();
             foreach (var d in _destinations)
             {
                 if (d.Count > 0)

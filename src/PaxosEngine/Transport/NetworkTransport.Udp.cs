@@ -105,17 +105,7 @@ public sealed partial class NetworkTransport
     /// <summary>Sends one datagram carrying <paramref name="frames"/> frames of <paramref name="frameBytes"/> bytes in all; counts it. Thread-safe.</summary>
     private bool SendDatagram(NodeId destination, ReadOnlySpan<byte> datagram, int frames, int frameBytes)
     {
-        if (!_udpAddresses.TryGetValue(destination, out var address))
-        {
-            if (_udpAddresses.Count >= MaxCachedUdpAddresses)
-            {
-                _udpAddresses.Clear();
-            }
-
-            // The SocketAddress overload of SendTo sends without allocating an endpoint per datagram.
-            address = _udpAddresses.GetOrAdd(destination, static d => d.EndPoint.Serialize());
-        }
-
+        var address = UdpAddress(destination);
         SocketError error;
         try
         {
@@ -155,6 +145,12 @@ public sealed partial class NetworkTransport
     private void UdpReceiveLoop()
     {
         var socket = _udpReceive!;
+        if (_batchDatagrams)
+        {
+            UdpReceiveBatches(socket);
+            return;
+        }
+
         var buffer = ArrayPool<byte>.Shared.Rent(UdpReceiveBufferLength);
         try
         {
@@ -171,41 +167,14 @@ public sealed partial class NetworkTransport
 
                 if (error != SocketError.Success)
                 {
-                    SendHeldFromReceiveThread();
-                    if (error is not (SocketError.WouldBlock or SocketError.TimedOut or SocketError.Interrupted or SocketError.ConnectionReset))
-                    {
-                        NetworkTransportLog.UdpReceiveFailed(_logger, LocalNode, error);
-                    }
-
+                    OnReceiveError(error);
                     continue;
                 }
 
-                if (length > _maxMessageLength)
-                {
-                    Statistics.OnDropped(TransportKind.Udp, DropReason.TooLarge);
-                }
-                else if (length <= FrameCodec.PrefixLength + _tagLength)
-                {
-                    // PhxPaxos drops a message of 6 bytes or fewer: it cannot hold a header.
-                    Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
-                }
-                else if (_authenticator is null || Authenticate(buffer.AsSpan(0, length), TransportKind.Udp, remote: null))
-                {
-                    // Frames this thread sends while handling datagrams that are already waiting go together.
-                    HoldSends();
-                    var datagram = buffer.AsSpan(0, length - _tagLength);
-                    if (IsBundle(datagram))
-                    {
-                        DeliverBundle(datagram);
-                    }
-                    else
-                    {
-                        Deliver(datagram, TransportKind.Udp);
-                    }
-                }
+                HandleDatagram(buffer.AsSpan(0, length));
 
                 // After every datagram, handled or dropped: nothing stays held while this thread waits.
-                SendHeldUnlessMoreWaiting(socket);
+                SendHeldUnlessMoreWaiting(socket, moreInBatch: false);
             }
         }
         catch (ObjectDisposedException) when (_stopping)
@@ -218,6 +187,94 @@ public sealed partial class NetworkTransport
             // Stopping: what is still held is counted as dropped (the socket is closing).
             SendHeldFromReceiveThread();
             ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>The receive loop with <c>recvmmsg</c>: every datagram already waiting comes with one call.</summary>
+    private void UdpReceiveBatches(Socket socket)
+    {
+        var batch = new ReceiveBatch();
+        try
+        {
+            while (!_stopping)
+            {
+                var started = Stopwatch.GetTimestamp();
+                var count = batch.Receive(socket, out var error);
+                if (_stopping)
+                {
+                    break;
+                }
+
+                if (error != SocketError.Success)
+                {
+                    _immediateReceives = 0;
+                    OnReceiveError(error);
+                    if (error == SocketError.WouldBlock)
+                    {
+                        // The receive timeout passed (or the socket does not block): wait here for data or the
+                        // next stop check, so that a socket left non-blocking cannot make this loop spin.
+                        socket.Poll(UdpReceiveTimeoutMs * 1000, SelectMode.SelectRead);
+                    }
+
+                    continue;
+                }
+
+                // The first datagram was waiting if the call did not sleep; those behind it were.
+                var firstWaited = Stopwatch.GetTimestamp() - started < ImmediateReceiveTicks;
+                _immediateReceives = firstWaited ? _immediateReceives + count : count - 1;
+                for (var i = 0; i < count && !_stopping; i++)
+                {
+                    HandleDatagram(batch.Datagram(i));
+                    SendHeldUnlessMoreWaiting(socket, moreInBatch: i < count - 1);
+                }
+            }
+        }
+        catch (ObjectDisposedException) when (_stopping)
+        {
+            return;
+        }
+        finally
+        {
+            SendHeldFromReceiveThread();
+        }
+    }
+
+    /// <summary>A receive that returned no datagram: sends what is held; logs errors other than timeouts and interruptions.</summary>
+    private void OnReceiveError(SocketError error)
+    {
+        SendHeldFromReceiveThread();
+        if (error is not (SocketError.WouldBlock or SocketError.TimedOut or SocketError.Interrupted or SocketError.ConnectionReset))
+        {
+            NetworkTransportLog.UdpReceiveFailed(_logger, LocalNode, error);
+        }
+    }
+
+    /// <summary>Checks one received datagram and delivers its frame (or a bundle's frames).</summary>
+    private void HandleDatagram(Span<byte> received)
+    {
+        var length = received.Length;
+        if (length > _maxMessageLength)
+        {
+            Statistics.OnDropped(TransportKind.Udp, DropReason.TooLarge);
+        }
+        else if (length <= FrameCodec.PrefixLength + _tagLength)
+        {
+            // PhxPaxos drops a message of 6 bytes or fewer: it cannot hold a header.
+            Statistics.OnDropped(TransportKind.Udp, DropReason.BadLength);
+        }
+        else if (_authenticator is null || Authenticate(received, TransportKind.Udp, remote: null))
+        {
+            // Frames this thread sends while handling datagrams that are already waiting go together.
+            HoldSends();
+            var datagram = received[..(length - _tagLength)];
+            if (IsBundle(datagram))
+            {
+                DeliverBundle(datagram);
+            }
+            else
+            {
+                Deliver(datagram, TransportKind.Udp);
+            }
         }
     }
 

@@ -39,6 +39,15 @@ public sealed class NetworkTransportOptions
     /// </summary>
     public bool CoalesceDatagrams { get; set; }
 
+    /// <summary>
+    /// Whether, on Linux, the small frames a thread sends in one burst leave with one <c>sendmmsg</c> call and the
+    /// receive thread takes every datagram waiting on its socket with one <c>recvmmsg</c> call. Default true. Each
+    /// frame stays one PhxPaxos datagram, so PhxPaxos nodes read them as ever; only system calls and wake-ups are
+    /// saved. Elsewhere, or when false, every datagram has its own call. With <see cref="CoalesceDatagrams"/> a
+    /// burst's frames for one peer share a datagram instead, and received datagrams still come in batches.
+    /// </summary>
+    public bool BatchDatagrams { get; set; } = true;
+
     /// <summary>Largest frame sent or accepted, in bytes. Default <see cref="FrameCodec.DefaultMaxFrameLength"/>.</summary>
     public int MaxFrameLength { get; set; } = FrameCodec.DefaultMaxFrameLength;
 
