@@ -285,7 +285,14 @@ public sealed partial class FileLogStorage
                     if (!group.InBatch)
                     {
                         // Held until the batch is indexed so that ClearAllLog never sees half a batch.
-                        Monitor.Enter(group.WriteLock);
+                        if (!Monitor.TryEnter(group.WriteLock))
+                        {
+                            // Another thread (a flush of the index, the cleaner) has the group: what this thread
+                            // holds to send leaves before it waits.
+                            Transport.NetworkTransport.SendHeldBeforeBlocking();
+                            Monitor.Enter(group.WriteLock);
+                        }
+
                         group.InBatch = true;
                         batchGroups.Add(group);
                     }

@@ -205,6 +205,7 @@ internal sealed class IndexDatabase : IDisposable
             return;
         }
 
+        Transport.NetworkTransport.SendHeldBeforeBlocking();
         lock (_writeLock)
         {
             var db = _indexWriter.Handle!;
@@ -256,6 +257,7 @@ internal sealed class IndexDatabase : IDisposable
     /// </summary>
     public void DeleteBelow(ulong bound, int fileId, long offset)
     {
+        Transport.NetworkTransport.SendHeldBeforeBlocking();
         lock (_writeLock)
         {
             using var transaction = _durableWriter.BeginTransaction();
@@ -284,6 +286,7 @@ internal sealed class IndexDatabase : IDisposable
     /// <summary>Removes the rows of records at or after a position of the log (used when cutting a torn tail).</summary>
     public void DeleteFrom(int fileId, int offset)
     {
+        Transport.NetworkTransport.SendHeldBeforeBlocking();
         lock (_writeLock)
         {
             using var command = _durableWriter.CreateCommand();
@@ -312,6 +315,7 @@ internal sealed class IndexDatabase : IDisposable
         }
 
         var bytes = Encode(mark);
+        Transport.NetworkTransport.SendHeldBeforeBlocking();
         lock (_writeLock)
         {
             using var command = _durableWriter.CreateCommand();
@@ -327,6 +331,7 @@ internal sealed class IndexDatabase : IDisposable
     /// </summary>
     public void ClearLog()
     {
+        Transport.NetworkTransport.SendHeldBeforeBlocking();
         lock (_writeLock)
         {
             using var command = _durableWriter.CreateCommand();
@@ -390,6 +395,7 @@ internal sealed class IndexDatabase : IDisposable
     /// <summary>Stores a variable durably (the commit fsyncs the WAL).</summary>
     public void SetVariable(string name, ReadOnlySpan<byte> value)
     {
+        Transport.NetworkTransport.SendHeldBeforeBlocking();
         lock (_writeLock)
         {
             _files.BeforeIndexCommit(Path);

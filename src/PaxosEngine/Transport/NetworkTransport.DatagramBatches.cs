@@ -7,7 +7,7 @@ using System.Runtime.InteropServices;
 namespace Orleans.Paxos.Engine.Transport;
 
 /// <content>
-/// Datagrams in batches (Linux, <see cref="NetworkTransportOptions.BatchDatagrams"/>): the small frames a thread
+/// Datagrams in batches (64-bit Linux, <see cref="NetworkTransportOptions.BatchDatagrams"/>): the small frames a thread
 /// sends in one burst leave in one <c>sendmmsg</c> call and the receive thread takes the datagrams waiting on its
 /// socket with one <c>recvmmsg</c> call. Every frame is still its own PhxPaxos datagram, byte for byte; only the
 /// number of system calls (and of the receive thread's wake-ups, since a burst arrives together) changes.
@@ -34,10 +34,60 @@ public sealed partial class NetworkTransport
     /// <summary>Room for one <c>struct sockaddr_in</c>.</summary>
     private const int AddressSize = 16;
 
-    private readonly bool _batchDatagrams;
+    /// <summary>Pause after a receive error other than a timeout, so that a lasting error does not spin the receive thread.</summary>
+    private const int ReceiveErrorDelayMs = 10;
 
-    /// <summary>Whether datagrams are sent and received in batches (<see cref="NetworkTransportOptions.BatchDatagrams"/> on Linux).</summary>
+    /// <summary>Set by the constructor; cleared by <see cref="ProbeDatagramBatches"/> when the calls are missing.</summary>
+    private bool _batchDatagrams;
+
+    private long _sendBatchCalls;
+    private long _receiveBatchCalls;
+    private long _largestReceiveBatch;
+
+    /// <summary>Whether datagrams are sent and received in batches (<see cref="NetworkTransportOptions.BatchDatagrams"/> on 64-bit Linux).</summary>
     public bool BatchesDatagrams => _batchDatagrams;
+
+    /// <summary><c>sendmmsg</c> calls that sent at least one datagram (tests).</summary>
+    internal long SendBatchCalls => Interlocked.Read(ref _sendBatchCalls);
+
+    /// <summary><c>recvmmsg</c> calls that returned at least one datagram (tests).</summary>
+    internal long ReceiveBatchCalls => Interlocked.Read(ref _receiveBatchCalls);
+
+    /// <summary>Most datagrams one <c>recvmmsg</c> call returned (tests).</summary>
+    internal long LargestReceiveBatch => Interlocked.Read(ref _largestReceiveBatch);
+
+    /// <summary>
+    /// Sends what the current thread holds, for whichever transport, and goes on holding. Called before work that
+    /// may block (a durable index commit, waiting for a lock a flush may hold) so that no frame waits for it.
+    /// </summary>
+    internal static void SendHeldBeforeBlocking()
+    {
+        if (t_held is { HoldsFrames: true } held)
+        {
+            held.SendAll();
+        }
+    }
+
+    /// <summary>Resolves both calls once on the new UDP sockets; where the C library lacks them, batching is turned off.</summary>
+    private unsafe void ProbeDatagramBatches()
+    {
+        if (!_batchDatagrams)
+        {
+            return;
+        }
+
+        try
+        {
+            // Zero messages: nothing is sent or read; only the entry points are bound.
+            _ = sendmmsg(Descriptor(_udpSend!.SafeHandle), null, 0, MsgDontWait);
+            _ = recvmmsg(Descriptor(_udpReceive!.SafeHandle), null, 0, MsgDontWait, null);
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+        {
+            _batchDatagrams = false;
+            NetworkTransportLog.DatagramBatchesUnavailable(_logger, LocalNode, ex.GetType().Name);
+        }
+    }
 
     /// <summary>Whether a thread's burst of sends is held and sent together: coalesced into bundles, or in one system call.</summary>
     internal bool HoldsSends => _coalesce || _batchDatagrams;
@@ -198,6 +248,7 @@ public sealed partial class NetworkTransport
                 var sent = sendmmsg(fd, headers + (done * MmsgHeaderSize), (uint)(Count - done), MsgDontWait);
                 if (sent > 0)
                 {
+                    Interlocked.Increment(ref _transport._sendBatchCalls);
                     for (var i = done; i < done + sent; i++)
                     {
                         statistics.OnSent(TransportKind.Udp, 1, _frames[i]!.Length);
@@ -249,7 +300,7 @@ public sealed partial class NetworkTransport
         /// Waits for at least one datagram (up to the socket's receive timeout) and takes those already waiting
         /// behind it. Returns how many, or -1 with <paramref name="error"/> set.
         /// </summary>
-        public int Receive(Socket socket, out SocketError error)
+        public int Receive(Socket socket, out SocketError error, out int errno)
         {
             var handle = socket.SafeHandle;
             var added = false;
@@ -261,10 +312,11 @@ public sealed partial class NetworkTransport
                 if (received >= 0)
                 {
                     error = SocketError.Success;
+                    errno = 0;
                     return received;
                 }
 
-                var errno = Marshal.GetLastPInvokeError();
+                errno = Marshal.GetLastPInvokeError();
                 error = errno switch
                 {
                     Eagain => SocketError.WouldBlock,

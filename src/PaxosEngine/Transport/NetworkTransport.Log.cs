@@ -52,4 +52,10 @@ internal static partial class NetworkTransportLog
 
     [LoggerMessage(15, LogLevel.Warning, "Transport {Node}: refused {Count} frame(s) without a valid peer-authentication tag (the latest by {Kind} from {Remote}; at most one such warning per {IntervalSeconds} s). Do all nodes share the same secret?")]
     public static partial void AuthenticationFailed(ILogger logger, NodeId node, long count, TransportKind kind, string remote, int intervalSeconds);
+
+    [LoggerMessage(16, LogLevel.Warning, "Transport {Node}: UDP receive failed (errno {Errno}); retrying in {DelayMs} ms")]
+    public static partial void UdpBatchReceiveFailed(ILogger logger, NodeId node, int errno, int delayMs);
+
+    [LoggerMessage(17, LogLevel.Information, "Transport {Node}: sendmmsg/recvmmsg are not available here ({Reason}); datagrams are sent and received one per call")]
+    public static partial void DatagramBatchesUnavailable(ILogger logger, NodeId node, string reason);
 }

@@ -47,6 +47,7 @@ public sealed partial class NetworkTransport
             Blocking = false,
         };
         _udpSend.Bind(new IPEndPoint(LocalNode.Address, 0));
+        ProbeDatagramBatches();
     }
 
     /// <summary>A receive that returns sooner than this found its datagram waiting (it did not sleep).</summary>
@@ -199,7 +200,7 @@ public sealed partial class NetworkTransport
             while (!_stopping)
             {
                 var started = Stopwatch.GetTimestamp();
-                var count = batch.Receive(socket, out var error);
+                var count = batch.Receive(socket, out var error, out var errno);
                 if (_stopping)
                 {
                     break;
@@ -208,19 +209,32 @@ public sealed partial class NetworkTransport
                 if (error != SocketError.Success)
                 {
                     _immediateReceives = 0;
-                    OnReceiveError(error);
+                    SendHeldFromReceiveThread();
                     if (error == SocketError.WouldBlock)
                     {
                         // The receive timeout passed (or the socket does not block): wait here for data or the
                         // next stop check, so that a socket left non-blocking cannot make this loop spin.
                         socket.Poll(UdpReceiveTimeoutMs * 1000, SelectMode.SelectRead);
                     }
+                    else if (error != SocketError.Interrupted)
+                    {
+                        // A lasting error must not spin the thread nor flood the log.
+                        NetworkTransportLog.UdpBatchReceiveFailed(_logger, LocalNode, errno, ReceiveErrorDelayMs);
+                        Thread.Sleep(ReceiveErrorDelayMs);
+                    }
 
                     continue;
                 }
 
-                // The first datagram was waiting if the call did not sleep; those behind it were.
-                var firstWaited = Stopwatch.GetTimestamp() - started < ImmediateReceiveTicks;
+                // Saturated means the datagrams were waiting: a call that did not sleep (given the time to copy
+                // each datagram it returned) found the first one there, and those behind it were there too.
+                Interlocked.Increment(ref _receiveBatchCalls);
+                if (count > Interlocked.Read(ref _largestReceiveBatch))
+                {
+                    Interlocked.Exchange(ref _largestReceiveBatch, count);
+                }
+
+                var firstWaited = Stopwatch.GetTimestamp() - started < ImmediateReceiveTicks * count;
                 _immediateReceives = firstWaited ? _immediateReceives + count : count - 1;
                 for (var i = 0; i < count && !_stopping; i++)
                 {

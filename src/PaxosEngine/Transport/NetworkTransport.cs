@@ -86,7 +86,7 @@ public sealed partial class NetworkTransport : ITransport, IInlineSource
         _maxIncomingConnections = options.MaxIncomingConnections;
         _peerFilter = options.PeerFilter;
         _coalesce = options.CoalesceDatagrams;
-        _batchDatagrams = options.BatchDatagrams && OperatingSystem.IsLinux();
+        _batchDatagrams = options.BatchDatagrams && OperatingSystem.IsLinux() && Environment.Is64BitProcess;
     }
 
     /// <inheritdoc />

@@ -49,6 +49,7 @@ public sealed class BatchedDatagramTests : IDisposable
         batching.SendHeld();
         Assert.Equal(8, a.Statistics.DatagramsSent);
         Assert.Equal(8, a.Statistics.FramesSent(TransportKind.Udp));
+        Assert.Equal(1, a.SendBatchCalls);
         Assert.Equal(toFirst, toFirst.Select(_ => Receive(first)));
         Assert.Equal(toSecond, toSecond.Select(_ => Receive(second)));
 
@@ -77,6 +78,7 @@ public sealed class BatchedDatagramTests : IDisposable
         Assert.Equal(Enumerable.Range(1, count).Select(i => (ulong)i), sink.Received.Select(f => f.Instance));
         Assert.Equal(0, sink.Invalid);
         Assert.Equal(count, a.Statistics.DatagramsSent);
+        Assert.Equal(3, a.SendBatchCalls);
     }
 
     [Fact]
@@ -97,6 +99,7 @@ public sealed class BatchedDatagramTests : IDisposable
         a.Send(rawNode, frame, TransportKind.Udp);
         batching.SendHeld();
 
+        Assert.Equal(1, a.SendBatchCalls);
         WaitUntil(() => sink.Count == 6, "the authenticated frames");
         Assert.Equal(0, b.Statistics.AuthenticationFailures);
         var datagram = Receive(raw);
@@ -165,6 +168,9 @@ public sealed class BatchedDatagramTests : IDisposable
         {
             Assert.Equal(Enumerable.Range(1, 40).Select(i => (ulong)i), received);
         }
+
+        // 41 datagrams waited behind the first: with batching they came in full batches, else one per call.
+        Assert.Equal(batch ? NetworkTransport.ReceiveBatchLength : 0, a.LargestReceiveBatch);
     }
 
     private (NetworkTransport Transport, FrameCollector Sink) Start(bool batch, Action<NetworkTransportOptions>? configure = null)
