@@ -32,6 +32,9 @@ internal static partial class ComparisonBenchmark
         Console.WriteLine(o.Loops == 0
             ? "  loops      ours: the engine's default loop threads per node (one per core)"
             : $"  loops      ours: {o.Loops} loop thread(s) per node (Paxos:LoopThreadCount; the default, one per core, is for a node with the machine to itself, and the 3 nodes share its {Environment.ProcessorCount} cores)");
+        Console.WriteLine(AppContext.GetData("System.Runtime.TieredCompilation") is "false" or false && Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") is null or "0"
+            ? "  jit        ours: tiered compilation off (optimized code from the first call, as a warm silo runs; DOTNET_TieredCompilation=1 to see the JIT's warm-up)"
+            : "  jit        ours: tiered compilation on (the first seconds of each run include the JIT's warm-up)");
         Console.WriteLine("             caller i (a thread in phxbench, a task in ours) proposes to group i % groups, one call at a time");
         Console.WriteLine("  calls      PhxPaxos Propose against ours off (one value per instance) and auto (values waiting behind an instance share the next one);");
         Console.WriteLine($"             PhxPaxos BatchPropose against ours on (BatchProposeAsync, the same rule: count {o.BatchCount}, 20 ms) and idle (BatchFlushWhenIdle)");
