@@ -36,6 +36,7 @@ internal sealed partial class Replayer
     private readonly CheckpointControl _control;
     private readonly StateMachineRegistry _stateMachines;
     private readonly ILogger _logger;
+    private readonly BatchEntries _batch = new();
     private long _replayerTimerId;
     private ulong? _replayerNext;
 
@@ -120,19 +121,19 @@ internal sealed partial class Replayer
             return ExecuteOneForCheckpoint(instance, smId, body);
         }
 
-        BatchPaxosValues batch;
+        var batch = _batch;
         try
         {
-            batch = BatchPaxosValues.Parser.ParseFrom(body);
+            batch.Read(body);
         }
         catch (InvalidProtocolBufferException)
         {
             return true; // execution proper reported it; nothing to replay
         }
 
-        foreach (var entry in batch.Values)
+        for (var i = 0; i < batch.Count; i++)
         {
-            if (!ExecuteOneForCheckpoint(instance, entry.SMID, entry.Value.Span))
+            if (!ExecuteOneForCheckpoint(instance, batch.SmIdAt(i), batch.ValueAt(body, i)))
             {
                 return false;
             }

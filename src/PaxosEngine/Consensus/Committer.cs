@@ -168,7 +168,7 @@ internal sealed class Committer
         if (_inFlight.Count == 1)
         {
             var only = _inFlight[0];
-            packed = ValueCodec.Pack(only.SmId, only.Value.Span);
+            packed = only.Packed ?? ValueCodec.Pack(only.SmId, only.Value.Span);
         }
         else
         {
@@ -181,7 +181,8 @@ internal sealed class Committer
             packed = ValueCodec.PackBatch(parts);
         }
 
-        _inFlightValue = ByteString.CopyFrom(packed);
+        // Packed here or when the proposal was made, and never changed after: the message may share the array.
+        _inFlightValue = UnsafeByteOperations.UnsafeWrap(packed);
         _inFlightInstance = _host.CurrentInstanceId;
         _inFlightActive = true;
         _host.Propose(_inFlightValue);

@@ -463,7 +463,7 @@ internal sealed partial class Learner
         };
         try
         {
-            _storage.Put(_host.GroupIndex, Now, record.ToByteArray(), sync, callback);
+            _storage.PutOwned(_host.GroupIndex, Now, MessageBytes.ToArray(record), sync, callback);
             return true;
         }
         catch (LogStorageException ex)

@@ -19,9 +19,22 @@ internal sealed class PendingProposal
         EnqueuedMs = enqueuedMs;
     }
 
+    /// <summary>
+    /// A proposal whose value is copied once, into its packed form (<c>[state machine id][value]</c>): when it
+    /// goes alone into an instance, that array is the instance's value as it is.
+    /// </summary>
+    public static PendingProposal CopyOf(int smId, ReadOnlySpan<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs, long deadlineMs)
+    {
+        var packed = ValueCodec.Pack(smId, value);
+        return new PendingProposal(smId, packed.AsMemory(ValueCodec.SmIdLength), context, explicitBatch, enqueuedMs) { Packed = packed, DeadlineMs = deadlineMs };
+    }
+
     public int SmId { get; }
 
     public ReadOnlyMemory<byte> Value { get; }
+
+    /// <summary>The value packed for its state machine, when <see cref="CopyOf"/> made it; never changed.</summary>
+    public byte[]? Packed { get; private init; }
 
     public StateMachineContext? Context { get; }
 

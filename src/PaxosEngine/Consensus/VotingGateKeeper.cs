@@ -257,7 +257,7 @@ internal sealed partial class VotingGateKeeper
         var record = _acceptor.CreateRecord(_host.LastChecksum);
         try
         {
-            _storage.Put(Index, record.InstanceID, record.ToByteArray(), sync: true, new GateRecordWrite(this, how));
+            _storage.PutOwned(Index, record.InstanceID, MessageBytes.ToArray(record), sync: true, new GateRecordWrite(this, how));
         }
         catch (LogStorageException ex)
         {

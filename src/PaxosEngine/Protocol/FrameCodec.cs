@@ -85,7 +85,7 @@ public static class FrameCodec
         }
 
         var bodyLength = body.CalculateSize();
-        var frame = new byte[PrefixLength + headerLength + bodyLength + ChecksumLength];
+        var frame = GC.AllocateUninitializedArray<byte>(PrefixLength + headerLength + bodyLength + ChecksumLength); // every byte is written below
         var span = frame.AsSpan();
         BinaryPrimitives.WriteInt32LittleEndian(span, groupIndex);
         BinaryPrimitives.WriteUInt16LittleEndian(span[4..], (ushort)headerLength);

@@ -14,6 +14,7 @@ internal sealed partial class StateMachineRegistry
     private readonly ILogger _logger;
     private readonly List<IStateMachine> _machines = [];
     private readonly List<IStateMachine> _builtIn = [];
+    private readonly BatchEntries _batch = new(); // Execute runs on the group's loop only
 
     public StateMachineRegistry(int groupIndex, ILogger logger)
     {
@@ -85,10 +86,10 @@ internal sealed partial class StateMachineRegistry
             return ExecuteOne(instanceId, smId, body, contexts is { Count: > 0 } ? contexts[0] : null);
         }
 
-        BatchPaxosValues batch;
+        var batch = _batch;
         try
         {
-            batch = BatchPaxosValues.Parser.ParseFrom(body);
+            batch.Read(body);
         }
         catch (InvalidProtocolBufferException ex)
         {
@@ -96,16 +97,15 @@ internal sealed partial class StateMachineRegistry
             return false;
         }
 
-        if (contexts is not null && contexts.Count != batch.Values.Count)
+        if (contexts is not null && contexts.Count != batch.Count)
         {
-            LogBatchContextMismatch(_groupIndex, instanceId, batch.Values.Count, contexts.Count);
+            LogBatchContextMismatch(_groupIndex, instanceId, batch.Count, contexts.Count);
             return false;
         }
 
-        for (var i = 0; i < batch.Values.Count; i++)
+        for (var i = 0; i < batch.Count; i++)
         {
-            var entry = batch.Values[i];
-            if (!ExecuteOne(instanceId, entry.SMID, entry.Value.Span, contexts?[i]))
+            if (!ExecuteOne(instanceId, batch.SmIdAt(i), batch.ValueAt(body, i), contexts?[i]))
             {
                 return false;
             }
@@ -158,21 +158,21 @@ internal sealed partial class StateMachineRegistry
             return;
         }
 
-        BatchPaxosValues batch;
+        var batch = new BatchEntries();
         try
         {
-            batch = BatchPaxosValues.Parser.ParseFrom(body);
+            batch.Read(body);
         }
         catch (InvalidProtocolBufferException)
         {
             return;
         }
 
-        foreach (var entry in batch.Values)
+        for (var i = 0; i < batch.Count; i++)
         {
-            if (entry.SMID == machine.SmId)
+            if (batch.SmIdAt(i) == machine.SmId)
             {
-                machine.Execute(_groupIndex, instanceId, entry.Value.Span, null);
+                machine.Execute(_groupIndex, instanceId, batch.ValueAt(body, i), null);
             }
         }
     }

@@ -16,7 +16,7 @@ public static class ValueCodec
     /// <summary>Packs one value for a state machine.</summary>
     public static byte[] Pack(int smId, ReadOnlySpan<byte> value)
     {
-        var packed = new byte[SmIdLength + value.Length];
+        var packed = GC.AllocateUninitializedArray<byte>(SmIdLength + value.Length); // every byte is written below
         BinaryPrimitives.WriteInt32LittleEndian(packed, smId);
         value.CopyTo(packed.AsSpan(SmIdLength));
         return packed;
@@ -28,10 +28,11 @@ public static class ValueCodec
         var batch = new BatchPaxosValues();
         foreach (var (smId, value) in values)
         {
-            batch.Values.Add(new PaxosValue { SMID = smId, Value = ByteString.CopyFrom(value.Span) });
+            // The message lives only until it is written out below: it may refer to the caller's memory.
+            batch.Values.Add(new PaxosValue { SMID = smId, Value = UnsafeByteOperations.UnsafeWrap(value) });
         }
 
-        var packed = new byte[SmIdLength + batch.CalculateSize()];
+        var packed = GC.AllocateUninitializedArray<byte>(SmIdLength + batch.CalculateSize());
         BinaryPrimitives.WriteInt32LittleEndian(packed, ReservedSmIds.Batch);
         batch.WriteTo(packed.AsSpan(SmIdLength));
         return packed;

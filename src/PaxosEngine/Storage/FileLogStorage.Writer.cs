@@ -43,7 +43,7 @@ public sealed partial class FileLogStorage
     public Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync)
     {
         var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var failure = Enqueue(groupIndex, instanceId, acceptorStateData, sync, completion, null);
+        var failure = Enqueue(groupIndex, instanceId, acceptorStateData, null, sync, completion, null);
         return failure is null ? completion.Task : Task.FromException(failure);
     }
 
@@ -57,13 +57,24 @@ public sealed partial class FileLogStorage
     public void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
     {
         ArgumentNullException.ThrowIfNull(callback);
-        if (Enqueue(groupIndex, instanceId, acceptorStateData, sync, null, callback) is { } failure)
+        if (Enqueue(groupIndex, instanceId, acceptorStateData, null, sync, null, callback) is { } failure)
         {
             callback.OnPutCompleted(failure);
         }
     }
 
-    private LogStorageException? Enqueue(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, TaskCompletionSource? completion, IPutCallback? callback)
+    /// <inheritdoc/>
+    public void PutOwned(int groupIndex, ulong instanceId, byte[] acceptorStateData, bool sync, IPutCallback callback)
+    {
+        ArgumentNullException.ThrowIfNull(acceptorStateData);
+        ArgumentNullException.ThrowIfNull(callback);
+        if (Enqueue(groupIndex, instanceId, acceptorStateData, acceptorStateData, sync, null, callback) is { } failure)
+        {
+            callback.OnPutCompleted(failure);
+        }
+    }
+
+    private LogStorageException? Enqueue(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, byte[]? owned, bool sync, TaskCompletionSource? completion, IPutCallback? callback)
     {
         GetGroup(groupIndex);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(instanceId, (ulong)long.MaxValue);
@@ -84,8 +95,8 @@ public sealed partial class FileLogStorage
         var group = _groups[groupIndex];
         var lane = LaneOf(group);
 
-        // One copy serves the writer and the readers that come before the index row.
-        var snapshot = acceptorStateData.ToArray();
+        // One copy serves the writer and the readers that come before the index row; a handed-over array is that copy.
+        var snapshot = owned ?? acceptorStateData.ToArray();
         lock (lane.QueueLock)
         {
             if (lane.Stopping || instanceId < group.LastInstanceId)

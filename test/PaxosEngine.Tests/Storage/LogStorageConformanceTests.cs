@@ -44,6 +44,48 @@ public abstract class LogStorageConformanceTests : IDisposable
     }
 
     [Fact]
+    public async Task PutCopiesTheCallersMemoryAndPutOwnedKeepsTheHandedOverArray()
+    {
+        var storage = OpenStorage();
+        var lent = StorageTestData.EchoAccept(4, "lent", 1);
+        var expected = lent.ToArray();
+        var lentDone = new PutCompletion();
+        storage.Put(0, 4, lent, sync: true, lentDone);
+        Array.Clear(lent); // the caller reuses its buffer at once: the storage must have copied it
+        await lentDone.Task;
+        var owned = StorageTestData.EchoAccept(5, "owned", 2);
+        var ownedDone = new PutCompletion();
+        storage.PutOwned(0, 5, owned, sync: true, ownedDone);
+        await ownedDone.Task;
+
+        Assert.Equal(expected, storage.Get(0, 4));
+        Assert.Equal(owned, storage.Get(0, 5));
+        storage.Dispose();
+        storage = OpenStorage();
+        Assert.Equal(expected, storage.Get(0, 4));
+        Assert.Equal(owned, storage.Get(0, 5));
+    }
+
+    private sealed class PutCompletion : IPutCallback
+    {
+        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task Task => _done.Task;
+
+        public void OnPutCompleted(Exception? error)
+        {
+            if (error is null)
+            {
+                _done.SetResult();
+            }
+            else
+            {
+                _done.SetException(error);
+            }
+        }
+    }
+
+    [Fact]
     public async Task LastRecordOfAnInstanceWins()
     {
         var storage = OpenStorage();
