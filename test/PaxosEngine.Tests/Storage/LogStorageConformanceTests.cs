@@ -49,14 +49,14 @@ public abstract class LogStorageConformanceTests : IDisposable
         var storage = OpenStorage();
         var lent = StorageTestData.EchoAccept(4, "lent", 1);
         var expected = lent.ToArray();
-        var lentDone = new PutCompletion();
+        var lentDone = new CompletedPut();
         storage.Put(0, 4, lent, sync: true, lentDone);
         Array.Clear(lent); // the caller reuses its buffer at once: the storage must have copied it
-        await lentDone.Task;
+        await lentDone.Done;
         var owned = StorageTestData.EchoAccept(5, "owned", 2);
-        var ownedDone = new PutCompletion();
+        var ownedDone = new CompletedPut();
         storage.PutOwned(0, 5, owned, sync: true, ownedDone);
-        await ownedDone.Task;
+        await ownedDone.Done;
 
         Assert.Equal(expected, storage.Get(0, 4));
         Assert.Equal(owned, storage.Get(0, 5));
@@ -64,25 +64,6 @@ public abstract class LogStorageConformanceTests : IDisposable
         storage = OpenStorage();
         Assert.Equal(expected, storage.Get(0, 4));
         Assert.Equal(owned, storage.Get(0, 5));
-    }
-
-    private sealed class PutCompletion : IPutCallback
-    {
-        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task Task => _done.Task;
-
-        public void OnPutCompleted(Exception? error)
-        {
-            if (error is null)
-            {
-                _done.SetResult();
-            }
-            else
-            {
-                _done.SetException(error);
-            }
-        }
     }
 
     [Fact]

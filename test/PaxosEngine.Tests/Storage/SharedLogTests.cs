@@ -289,25 +289,6 @@ public sealed class SharedLogTests : IDisposable
         Assert.Contains($"written for {Groups} groups", error.Message, StringComparison.Ordinal);
     }
 
-    private sealed class CompletedPut : IPutCallback
-    {
-        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task Done => _done.Task;
-
-        public void OnPutCompleted(Exception? error)
-        {
-            if (error is null)
-            {
-                _done.TrySetResult();
-            }
-            else
-            {
-                _done.TrySetException(error);
-            }
-        }
-    }
-
     /// <summary>
     /// Puts records to random groups, a few at a time so that batches span groups: new instances, and now and then
     /// the same instance again (a promise, then an accept). Remembers every acknowledged record.

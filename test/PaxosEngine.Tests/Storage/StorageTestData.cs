@@ -1,6 +1,7 @@
 using System.Text;
 using Google.Protobuf;
 using Orleans.Paxos.Engine.Protocol;
+using Orleans.Paxos.Engine.Storage;
 
 namespace Orleans.Paxos.Engine.Tests.Storage;
 
@@ -83,6 +84,26 @@ internal sealed class TempDirectory : IDisposable
         if (Directory.Exists(Path))
         {
             Directory.Delete(Path, recursive: true);
+        }
+    }
+}
+
+/// <summary>A put callback whose <see cref="Done"/> task completes, or fails, when the put does.</summary>
+internal sealed class CompletedPut : IPutCallback
+{
+    private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task Done => _done.Task;
+
+    public void OnPutCompleted(Exception? error)
+    {
+        if (error is null)
+        {
+            _done.TrySetResult();
+        }
+        else
+        {
+            _done.TrySetException(error);
         }
     }
 }
