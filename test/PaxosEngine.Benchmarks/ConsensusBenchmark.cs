@@ -126,10 +126,11 @@ internal static class ConsensusBenchmark
             }
 
             Console.WriteLine("  CPU us/op and B/op: CPU time and bytes allocated in the node processes (callers included) over the window, per proposal;");
+            Console.WriteLine("  GC %: time the node processes spent paused for garbage collection over the window, summed over processes, as a share of it; gen2: full collections in that time;");
             Console.WriteLine("  threads and WS MiB: threads and working set of the node processes together at the end of the window;");
             Console.WriteLine("  start s: from starting the nodes until every node votes in every group (new groups survey their peers); the warm-up follows");
             Console.WriteLine();
-            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6} {"CPU us/op",9} {"B/op",7} {"threads",7} {"WS MiB",6} {"start s",7}" +
+            Console.WriteLine($"{"groups",6} {"value",7} {"props",5} {"batch",5} {"metrics",7} {"ops/s",9} {"inst/s",8} {"mean ms",8} {"p50 ms",8} {"p99 ms",8} {"fail",5} {"CPU %",6} {"CPU us/op",9} {"B/op",7} {"GC %",5} {"gen2",5} {"threads",7} {"WS MiB",6} {"start s",7}" +
                 (options.Disk ? $" {"fsync/s",8} {"fs ms",6} {"fs p99",6} {"pers ms",7} {"pers p99",8} {"rec/fs",6}" : ""));
         }
 
@@ -156,7 +157,7 @@ internal static class ConsensusBenchmark
                         else
                         {
                             var d = r.Disk;
-                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0} {r.CpuMicrosPerOp,9:0} {r.AllocatedBytesPerOp,7:0} {r.Threads.Sum(),7} {r.WorkingSetBytes.Sum() / 1048576.0,6:0} {r.StartSeconds,7:0.0}" +
+                            Console.WriteLine($"{r.Groups,6} {r.ValueBytes,7} {r.Proposers,5} {r.Batch,5} {r.Metrics,7} {r.OpsPerSecond,9:0} {r.InstancesPerSecond,8:0} {r.MeanMs,8:0.00} {r.P50Ms,8:0.00} {r.P99Ms,8:0.00} {r.Failed,5} {r.CpuPercent,6:0} {r.CpuMicrosPerOp,9:0} {r.AllocatedBytesPerOp,7:0} {r.GcPausePercent,5:0.0} {r.Gen2Collections,5} {r.Threads.Sum(),7} {r.WorkingSetBytes.Sum() / 1048576.0,6:0} {r.StartSeconds,7:0.0}" +
                                 (d is null ? "" : $" {d.FsyncsPerSecond,8:0} {d.FsyncMeanMs,6:0.00} {d.FsyncP99Ms,6:0.00} {d.PersistMeanMs,7:0.00} {d.PersistP99Ms,8:0.00} {d.RecordsPerFsync,6:0.0}"));
                         }
                     }
@@ -179,6 +180,12 @@ internal static class ConsensusBenchmark
 
         /// <summary>Bytes allocated in the node processes over the window per successful proposal.</summary>
         public double AllocatedBytesPerOp { get; init; }
+
+        /// <summary>Garbage-collection pauses of the node processes over the window, summed, as a percentage of the window.</summary>
+        public double GcPausePercent { get; init; }
+
+        /// <summary>Full (generation 2) collections in the node processes over the window.</summary>
+        public int Gen2Collections { get; init; }
 
         /// <summary>Threads of each node process at the end of the window (node 0's process first).</summary>
         public int[] Threads { get; init; } = [];
@@ -263,7 +270,7 @@ internal static class ConsensusBenchmark
 
             await Task.Delay(TimeSpan.FromSeconds(o.WarmupSeconds)).ConfigureAwait(false);
             var instancesBefore = SumNow(proposer, groups);
-            var allocatedBefore = await TotalAllocatedAsync(children).ConfigureAwait(false);
+            var gcBefore = await GcTotalsAsync(children).ConfigureAwait(false);
             var cpuBefore = TotalCpu(children);
             using var sampler = o.AllocationTypes ? new AllocationSampler() : null;
             if (sampler is not null)
@@ -285,7 +292,7 @@ internal static class ConsensusBenchmark
 
             var diskFigures = disk?.End(elapsed);
             var cpu = (TotalCpu(children) - cpuBefore).TotalSeconds;
-            var allocated = await TotalAllocatedAsync(children).ConfigureAwait(false) - allocatedBefore;
+            var gc = (await GcTotalsAsync(children).ConfigureAwait(false)).Since(gcBefore);
             var instances = SumNow(proposer, groups) - instancesBefore;
             var (threads, workingSets) = Snapshot(children);
             await stop.CancelAsync().ConfigureAwait(false);
@@ -302,7 +309,9 @@ internal static class ConsensusBenchmark
             {
                 Disk = diskFigures,
                 CpuMicrosPerOp = all.Length == 0 ? double.NaN : cpu * 1e6 / all.Length,
-                AllocatedBytesPerOp = all.Length == 0 ? double.NaN : (double)allocated / all.Length,
+                AllocatedBytesPerOp = all.Length == 0 ? double.NaN : (double)gc.Allocated / all.Length,
+                GcPausePercent = 100 * gc.Pause.TotalSeconds / elapsed,
+                Gen2Collections = gc.Gen2,
                 Threads = threads,
                 WorkingSetBytes = workingSets,
                 StartSeconds = startSeconds,
@@ -430,10 +439,10 @@ internal static class ConsensusBenchmark
     }
 
     /// <summary>
-    /// Bytes allocated so far in this process and the node processes together. Each child answers a
-    /// <c>stats</c> line on its standard input with its <see cref="GC.GetTotalAllocatedBytes(bool)"/>.
+    /// Bytes allocated, garbage-collection pause time and full collections so far in this process and the node processes
+    /// together. Each child answers a <c>stats</c> line on its standard input with its <see cref="GcTotals.Line"/>.
     /// </summary>
-    private static async Task<long> TotalAllocatedAsync(List<Process> children)
+    private static async Task<GcTotals> GcTotalsAsync(List<Process> children)
     {
         foreach (var c in children)
         {
@@ -441,16 +450,39 @@ internal static class ConsensusBenchmark
             await c.StandardInput.FlushAsync().ConfigureAwait(false);
         }
 
-        var total = GC.GetTotalAllocatedBytes(precise: true);
+        var total = GcTotals.OfThisProcess();
         for (var i = 0; i < children.Count; i++)
         {
             var line = await children[i].StandardOutput.ReadLineAsync().ConfigureAwait(false);
-            total += long.TryParse(line, NumberStyles.Integer, CultureInfo.InvariantCulture, out var bytes)
-                ? bytes
-                : throw new InvalidOperationException($"node process {i + 1} answered '{line}' to stats");
+            total = total.Plus(GcTotals.Parse(line) ?? throw new InvalidOperationException($"node process {i + 1} answered '{line}' to stats"));
         }
 
         return total;
+    }
+
+    /// <summary>A process's garbage-collection figures so far: bytes allocated, pause time, full collections.</summary>
+    private readonly record struct GcTotals(long Allocated, TimeSpan Pause, int Gen2)
+    {
+        public static GcTotals OfThisProcess() =>
+            new(GC.GetTotalAllocatedBytes(precise: true), GC.GetTotalPauseDuration(), GC.CollectionCount(2));
+
+        /// <summary>What a child prints in answer to <c>stats</c>.</summary>
+        public string Line => string.Create(CultureInfo.InvariantCulture, $"{Allocated} {Pause.Ticks} {Gen2}");
+
+        public static GcTotals? Parse(string? line)
+        {
+            var parts = line?.Split(' ');
+            return parts is { Length: 3 }
+                && long.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out var allocated)
+                && long.TryParse(parts[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var pause)
+                && int.TryParse(parts[2], NumberStyles.Integer, CultureInfo.InvariantCulture, out var gen2)
+                ? new GcTotals(allocated, TimeSpan.FromTicks(pause), gen2)
+                : null;
+        }
+
+        public GcTotals Plus(GcTotals other) => new(Allocated + other.Allocated, Pause + other.Pause, Gen2 + other.Gen2);
+
+        public GcTotals Since(GcTotals earlier) => new(Allocated - earlier.Allocated, Pause - earlier.Pause, Gen2 - earlier.Gen2);
     }
 
     /// <summary>Threads and working set of this process and of each node process, this process first.</summary>
@@ -510,7 +542,7 @@ internal static class ConsensusBenchmark
 
     /// <summary>
     /// A child process running one node until its standard input closes. A <c>stats</c> line on its standard input
-    /// is answered with the bytes allocated in the process so far, a <c>voting</c> line with the number of groups
+    /// is answered with its garbage-collection figures so far (bytes allocated, pause time, full collections), a <c>voting</c> line with the number of groups
     /// whose acceptor votes.
     /// </summary>
     private static int RunNodeProcess(string[] args)
@@ -536,7 +568,7 @@ internal static class ConsensusBenchmark
         {
             if (line == "stats")
             {
-                Console.WriteLine(GC.GetTotalAllocatedBytes(precise: true).ToString(CultureInfo.InvariantCulture));
+                Console.WriteLine(GcTotals.OfThisProcess().Line);
             }
             else if (line == "voting")
             {
