@@ -463,7 +463,8 @@ internal sealed partial class Learner
         };
         try
         {
-            _storage.PutOwned(_host.GroupIndex, Now, MessageBytes.ToArray(record), sync, callback);
+            var bytes = MessageBytes.Rent(record, out var length);
+            _storage.PutRented(_host.GroupIndex, Now, bytes, length, sync, callback);
             return true;
         }
         catch (LogStorageException ex)

@@ -257,7 +257,8 @@ internal sealed partial class VotingGateKeeper
         var record = _acceptor.CreateRecord(_host.LastChecksum);
         try
         {
-            _storage.PutOwned(Index, record.InstanceID, MessageBytes.ToArray(record), sync: true, new GateRecordWrite(this, how));
+            var bytes = MessageBytes.Rent(record, out var length);
+            _storage.PutRented(Index, record.InstanceID, bytes, length, sync: true, new GateRecordWrite(this, how));
         }
         catch (LogStorageException ex)
         {

@@ -247,7 +247,8 @@ internal sealed partial class PaxosGroup
             // The loop thread writes the record itself when the storage is idle, unless that would make other
             // groups of its loop wait for an fsync, or the thread only borrowed the loop (a receive thread).
             var callerWrite = !sync || (_loop.GroupCount == 1 && !_loop.IsBorrowed);
-            _storage.PutOwned(Index, record.InstanceID, MessageBytes.ToArray(record), sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted, callerWrite));
+            var bytes = MessageBytes.Rent(record, out var length);
+            _storage.PutRented(Index, record.InstanceID, bytes, length, sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted, callerWrite));
         }
         catch (LogStorageException ex)
         {

@@ -1,3 +1,4 @@
+using System.Buffers;
 using Google.Protobuf;
 
 namespace Orleans.Paxos.Engine.Protocol;
@@ -13,6 +14,19 @@ internal static class MessageBytes
     {
         var bytes = GC.AllocateUninitializedArray<byte>(message.CalculateSize());
         message.WriteTo(bytes.AsSpan());
+        return bytes;
+    }
+
+    /// <summary>
+    /// The message's bytes at the start of an array rented from <see cref="ArrayPool{T}.Shared"/>, which may be longer;
+    /// <paramref name="length"/> says how many bytes are the message's. For a storage that takes the array over
+    /// (<see cref="Storage.ILogStorage.PutRented"/>).
+    /// </summary>
+    public static byte[] Rent(IMessage message, out int length)
+    {
+        length = message.CalculateSize();
+        var bytes = ArrayPool<byte>.Shared.Rent(length);
+        message.WriteTo(bytes.AsSpan(0, length));
         return bytes;
     }
 }

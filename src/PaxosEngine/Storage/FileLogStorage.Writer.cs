@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
@@ -43,7 +42,8 @@ public sealed partial class FileLogStorage
     public Task PutAsync(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync)
     {
         var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var failure = Enqueue(groupIndex, instanceId, acceptorStateData, null, sync, completion, null);
+        CheckPut(groupIndex, instanceId, acceptorStateData.Length);
+        var failure = Enqueue(groupIndex, instanceId, RecordBytes.RentedCopyOf(acceptorStateData.Span), sync, completion, null);
         return failure is null ? completion.Task : Task.FromException(failure);
     }
 
@@ -57,7 +57,8 @@ public sealed partial class FileLogStorage
     public void Put(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, bool sync, IPutCallback callback)
     {
         ArgumentNullException.ThrowIfNull(callback);
-        if (Enqueue(groupIndex, instanceId, acceptorStateData, null, sync, null, callback) is { } failure)
+        CheckPut(groupIndex, instanceId, acceptorStateData.Length);
+        if (Enqueue(groupIndex, instanceId, RecordBytes.RentedCopyOf(acceptorStateData.Span), sync, null, callback) is { } failure)
         {
             callback.OnPutCompleted(failure);
         }
@@ -68,24 +69,47 @@ public sealed partial class FileLogStorage
     {
         ArgumentNullException.ThrowIfNull(acceptorStateData);
         ArgumentNullException.ThrowIfNull(callback);
-        if (Enqueue(groupIndex, instanceId, acceptorStateData, acceptorStateData, sync, null, callback) is { } failure)
+        CheckPut(groupIndex, instanceId, acceptorStateData.Length);
+        if (Enqueue(groupIndex, instanceId, RecordBytes.Owned(acceptorStateData), sync, null, callback) is { } failure)
         {
             callback.OnPutCompleted(failure);
         }
     }
 
-    private LogStorageException? Enqueue(int groupIndex, ulong instanceId, ReadOnlyMemory<byte> acceptorStateData, byte[]? owned, bool sync, TaskCompletionSource? completion, IPutCallback? callback)
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The writer copies the record into its file buffer and readers copy it out under a lock; the array goes back
+    /// to the pool when the record's index row is written, or to the garbage collector if the storage stops first.
+    /// </remarks>
+    public void PutRented(int groupIndex, ulong instanceId, byte[] rented, int length, bool sync, IPutCallback callback)
+    {
+        ArgumentNullException.ThrowIfNull(rented);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, rented.Length);
+        ArgumentNullException.ThrowIfNull(callback);
+        CheckPut(groupIndex, instanceId, length);
+        if (Enqueue(groupIndex, instanceId, new RecordBytes(rented, length, Rented: true), sync, null, callback) is { } failure)
+        {
+            callback.OnPutCompleted(failure);
+        }
+    }
+
+    private void CheckPut(int groupIndex, ulong instanceId, int length)
     {
         GetGroup(groupIndex);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(instanceId, (ulong)long.MaxValue);
-        if (acceptorStateData.Length > _options.DataFileSize - 12)
+        if (length > _options.DataFileSize - 12)
         {
             throw new ArgumentOutOfRangeException(
-                nameof(acceptorStateData),
-                acceptorStateData.Length,
-                $"A record of {acceptorStateData.Length + 12} bytes does not fit in a data file of {_options.DataFileSize} bytes.");
+                "acceptorStateData",
+                length,
+                $"A record of {length + 12} bytes does not fit in a data file of {_options.DataFileSize} bytes.");
         }
+    }
 
+    /// <summary>Queues a checked put whose bytes the storage now holds (<see cref="CheckPut"/> came first).</summary>
+    private LogStorageException? Enqueue(int groupIndex, ulong instanceId, RecordBytes snapshot, bool sync, TaskCompletionSource? completion, IPutCallback? callback)
+    {
         var failure = Volatile.Read(ref _failure);
         if (failure is not null)
         {
@@ -95,8 +119,7 @@ public sealed partial class FileLogStorage
         var group = _groups[groupIndex];
         var lane = LaneOf(group);
 
-        // One copy serves the writer and the readers that come before the index row; a handed-over array is that copy.
-        var snapshot = owned ?? acceptorStateData.ToArray();
+        // One copy serves the writer and the readers that come before the index row.
         lock (lane.QueueLock)
         {
             if (lane.Stopping || instanceId < group.LastInstanceId)
@@ -271,10 +294,19 @@ public sealed partial class FileLogStorage
         }
 
         // Indexed now: readers go through the index again. A newer put of the same instance keeps its
-        // own entry, since only this exact snapshot is removed.
+        // own entry, since only this exact snapshot is removed. Once out of the map under the readers' lock, no
+        // reader can reach a snapshot, and its array can go back to the pool.
+        lock (group.SnapshotLock)
+        {
+            foreach (var snapshot in group.PendingSnapshots)
+            {
+                group.Unindexed.TryRemove(snapshot);
+            }
+        }
+
         foreach (var snapshot in group.PendingSnapshots)
         {
-            group.Unindexed.TryRemove(snapshot);
+            snapshot.Value.Release();
         }
 
         group.PendingSnapshots.Clear();
@@ -429,7 +461,7 @@ public sealed partial class FileLogStorage
         var record = group.Buffer.AsSpan(group.BufferLength, recordLength);
         BinaryPrimitives.WriteInt32LittleEndian(record, 8 + put.Value.Length);
         BinaryPrimitives.WriteUInt64LittleEndian(record[4..], put.InstanceId);
-        put.Value.CopyTo(record[12..]);
+        put.Value.Span.CopyTo(record[12..]);
 
         // PhxPaxos's index crc: instance id (8 bytes) then the body, every 8th byte.
         var crc = SkipCrc32.Compute(0, record[4..], SkipCrc32.ValueSkip);
@@ -646,5 +678,5 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>One queued put; <paramref name="Value"/> is the storage's own copy, also served to readers until indexed.</summary>
-    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, byte[] Value, bool Sync, TaskCompletionSource? Completion, IPutCallback? Callback);
+    private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, RecordBytes Value, bool Sync, TaskCompletionSource? Completion, IPutCallback? Callback);
 }

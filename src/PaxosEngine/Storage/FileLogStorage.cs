@@ -172,9 +172,12 @@ public sealed partial class FileLogStorage : ILogStorage
             return null;
         }
 
-        if (group.Unindexed.TryGetValue(instanceId, out var pending))
+        lock (group.SnapshotLock)
         {
-            return (byte[])pending.Clone();
+            if (group.Unindexed.TryGetValue(instanceId, out var pending))
+            {
+                return pending.Span.ToArray();
+            }
         }
 
         group.FilesLock.EnterReadLock();

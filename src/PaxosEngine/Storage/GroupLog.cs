@@ -146,14 +146,20 @@ internal sealed class GroupLog : IDisposable
     public List<IndexEntry> PendingIndex { get; } = [];
 
     /// <summary>The <see cref="Unindexed"/> entries that the next index flush retires, in put order.</summary>
-    public List<KeyValuePair<ulong, byte[]>> PendingSnapshots { get; } = [];
+    public List<KeyValuePair<ulong, RecordBytes>> PendingSnapshots { get; } = [];
+
+    /// <summary>
+    /// Held while a reader copies an <see cref="Unindexed"/> record and while the index flush retires records, so that
+    /// a rented array goes back to its pool only once no reader can still be copying it.
+    /// </summary>
+    public object SnapshotLock { get; } = new();
 
     /// <summary>
     /// Records put but not yet in the index, newest per instance: <see cref="FileLogStorage.Get"/>
     /// reads them so that a reader sees every put that returned, even before its batch is indexed
     /// (a group serves catch-up right after it executes an instance whose accept is still being written).
     /// </summary>
-    public System.Collections.Concurrent.ConcurrentDictionary<ulong, byte[]> Unindexed { get; } = new();
+    public System.Collections.Concurrent.ConcurrentDictionary<ulong, RecordBytes> Unindexed { get; } = new();
 
     /// <summary>The path of data file <paramref name="fileId"/> (the last one asked for is kept: the writer asks for the current file with every batch).</summary>
     public string DataFilePath(int fileId)

@@ -52,6 +52,21 @@ public interface ILogStorage : IDisposable
     void PutOwned(int groupIndex, ulong instanceId, byte[] acceptorStateData, bool sync, IPutCallback callback) =>
         Put(groupIndex, instanceId, acceptorStateData, sync, callback);
 
+    /// <summary>
+    /// Appends the first <paramref name="length"/> bytes of <paramref name="rented"/> like <see cref="Put"/>, handing the
+    /// array over: it was rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/>, the caller never touches it
+    /// again, and the storage returns it to the pool once it no longer needs it. Large records then reuse memory
+    /// instead of each taking fresh pages from the large object heap. The default copies the bytes, returns the array
+    /// at once and calls <see cref="PutOwned"/>.
+    /// </summary>
+    void PutRented(int groupIndex, ulong instanceId, byte[] rented, int length, bool sync, IPutCallback callback)
+    {
+        ArgumentNullException.ThrowIfNull(rented);
+        var copy = rented.AsSpan(0, length).ToArray();
+        System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        PutOwned(groupIndex, instanceId, copy, sync, callback);
+    }
+
     /// <summary>Reads the last record of an instance, or null when the log holds none.</summary>
     /// <exception cref="LogStorageException">The record exists but is damaged (names file and offset).</exception>
     byte[]? Get(int groupIndex, ulong instanceId);

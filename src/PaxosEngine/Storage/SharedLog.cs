@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace Orleans.Paxos.Engine.Storage;
 
 /// <summary>One record of the shared log: a group's acceptor state for an instance.</summary>
-internal readonly record struct SharedLogRecord(int GroupIndex, ulong InstanceId, byte[] Value);
+internal readonly record struct SharedLogRecord(int GroupIndex, ulong InstanceId, RecordBytes Value);
 
 /// <summary>What <see cref="SharedLog.Read"/> found: the last checkpoint and the records written after it.</summary>
 /// <param name="Generation">The checkpoint's generation.</param>
@@ -202,7 +202,7 @@ internal sealed class SharedLog : IDisposable
                     $"The shared log {path} holds a valid record for group {group} at offset {offset}, but the storage has {groupCount} groups.", -1, path, offset);
             }
 
-            records.Add(new SharedLogRecord(group, BinaryPrimitives.ReadUInt64LittleEndian(body.AsSpan(4)), body.AsSpan(BodyPrefixLength).ToArray()));
+            records.Add(new SharedLogRecord(group, BinaryPrimitives.ReadUInt64LittleEndian(body.AsSpan(4)), Storage.RecordBytes.Owned(body.AsSpan(BodyPrefixLength).ToArray())));
             offset += RecordHeaderLength + bodyLength;
         }
 
@@ -234,7 +234,7 @@ internal sealed class SharedLog : IDisposable
             var body = span[RecordHeaderLength..];
             BinaryPrimitives.WriteInt32LittleEndian(body, record.GroupIndex);
             BinaryPrimitives.WriteUInt64LittleEndian(body[4..], record.InstanceId);
-            record.Value.CopyTo(body[BodyPrefixLength..]);
+            record.Value.Span.CopyTo(body[BodyPrefixLength..]);
             var crc = new System.IO.Hashing.Crc32();
             crc.Append(span.Slice(4, 4));
             crc.Append(body);

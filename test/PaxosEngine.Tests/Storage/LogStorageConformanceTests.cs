@@ -67,6 +67,25 @@ public abstract class LogStorageConformanceTests : IDisposable
     }
 
     [Fact]
+    public async Task PutRentedKeepsExactlyTheGivenLengthOfTheHandedOverArray()
+    {
+        var storage = OpenStorage();
+        var record = StorageTestData.Sized(6, 3000, 6);
+        var rented = System.Buffers.ArrayPool<byte>.Shared.Rent(record.Length);
+        Assert.True(rented.Length > record.Length, "the pool hands out a longer array, which this test relies on");
+        rented.AsSpan().Fill(0xEE);
+        record.CopyTo(rented, 0);
+        var done = new CompletedPut();
+        storage.PutRented(1, 6, rented, record.Length, sync: true, done);
+        await done.Done;
+
+        Assert.Equal(record, storage.Get(1, 6));
+        storage.Dispose();
+        storage = OpenStorage();
+        Assert.Equal(record, storage.Get(1, 6));
+    }
+
+    [Fact]
     public async Task LastRecordOfAnInstanceWins()
     {
         var storage = OpenStorage();
