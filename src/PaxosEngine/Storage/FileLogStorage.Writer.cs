@@ -9,7 +9,7 @@ namespace Orleans.Paxos.Engine.Storage;
 /// <summary>The writer thread and its group commit.</summary>
 /// <remarks>
 /// A put completes once its record is written and fsynced. Its index row follows later, in one SQLite
-/// transaction with every other row of the lane's groups (after <see cref="IndexFlushRecords"/> rows or
+/// transaction with every other row of the lane's groups (after <see cref="IndexFlushRecords"/> rows, <see cref="IndexFlushBytes"/> bytes of records or
 /// <see cref="LogStorageOptions.IndexFlushInterval"/>, whichever comes first): one index transaction per group commit was
 /// about a tenth of the CPU a chosen instance costs. Until then readers find the record in
 /// <see cref="GroupLog.Unindexed"/>; after a crash recovery indexes it again from the data file, as it
@@ -19,6 +19,13 @@ public sealed partial class FileLogStorage
 {
     /// <summary>Index rows of a lane held back at most; reaching it flushes them at once.</summary>
     internal const int IndexFlushRecords = 1024;
+
+    /// <summary>
+    /// Bytes of records held back for their index rows at most: their arrays wait until then for readers, so large
+    /// records flush sooner. It bounds that memory, and a flush that gives back a few dozen arrays leaves them in the
+    /// pool for the next puts instead of overflowing it.
+    /// </summary>
+    internal const long IndexFlushBytes = 4L * 1024 * 1024;
 
     private static readonly Histogram<double> FsyncDuration = PaxosMetrics.Meter.CreateHistogram<double>(
         "paxos.storage.fsync.duration", "ms", "Duration of one fsync of a data file, or of the shared log when it is on.", tags: null, advice: EngineInstruments.LatencyAdvice);
@@ -181,7 +188,7 @@ public sealed partial class FileLogStorage
 
     private void FlushIndexIfDue(WriterLane lane)
     {
-        if (lane.IndexPendingRows >= IndexFlushRecords || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue))
+        if (lane.IndexPendingRows >= IndexFlushRecords || lane.IndexPendingBytes >= IndexFlushBytes || (lane.IndexDue != 0 && Stopwatch.GetTimestamp() >= lane.IndexDue))
         {
             FlushIndex(lane);
         }
@@ -281,6 +288,7 @@ public sealed partial class FileLogStorage
 
         lane.IndexGroups.Clear();
         lane.IndexPendingRows = 0;
+        lane.IndexPendingBytes = 0;
         lane.IndexDue = 0;
     }
 
@@ -367,6 +375,10 @@ public sealed partial class FileLogStorage
                 }
 
                 lane.IndexPendingRows += batch.Count;
+                foreach (var put in batch)
+                {
+                    lane.IndexPendingBytes += put.Value.Length;
+                }
             }
             catch (Exception e)
             {
@@ -670,6 +682,9 @@ public sealed partial class FileLogStorage
 
         /// <summary>Index rows held back (writer thread only).</summary>
         public int IndexPendingRows { get; set; }
+
+        /// <summary>Bytes of the records whose index rows are held back (writer thread only).</summary>
+        public long IndexPendingBytes { get; set; }
 
         /// <summary>Stopwatch timestamp by which the held-back rows are written; 0 when none are (read under <see cref="QueueLock"/> by the writer only).</summary>
         public long IndexDue { get; set; }
