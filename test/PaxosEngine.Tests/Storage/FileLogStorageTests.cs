@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Microsoft.Data.Sqlite;
 using Orleans.Paxos.Engine.Hashing;
 using Orleans.Paxos.Engine.Storage;
+using Orleans.Paxos.Engine.Tests.Support;
 
 namespace Orleans.Paxos.Engine.Tests.Storage;
 
@@ -742,6 +743,26 @@ public sealed class FileLogStorageTests : IDisposable
 
         Assert.Equal(19ul, storage.GetMaxInstanceId(0));
         Assert.Empty(ReadIndexRowsWhileOpen(0));
+    }
+
+    [Fact]
+    public async Task Index_rows_are_written_once_the_records_waiting_for_them_reach_the_byte_bound()
+    {
+        var storage = OpenHoldingIndex();
+        const int Size = 100 * 1024;
+        var needed = (int)(FileLogStorage.IndexFlushBytes / Size) + 1;
+        for (ulong i = 0; i < (ulong)needed - 1; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, Size, (int)i), sync: true);
+        }
+
+        Assert.Empty(ReadIndexRowsWhileOpen(0));
+        await storage.PutAsync(0, (ulong)needed - 1, StorageTestData.Sized((ulong)needed - 1, Size, needed - 1), sync: true);
+
+        // The writer flushes right after the batch's completions run.
+        await Polling.WaitUntilAsync(() => ReadIndexRowsWhileOpen(0).Count == needed, TimeSpan.FromSeconds(30), "the held-back rows to be written");
+        Assert.Equal(Enumerable.Range(0, needed).Select(i => (long)i), ReadIndexRowsWhileOpen(0).Select(r => r.Instance));
+        Assert.Equal(StorageTestData.Sized(3, Size, 3), storage.Get(0, 3));
     }
 
     [Fact]
