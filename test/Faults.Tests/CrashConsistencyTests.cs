@@ -50,9 +50,11 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
             await using (var client = await HarnessClient.ConnectAsync(cluster.Gateways, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(30)))
             {
                 var kv = new KeyValueClient(client.Grains, Groups);
-                using var stop = new CancellationTokenSource(duration);
+                using var stop = new CancellationTokenSource();
                 var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(() => WriteAsync(w), CancellationToken.None)).ToList();
+                var stopping = StopWhenCleanedAsync(stop);
                 await KillLoopAsync(stop.Token);
+                await stopping;
                 await Task.WhenAll(writers);
                 log.WriteLine($"writes stopped: {acked.Count} puts acknowledged of {Interlocked.Read(ref attempts)} attempted; {kills} kills ({killsDuringStart} during start-up)");
 
@@ -207,6 +209,34 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output)
                 {
                     await t;
                 }
+            }
+        }
+
+        // Writes and kills go on for the duration and then until a cleaner has deleted a data file on some node (how
+        // many instances a run chooses depends on the kills and on batching), for at most three times the duration.
+        async Task StopWhenCleanedAsync(CancellationTokenSource stop)
+        {
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            await Task.Delay(duration, CancellationToken.None);
+            while (started.Elapsed < 3 * duration && !Enumerable.Range(0, cluster.Silos.Count).Any(n => FilesDeleted(cluster.DataDirectory(n)) > 0))
+            {
+                await Task.Delay(500, CancellationToken.None);
+            }
+
+            log.WriteLine($"[{DateTime.UtcNow:HH:mm:ss.fff}] writes and kills stop after {started.Elapsed.TotalSeconds:0} s");
+            await stop.CancelAsync();
+        }
+
+        static int FilesDeleted(string node)
+        {
+            try
+            {
+                return LogConsistencyChecker.CountEvents(node).FilesDeleted;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // A log being rotated or created just now: the next poll reads it.
+                return 0;
             }
         }
 
