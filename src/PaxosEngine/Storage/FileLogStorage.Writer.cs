@@ -9,11 +9,11 @@ namespace Orleans.Paxos.Engine.Storage;
 /// <summary>The writer thread and its group commit.</summary>
 /// <remarks>
 /// A put completes once its record is written and fsynced. Its index row follows later, in one SQLite
-/// transaction with every other row of the lane's groups (after <see cref="IndexFlushRecords"/> rows, <see cref="IndexFlushBytes"/> bytes of records or
-/// <see cref="LogStorageOptions.IndexFlushInterval"/>, whichever comes first): one index transaction per group commit was
-/// about a tenth of the CPU a chosen instance costs. Until then readers find the record in
-/// <see cref="GroupLog.Unindexed"/>; after a crash recovery indexes it again from the data file, as it
-/// always did for records written after the last index commit.
+/// transaction with every other row of the lane's groups (after <see cref="IndexFlushRecords"/> rows,
+/// <see cref="IndexFlushBytes"/> bytes of records or <see cref="LogStorageOptions.IndexFlushInterval"/>, whichever
+/// comes first): one index transaction per group commit was about a tenth of the CPU a chosen instance costs. Until
+/// then readers find the record in <see cref="GroupLog.Unindexed"/>; after a crash recovery indexes it again from the
+/// data file, as it always did for records written after the last index commit.
 /// </remarks>
 public sealed partial class FileLogStorage
 {
@@ -86,7 +86,8 @@ public sealed partial class FileLogStorage
     /// <inheritdoc/>
     /// <remarks>
     /// The writer copies the record into its file buffer and readers copy it out under a lock; the array goes back
-    /// to the pool when the record's index row is written, or to the garbage collector if the storage stops first.
+    /// to the pool when the record's index row is written, or to the garbage collector if the storage stops first or
+    /// <see cref="ClearAllLog"/> drops the record.
     /// </remarks>
     public void PutRented(int groupIndex, ulong instanceId, byte[] rented, int length, bool sync, IPutCallback callback)
     {
@@ -94,21 +95,21 @@ public sealed partial class FileLogStorage
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, rented.Length);
         ArgumentNullException.ThrowIfNull(callback);
-        CheckPut(groupIndex, instanceId, length);
+        CheckPut(groupIndex, instanceId, length, nameof(length));
         if (Enqueue(groupIndex, instanceId, new RecordBytes(rented, length, Rented: true), sync, null, callback) is { } failure)
         {
             callback.OnPutCompleted(failure);
         }
     }
 
-    private void CheckPut(int groupIndex, ulong instanceId, int length)
+    private void CheckPut(int groupIndex, ulong instanceId, int length, string parameter = "acceptorStateData")
     {
         GetGroup(groupIndex);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(instanceId, (ulong)long.MaxValue);
         if (length > _options.DataFileSize - 12)
         {
             throw new ArgumentOutOfRangeException(
-                "acceptorStateData",
+                parameter,
                 length,
                 $"A record of {length + 12} bytes does not fit in a data file of {_options.DataFileSize} bytes.");
         }
@@ -692,6 +693,9 @@ public sealed partial class FileLogStorage
         public Thread? Thread { get; set; }
     }
 
-    /// <summary>One queued put; <paramref name="Value"/> is the storage's own copy, also served to readers until indexed.</summary>
+    /// <summary>
+    /// One queued put; <paramref name="Value"/> is the storage's (its own copy, or an array handed over by
+    /// <see cref="PutOwned"/> or <see cref="PutRented"/>), also served to readers until indexed.
+    /// </summary>
     private readonly record struct PendingPut(int GroupIndex, ulong InstanceId, RecordBytes Value, bool Sync, TaskCompletionSource? Completion, IPutCallback? Callback);
 }

@@ -145,7 +145,10 @@ internal sealed class GroupLog : IDisposable
     /// <summary>Rows of records already durable in the data files but not yet written to the index (writer thread, under <see cref="WriteLock"/>).</summary>
     public List<IndexEntry> PendingIndex { get; } = [];
 
-    /// <summary>The <see cref="Unindexed"/> entries that the next index flush retires, in put order.</summary>
+    /// <summary>
+    /// The <see cref="Unindexed"/> entries that the next index flush retires, in put order; the flush gives their
+    /// rented arrays back to the pool once they are out of the map.
+    /// </summary>
     public List<KeyValuePair<ulong, RecordBytes>> PendingSnapshots { get; } = [];
 
     /// <summary>

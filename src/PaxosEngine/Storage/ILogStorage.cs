@@ -56,8 +56,8 @@ public interface ILogStorage : IDisposable
     /// Appends the first <paramref name="length"/> bytes of <paramref name="rented"/> like <see cref="Put"/>, handing the
     /// array over: it was rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/>, the caller never touches it
     /// again, and the storage returns it to the pool once it no longer needs it. Large records then reuse memory
-    /// instead of each taking fresh pages from the large object heap. The default copies the bytes, returns the array
-    /// at once and calls <see cref="PutOwned"/>.
+    /// instead of each taking fresh pages from the large object heap. The array is given up even when the call throws.
+    /// The default copies the bytes, returns the array at once and calls <see cref="PutOwned"/>.
     /// </summary>
     void PutRented(int groupIndex, ulong instanceId, byte[] rented, int length, bool sync, IPutCallback callback)
     {

@@ -28,12 +28,22 @@ internal readonly record struct RecordBytes(byte[] Array, int Length, bool Rente
     /// <summary>The record's bytes.</summary>
     public ReadOnlySpan<byte> Span => Array.AsSpan(0, Length);
 
-    /// <summary>Gives a rented array back to the pool; nothing may read it afterwards.</summary>
+    /// <summary>
+    /// Gives a rented array back to the pool; nothing may read it afterwards. An array the pool refuses (one a caller
+    /// did not rent from it) is left to the garbage collector: releasing never throws.
+    /// </summary>
     public void Release()
     {
         if (Rented)
         {
-            ArrayPool<byte>.Shared.Return(Array);
+            try
+            {
+                ArrayPool<byte>.Shared.Return(Array);
+            }
+            catch (ArgumentException)
+            {
+                // Not one of the pool's sizes: nothing to give back.
+            }
         }
     }
 }

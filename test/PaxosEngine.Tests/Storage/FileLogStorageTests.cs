@@ -151,6 +151,25 @@ public sealed class FileLogStorageTests : IDisposable
     }
 
     [Fact]
+    public async Task A_rented_put_of_an_array_the_pool_never_handed_out_is_kept_and_the_writer_goes_on()
+    {
+        var storage = new FileLogStorage(new LogStorageOptions { RootPath = _root.Path, GroupCount = 1, IndexFlushInterval = TimeSpan.FromTicks(1) });
+        _opened.Add(storage);
+        var odd = StorageTestData.Sized(0, 87, 1); // not one of the pool's sizes: giving it back is refused
+        var done = new CompletedPut();
+        storage.PutRented(0, 0, odd, odd.Length, sync: true, done);
+        await done.Done;
+        for (ulong i = 1; i < 5; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, 300, (int)i), sync: true);
+        }
+
+        await Polling.WaitUntilAsync(() => ReadIndexRowsWhileOpen(0).Count == 5, TimeSpan.FromSeconds(30), "every index row to be written");
+        Assert.Equal(StorageTestData.Sized(0, 87, 1), storage.Get(0, 0));
+        Assert.Equal(StorageTestData.Sized(4, 300, 4), storage.Get(0, 4));
+    }
+
+    [Fact]
     public async Task DataFileIsByteIdenticalToPhxPaxos()
     {
         var storage = Open();
