@@ -194,7 +194,8 @@ public sealed partial class NetworkTransport
             for (var i = 0; i < ReadsPerRound; i++)
             {
                 var buffer = connection.Buffer;
-                var read = connection.Socket.Receive(buffer, connection.End, buffer.Length - connection.End, SocketFlags.None, out var error);
+                var room = buffer.Length - connection.End;
+                var read = connection.Socket.Receive(buffer, connection.End, room, SocketFlags.None, out var error);
                 if (error == SocketError.WouldBlock)
                 {
                     return true;
@@ -211,6 +212,13 @@ public sealed partial class NetworkTransport
                 if (!ParseFrames(connection))
                 {
                     return false;
+                }
+
+                if (read < room)
+                {
+                    // A short read took everything the socket held: the next select says when more arrives (it
+                    // polls readiness as a level, so nothing is missed), which saves a receive that would block.
+                    return true;
                 }
             }
 

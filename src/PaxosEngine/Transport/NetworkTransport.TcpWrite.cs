@@ -156,8 +156,14 @@ public sealed partial class NetworkTransport
 
     /// <summary>
     /// The queue and the write-only connection for one destination. <see cref="Enqueue"/> and <see cref="DropAll"/>
-    /// may be called from any thread; everything else belongs to the write loop's thread.
+    /// may be called from any thread; everything else belongs to the write loop's thread, except that a sending
+    /// thread that finds the connection established and idle writes its frame itself (see <see cref="Enqueue"/>).
     /// </summary>
+    /// <remarks>
+    /// Whoever writes to the connection holds <see cref="_writer"/>: the loop for a round of <see cref="Service"/>
+    /// (or to close), a sending thread for one non-blocking pass over the queue. Only the loop connects, fails and
+    /// closes the connection, so the socket and the pooled batch array never change under a sending thread.
+    /// </remarks>
     private sealed class TcpDestination
     {
         /// <summary>Small frames are copied into this batch (with their prefixes) and written with one send.</summary>
@@ -172,6 +178,12 @@ public sealed partial class NetworkTransport
         private readonly ConcurrentQueue<(byte[] Frame, long EnqueuedAt)> _queue = new();
         private long _queuedFrames;
         private long _queuedBytes;
+
+        // 1 while the loop or a sending thread writes to the connection (or the loop changes it).
+        private int _writer;
+
+        // Connected, and the last write did not find the socket full: a sending thread may write itself.
+        private volatile bool _inlineReady;
 
         private ConnectionState _state;
         private long _connectStartedAt;
@@ -223,9 +235,87 @@ public sealed partial class NetworkTransport
             Interlocked.Increment(ref _queuedFrames);
             Interlocked.Add(ref _queuedBytes, frame.Length);
             _queue.Enqueue((frame, Stopwatch.GetTimestamp()));
-            _loop.Wake();
+
+            // On an established, idle connection the sender writes the frame itself: no wake-up of the loop's thread,
+            // no select round, one send. Anything it leaves (a full socket, an error, frames queued meanwhile) is
+            // the loop's.
+            if (!_inlineReady || !TryWriteInline())
+            {
+                _loop.Wake();
+            }
+
             return true;
         }
+
+        /// <summary>
+        /// Writes what is queued on the calling thread when nobody else is writing; true when it left nothing for
+        /// the loop. Never blocks: the socket is non-blocking and the pass stops at the first short write.
+        /// </summary>
+        private bool TryWriteInline()
+        {
+            if (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            {
+                return false;
+            }
+
+            var drained = false;
+            try
+            {
+                if (_inlineReady && !_owner._stopping)
+                {
+                    if (PeerClosed())
+                    {
+                        // The loop finds the close and reconnects before anything is written (and lost) on it.
+                        _inlineReady = false;
+                    }
+                    else
+                    {
+                        drained = WriteQueued(Stopwatch.GetTimestamp(), out var error) && error == SocketError.Success;
+                        if (error != SocketError.Success)
+                        {
+                            // A full socket or a failure: the loop waits for writability, or fails the connection.
+                            _inlineReady = false;
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref _writer, 0);
+            }
+
+            // A frame queued by a sender that found the writer busy is the loop's to send.
+            return drained && _queue.IsEmpty;
+        }
+
+        /// <summary>
+        /// Whether the write-only socket is readable, which means the peer closed it (or sent stray bytes): a frame
+        /// written now would be lost with the connection, so the loop's <see cref="OnReadable"/> looks first, as it
+        /// does before its own writes.
+        /// </summary>
+        private bool PeerClosed()
+        {
+            try
+            {
+                return Socket!.Poll(0, SelectMode.SelectRead);
+            }
+            catch (SocketException)
+            {
+                return true;
+            }
+        }
+
+        /// <summary>Waits until nobody else writes to the connection (a sending thread's pass is short and never blocks).</summary>
+        private void AcquireWriter()
+        {
+            var spin = default(SpinWait);
+            while (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            {
+                spin.SpinOnce();
+            }
+        }
+
+        private void ReleaseWriter() => Volatile.Write(ref _writer, 0);
 
         public void DropAll(DropReason reason)
         {
@@ -240,6 +330,24 @@ public sealed partial class NetworkTransport
 
         /// <summary>One round: expire old frames, advance the connection, write what the socket takes.</summary>
         public WriteWait Service(long now)
+        {
+            if (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            {
+                // A sending thread is writing; it wakes the loop if it leaves anything behind.
+                return WriteWait.Readable | WriteWait.Timer;
+            }
+
+            try
+            {
+                return ServiceOwned(now);
+            }
+            finally
+            {
+                ReleaseWriter();
+            }
+        }
+
+        private WriteWait ServiceOwned(long now)
         {
             PurgeStale(now);
             if (_state == ConnectionState.Backoff)
@@ -283,23 +391,39 @@ public sealed partial class NetworkTransport
                 return;
             }
 
-            var read = Socket.Receive(_loop.Scratch, 0, _loop.Scratch.Length, SocketFlags.None, out var error);
-            if (error == SocketError.WouldBlock || (error == SocketError.Success && read > 0))
+            AcquireWriter();
+            try
             {
-                // PhxPaxos peers never write on a connection they accepted; stray bytes are discarded.
-                return;
-            }
+                var read = Socket.Receive(_loop.Scratch, 0, _loop.Scratch.Length, SocketFlags.None, out var error);
+                if (error == SocketError.WouldBlock || (error == SocketError.Success && read > 0))
+                {
+                    // PhxPaxos peers never write on a connection they accepted; stray bytes are discarded.
+                    return;
+                }
 
-            // Finding the close now, rather than on the next write, keeps the next frame from being lost.
-            Fail(now, error == SocketError.Success ? SocketError.Disconnecting : error, connecting: false);
+                // Finding the close now, rather than on the next write, keeps the next frame from being lost.
+                Fail(now, error == SocketError.Success ? SocketError.Disconnecting : error, connecting: false);
+            }
+            finally
+            {
+                ReleaseWriter();
+            }
         }
 
         public void CloseConnection()
         {
-            var lost = _chunkFrames;
-            ResetChunk();
-            _owner.Statistics.OnDropped(TransportKind.Tcp, DropReason.Stopped, lost);
-            CloseSocket();
+            AcquireWriter();
+            try
+            {
+                var lost = _chunkFrames;
+                ResetChunk();
+                _owner.Statistics.OnDropped(TransportKind.Tcp, DropReason.Stopped, lost);
+                CloseSocket();
+            }
+            finally
+            {
+                ReleaseWriter();
+            }
         }
 
         private bool TryTake(out (byte[] Frame, long EnqueuedAt) item)
@@ -398,6 +522,7 @@ public sealed partial class NetworkTransport
             _state = ConnectionState.Connected;
             _backoff = _owner._reconnectBackoff;
             _batch ??= ArrayPool<byte>.Shared.Rent(BatchLength);
+            _inlineReady = true;
             _owner.Statistics.OnConnectionOpened();
             NetworkTransportLog.Connected(_owner._logger, _owner.LocalNode, _destination);
             return WriteWait.None;
@@ -405,30 +530,43 @@ public sealed partial class NetworkTransport
 
         private WriteWait Flush(long now)
         {
+            var drained = WriteQueued(now, out var error);
+            if (error == SocketError.WouldBlock)
+            {
+                // Stale frames behind a stuck peer still expire on the timer.
+                _inlineReady = false;
+                return WriteWait.Writable | WriteWait.Readable | WriteWait.Timer;
+            }
+
+            if (error != SocketError.Success)
+            {
+                Fail(now, error, connecting: false);
+                return WriteWait.Timer;
+            }
+
+            _inlineReady = true;
+            return drained ? WriteWait.Readable : WriteWait.Busy | WriteWait.Readable;
+        }
+
+        /// <summary>
+        /// Writes queued frames until the queue is empty (true), the socket takes no more or fails (false, with the
+        /// error), or a round's byte budget is spent (false, <see cref="SocketError.Success"/>). The caller holds the writer.
+        /// </summary>
+        private bool WriteQueued(long now, out SocketError error)
+        {
             var written = 0;
             while (true)
             {
                 if (_chunkFrames == 0 && !FillChunk(now))
                 {
-                    return WriteWait.Readable;
+                    error = SocketError.Success;
+                    return true;
                 }
 
-                var error = WriteChunk(ref written);
-                if (error == SocketError.WouldBlock)
+                error = WriteChunk(ref written);
+                if (error != SocketError.Success || written >= MaxBytesPerRound)
                 {
-                    // Stale frames behind a stuck peer still expire on the timer.
-                    return WriteWait.Writable | WriteWait.Readable | WriteWait.Timer;
-                }
-
-                if (error != SocketError.Success)
-                {
-                    Fail(now, error, connecting: false);
-                    return WriteWait.Timer;
-                }
-
-                if (written >= MaxBytesPerRound)
-                {
-                    return WriteWait.Busy | WriteWait.Readable;
+                    return false;
                 }
             }
         }
@@ -450,7 +588,12 @@ public sealed partial class NetworkTransport
                     break;
                 }
 
-                TryTake(out var item);
+                if (!TryTake(out var item))
+                {
+                    // Dropped meanwhile by a stop.
+                    break;
+                }
+
                 if (now - item.EnqueuedAt > _owner._tcpDropTimeTicks)
                 {
                     _owner.Statistics.OnDropped(TransportKind.Tcp, DropReason.Stale);
@@ -566,6 +709,7 @@ public sealed partial class NetworkTransport
 
         private void CloseSocket()
         {
+            _inlineReady = false;
             Socket?.Dispose();
             Socket = null;
             if (_batch is not null)

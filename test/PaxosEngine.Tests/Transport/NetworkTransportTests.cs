@@ -106,6 +106,83 @@ public sealed class NetworkTransportTests : TransportConformanceTests
     }
 
     [Fact]
+    public void A_peer_that_stops_reading_gets_every_frame_in_order_once_it_reads_again()
+    {
+        // A raw peer that accepts and does not read: once the connection is up, senders write their frames
+        // themselves until the socket buffers are full, and the write loop sends the rest when the peer reads.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var peer = NewNodeId();
+        listener.Bind(peer.EndPoint);
+        listener.Listen(1);
+        var (sender, _) = StartReal();
+        Assert.True(sender.Send(peer, Frame(sender.LocalNode, 0, 60_000), TransportKind.Tcp));
+        WaitUntil(() => sender.Statistics.FramesSent(TransportKind.Tcp) == 1, "the first frame written");
+
+        // 30 MB: more than the kernel buffers of one loopback connection hold.
+        const int Count = 500;
+        var senders = Enumerable.Range(0, 2).Select(t => new Thread(() =>
+        {
+            for (var i = 1 + t; i <= Count; i += 2)
+            {
+                Assert.True(sender.Send(peer, Frame(sender.LocalNode, (ulong)i, 60_000), TransportKind.Tcp));
+            }
+        })).ToList();
+
+        // Two threads at once, one of them the test's: frames of one thread keep their order, the two interleave.
+        senders.ForEach(t => t.Start());
+        senders.ForEach(t => t.Join());
+        Assert.True(sender.Statistics.FramesSent(TransportKind.Tcp) < Count + 1, "the socket never filled up");
+
+        using var accepted = listener.Accept();
+        accepted.ReceiveTimeout = (int)Patience.TotalMilliseconds;
+        var lastOdd = -1L;
+        var lastEven = 0L;
+        var seen = new HashSet<long>();
+        for (var received = 0; received < Count + 1; received++)
+        {
+            var prefix = ReceiveExactly(accepted, TcpFraming.PrefixLength);
+            Assert.True(TcpFraming.TryReadFrameLength(prefix, FrameCodec.DefaultMaxFrameLength, out var length));
+            var frame = ReceiveExactly(accepted, length);
+            Assert.Equal(FrameError.None, FrameCodec.TryDecode(frame, FrameCodec.DefaultMaxFrameLength, out var decoded));
+            var instance = (long)decoded!.Paxos!.InstanceID;
+            if (received == 0)
+            {
+                Assert.Equal(0, instance);
+            }
+            else if (instance % 2 == 1)
+            {
+                Assert.True(instance > lastOdd, $"frame {instance} after {lastOdd}");
+                lastOdd = instance;
+            }
+            else
+            {
+                Assert.True(instance > lastEven, $"frame {instance} after {lastEven}");
+                lastEven = instance;
+            }
+
+            Assert.True(seen.Add(instance), $"frame {instance} twice");
+            Assert.Equal(Frame(sender.LocalNode, (ulong)instance, 60_000), frame);
+        }
+
+        Assert.Equal(Count + 1, seen.Count);
+        Assert.Equal(0, sender.Statistics.DroppedTotal(TransportKind.Tcp));
+    }
+
+    private static byte[] ReceiveExactly(Socket socket, int length)
+    {
+        var bytes = new byte[length];
+        var have = 0;
+        while (have < length)
+        {
+            var read = socket.Receive(bytes, have, length - have, SocketFlags.None);
+            Assert.True(read > 0, "the sender closed the connection");
+            have += read;
+        }
+
+        return bytes;
+    }
+
+    [Fact]
     public void Frames_queued_too_long_are_dropped_as_stale()
     {
         var (a, _) = StartReal(o => o.TcpQueueDropTime = TimeSpan.FromMilliseconds(200));
