@@ -232,6 +232,13 @@ public sealed partial class FileLogStorage : ILogStorage
             int currentFileId;
             lock (group.WriteLock)
             {
+                // After a failed write the held-back rows may name records that never became durable: index
+                // nothing and delete nothing; the storage is stopped.
+                if (Volatile.Read(ref _failure) is { } failure)
+                {
+                    throw Stopped(failure);
+                }
+
                 // Under the write lock, once the held-back rows are written, every record written so far is
                 // indexed and lies before the current position, so the floor's position separates deleted
                 // records from later ones.

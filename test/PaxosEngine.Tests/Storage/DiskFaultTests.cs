@@ -148,6 +148,46 @@ public sealed class DiskFaultTests : IDisposable
     }
 
     [Fact]
+    public async Task After_a_failed_fsync_deleting_old_instances_is_refused_and_leaves_every_file()
+    {
+        var logs = new CollectingLoggerFactory();
+        var files = new FaultyFileOperations();
+        var storage = Open(files, logs);
+        var vfile = Path.Combine(storage.GetGroupDirectory(0), "vfile");
+
+        // Records of ~750 bytes in 4 KiB files: several files.
+        for (ulong i = 0; i < 20; i++)
+        {
+            await storage.PutAsync(0, i, StorageTestData.Sized(i, 700, (int)i), sync: true);
+        }
+
+        var dataFiles = Directory.GetFiles(vfile, "*.f").Order(StringComparer.Ordinal).ToList();
+        Assert.True(dataFiles.Count >= 3, $"{dataFiles.Count} data files");
+
+        files.Fail(LogFileOperation.Fsync, DiskError.Io);
+        await Assert.ThrowsAsync<LogStorageException>(() => storage.PutAsync(0, 20, StorageTestData.Sized(20, 700, 20), sync: true));
+        Assert.NotNull(storage.Failure);
+
+        // The cleaner's call: refused with the cause, and no file goes.
+        var refused = Assert.Throws<LogStorageException>(() => storage.DeleteBefore(0, 15));
+        Assert.Contains("stopped", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("Input/output error", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(dataFiles, Directory.GetFiles(vfile, "*.f").Order(StringComparer.Ordinal).ToList());
+
+        // After a power loss every acknowledged record is still there, and the failed one is not other bytes.
+        storage.Dispose();
+        files.SimulatePowerLoss();
+        using var reopened = Open(LogFileOperations.Os, logs);
+        for (ulong i = 0; i < 20; i++)
+        {
+            Assert.Equal(StorageTestData.Sized(i, 700, (int)i), reopened.Get(0, i));
+        }
+
+        var failedRead = reopened.Get(0, 20);
+        Assert.True(failedRead is null || failedRead.AsSpan().SequenceEqual(StorageTestData.Sized(20, 700, 20)));
+    }
+
+    [Fact]
     public async Task Concurrent_sync_puts_racing_a_failing_fsync_are_acknowledged_only_when_durable()
     {
         var files = new FaultyFileOperations();
