@@ -185,6 +185,11 @@ public sealed partial class NetworkTransport
         // Connected, and the last write did not find the socket full: a sending thread may write itself.
         private volatile bool _inlineReady;
 
+        // The oldest frame, taken out of the queue to be looked at by the writer (ConcurrentQueue.TryPeek would
+        // stop the queue from reusing its segment, and it would allocate ever larger ones, up to megabytes).
+        private (byte[] Frame, long EnqueuedAt) _head;
+        private bool _hasHead;
+
         private ConnectionState _state;
         private long _connectStartedAt;
         private long _retryAt;
@@ -285,7 +290,7 @@ public sealed partial class NetworkTransport
             }
 
             // A frame queued by a sender that found the writer busy is the loop's to send.
-            return drained && _queue.IsEmpty;
+            return drained && _queue.IsEmpty && !_hasHead;
         }
 
         /// <summary>
@@ -320,9 +325,17 @@ public sealed partial class NetworkTransport
         public void DropAll(DropReason reason)
         {
             var dropped = 0;
-            while (TryTake(out _))
+            AcquireWriter();
+            try
             {
-                dropped++;
+                while (TryTake(out _))
+                {
+                    dropped++;
+                }
+            }
+            finally
+            {
+                ReleaseWriter();
             }
 
             _owner.Statistics.OnDropped(TransportKind.Tcp, reason, dropped);
@@ -426,9 +439,34 @@ public sealed partial class NetworkTransport
             }
         }
 
+        /// <summary>The oldest queued frame, left queued. The caller holds the writer.</summary>
+        private bool TryPeekHead(out (byte[] Frame, long EnqueuedAt) head)
+        {
+            if (!_hasHead)
+            {
+                if (!_queue.TryDequeue(out _head))
+                {
+                    head = default;
+                    return false;
+                }
+
+                _hasHead = true;
+            }
+
+            head = _head;
+            return true;
+        }
+
+        /// <summary>Takes the oldest queued frame. The caller holds the writer.</summary>
         private bool TryTake(out (byte[] Frame, long EnqueuedAt) item)
         {
-            if (!_queue.TryDequeue(out item))
+            if (_hasHead)
+            {
+                item = _head;
+                _head = default;
+                _hasHead = false;
+            }
+            else if (!_queue.TryDequeue(out item))
             {
                 return false;
             }
@@ -441,7 +479,7 @@ public sealed partial class NetworkTransport
         private void PurgeStale(long now)
         {
             var stale = 0;
-            while (_queue.TryPeek(out var head) && now - head.EnqueuedAt > _owner._tcpDropTimeTicks && TryTake(out _))
+            while (TryPeekHead(out var head) && now - head.EnqueuedAt > _owner._tcpDropTimeTicks && TryTake(out _))
             {
                 stale++;
             }
@@ -576,7 +614,7 @@ public sealed partial class NetworkTransport
         {
             var batch = _batch!;
             var tagLength = _owner._tagLength;
-            while (_queue.TryPeek(out var head))
+            while (TryPeekHead(out var head))
             {
                 var length = head.Frame.Length;
                 var room = batch.Length - _batchLength;
@@ -588,12 +626,7 @@ public sealed partial class NetworkTransport
                     break;
                 }
 
-                if (!TryTake(out var item))
-                {
-                    // Dropped meanwhile by a stop.
-                    break;
-                }
-
+                TryTake(out var item);
                 if (now - item.EnqueuedAt > _owner._tcpDropTimeTicks)
                 {
                     _owner.Statistics.OnDropped(TransportKind.Tcp, DropReason.Stale);

@@ -168,6 +168,45 @@ public sealed class NetworkTransportTests : TransportConformanceTests
         Assert.Equal(0, sender.Statistics.DroppedTotal(TransportKind.Tcp));
     }
 
+    [Fact]
+    public void Sending_over_tcp_allocates_nothing_per_frame_once_the_connection_is_up()
+    {
+        // A queue that cannot reuse its storage allocates ever larger segments (megabytes once it has carried a
+        // million frames), which the collector then has to clear out of the large object heap.
+        var sink = new CountingSink();
+        var receiving = new NetworkTransport(Options(NewNodeId()));
+        Track(receiving);
+        receiving.Start(sink);
+        var (sender, _) = StartReal();
+        var frame = Frame(sender.LocalNode, 1, 5000);
+        Assert.True(sender.Send(receiving.LocalNode, frame, TransportKind.Tcp));
+        WaitUntil(() => sink.Count == 1, "the first frame");
+
+        const int Count = 200_000;
+        var before = GC.GetTotalAllocatedBytes(precise: true);
+        for (var i = 0; i < Count; i++)
+        {
+            // The transport never changes a frame, so one array can be sent again and again.
+            while (!sender.Send(receiving.LocalNode, frame, TransportKind.Tcp))
+            {
+                Thread.Yield();
+            }
+        }
+
+        WaitUntil(() => sink.Count == Count + 1, $"{Count} more frames");
+        var perFrame = (GC.GetTotalAllocatedBytes(precise: true) - before) / (double)Count;
+        Assert.True(perFrame < 8, $"{perFrame:F1} bytes allocated per frame");
+    }
+
+    private sealed class CountingSink : IFrameSink
+    {
+        private int _count;
+
+        public int Count => Volatile.Read(ref _count);
+
+        public void OnFrame(ReadOnlySpan<byte> frame, TransportKind via) => Interlocked.Increment(ref _count);
+    }
+
     private static byte[] ReceiveExactly(Socket socket, int length)
     {
         var bytes = new byte[length];
