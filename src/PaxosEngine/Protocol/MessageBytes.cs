@@ -1,4 +1,3 @@
-using System.Buffers;
 using Google.Protobuf;
 
 namespace Orleans.Paxos.Engine.Protocol;
@@ -18,14 +17,14 @@ internal static class MessageBytes
     }
 
     /// <summary>
-    /// The message's bytes at the start of an array rented from <see cref="ArrayPool{T}.Shared"/>, which may be longer;
+    /// The message's bytes at the start of an array rented from <see cref="Storage.RecordPool"/>, which may be longer;
     /// <paramref name="length"/> says how many bytes are the message's. For a storage that takes the array over
     /// (<see cref="Storage.ILogStorage.PutRented"/>).
     /// </summary>
     public static byte[] Rent(IMessage message, out int length)
     {
         length = message.CalculateSize();
-        var bytes = ArrayPool<byte>.Shared.Rent(length);
+        var bytes = Storage.RecordPool.Shared.Rent(length);
         message.WriteTo(bytes.AsSpan(0, length));
         return bytes;
     }

@@ -54,16 +54,17 @@ public interface ILogStorage : IDisposable
 
     /// <summary>
     /// Appends the first <paramref name="length"/> bytes of <paramref name="rented"/> like <see cref="Put"/>, handing the
-    /// array over: it was rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/>, the caller never touches it
-    /// again, and the storage returns it to the pool once it no longer needs it. Large records then reuse memory
-    /// instead of each taking fresh pages from the large object heap. The array is given up even when the call throws.
-    /// The default copies the bytes, returns the array at once and calls <see cref="PutOwned"/>.
+    /// array over: it was rented from a <see cref="System.Buffers.ArrayPool{T}"/> (the engine's own record pool), the
+    /// caller never touches it again, and the storage gives it back to a pool once it no longer needs it. Records then
+    /// reuse memory instead of each taking a new array (fresh pages from the large object heap for large values, and
+    /// objects that live just long enough to need full collections for small ones). The array is given up even when
+    /// the call throws. The default copies the bytes, gives the array back at once and calls <see cref="PutOwned"/>.
     /// </summary>
     void PutRented(int groupIndex, ulong instanceId, byte[] rented, int length, bool sync, IPutCallback callback)
     {
         ArgumentNullException.ThrowIfNull(rented);
         var copy = rented.AsSpan(0, length).ToArray();
-        System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        new RecordBytes(rented, length, Rented: true).Release();
         PutOwned(groupIndex, instanceId, copy, sync, callback);
     }
 

@@ -1,11 +1,9 @@
-using System.Buffers;
-
 namespace Orleans.Paxos.Engine.Storage;
 
 /// <summary>
 /// A record's bytes as the storage holds them between a put and its index row: the first <see cref="Length"/>
-/// bytes of <see cref="Array"/>. A <see cref="Rented"/> array came from <see cref="ArrayPool{T}.Shared"/> and goes
-/// back to it once the record is indexed and no reader can reach it any more.
+/// bytes of <see cref="Array"/>. A <see cref="Rented"/> array came from <see cref="RecordPool"/> and goes back to it
+/// once the record is indexed and no reader can reach it any more.
 /// </summary>
 /// <remarks>
 /// Records of large values are the biggest allocations a node makes (one per accepted value on every node); a
@@ -17,10 +15,10 @@ internal readonly record struct RecordBytes(byte[] Array, int Length, bool Rente
     /// <summary>An array the storage keeps as it is and never returns to a pool.</summary>
     public static RecordBytes Owned(byte[] array) => new(array, array.Length, Rented: false);
 
-    /// <summary>A copy of <paramref name="bytes"/> in an array rented from the shared pool.</summary>
+    /// <summary>A copy of <paramref name="bytes"/> in an array rented from <see cref="RecordPool"/>.</summary>
     public static RecordBytes RentedCopyOf(ReadOnlySpan<byte> bytes)
     {
-        var array = ArrayPool<byte>.Shared.Rent(bytes.Length);
+        var array = RecordPool.Shared.Rent(bytes.Length);
         bytes.CopyTo(array);
         return new RecordBytes(array, bytes.Length, Rented: true);
     }
@@ -38,7 +36,7 @@ internal readonly record struct RecordBytes(byte[] Array, int Length, bool Rente
         {
             try
             {
-                ArrayPool<byte>.Shared.Return(Array);
+                RecordPool.Shared.Return(Array);
             }
             catch (ArgumentException)
             {

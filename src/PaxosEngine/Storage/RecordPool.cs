@@ -1,0 +1,31 @@
+using System.Buffers;
+
+namespace Orleans.Paxos.Engine.Storage;
+
+/// <summary>
+/// The arrays records are serialized into and held in until their index rows are written
+/// (<see cref="ILogStorage.PutRented"/>, <see cref="RecordBytes"/>).
+/// </summary>
+/// <remarks>
+/// A record waits for its index row for up to <see cref="LogStorageOptions.IndexFlushInterval"/> (or 1,024 rows, or
+/// 4 MiB), so a busy node has hundreds of record arrays out at once. <see cref="ArrayPool{T}.Shared"/> keeps only a
+/// few arrays of a size per core and drops the rest when they come back; those records were then new arrays every
+/// time, which lived just long enough to be promoted and had to be cleared by full collections. This pool keeps as
+/// many as <see cref="ArraysPerSize"/> of every size up to <see cref="MaxPooledLength"/>: what it holds is bounded by the
+/// most records that were ever waiting for their rows at once, which the storage's flush bounds keep to a few MiB
+/// per writer.
+/// </remarks>
+internal static class RecordPool
+{
+    /// <summary>Largest array kept (larger records still rent from the pool, which then allocates and drops them).</summary>
+    public const int MaxPooledLength = 256 * 1024;
+
+    /// <summary>Arrays kept per size: the rows an index flush writes at most.</summary>
+    public const int ArraysPerSize = 1024;
+
+    /// <summary>The pool.</summary>
+    public static ArrayPool<byte> Shared { get; } = Create();
+
+    /// <summary>A pool configured like <see cref="Shared"/> (tests use their own).</summary>
+    public static ArrayPool<byte> Create() => ArrayPool<byte>.Create(MaxPooledLength, ArraysPerSize);
+}
