@@ -120,7 +120,20 @@ internal sealed class KvCluster : IDisposable
         var dir = Path.Combine(Cluster.Root, $"node{node}", "g0", "vfile");
         var files = Directory.GetFiles(dir, "*.f");
         var highest = files.Select(f => int.Parse(Path.GetFileNameWithoutExtension(f), System.Globalization.CultureInfo.InvariantCulture)).DefaultIfEmpty(-1).Max();
-        return (files.Length, files.Sum(f => new FileInfo(f).Length), highest);
+        return (files.Length, files.Sum(SizeOrZero), highest);
+
+        // The cleaner may delete a file between the listing and its size.
+        static long SizeOrZero(string file)
+        {
+            try
+            {
+                return new FileInfo(file).Length;
+            }
+            catch (FileNotFoundException)
+            {
+                return 0;
+            }
+        }
     }
 
     public static Task WaitUntil(Func<bool> condition, string what, TimeSpan timeout) => Polling.WaitUntilAsync(condition, timeout, what);

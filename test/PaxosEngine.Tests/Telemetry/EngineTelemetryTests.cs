@@ -45,6 +45,12 @@ public sealed class EngineTelemetryTests
         });
         var ids = cluster.Ids.Select(i => i.ToString()).ToArray();
 
+        // Every node stands for master at start, and values proposed meanwhile compete with those elections for
+        // instances (three lost instances make a Conflict); once a master holds each group, only its renewals do.
+        await WaitUntilAsync(
+            () => Enumerable.Range(0, 3).Any(i => cluster.Node(i).IsMaster(0)) && Enumerable.Range(0, 3).Any(i => cluster.Node(i).IsMaster(1)),
+            "a master in both groups");
+
         // Proposals: counted by node, group and result, timed, and traced under the caller's activity.
         ActivityTraceId traceId;
         using (var parent = new Activity("caller").Start())
