@@ -24,7 +24,7 @@ internal static class MessageBytes
     public static byte[] Rent(IMessage message, out int length)
     {
         length = message.CalculateSize();
-        var bytes = Storage.RecordPool.Shared.Rent(length);
+        var bytes = Storage.RecordPool.Rent(length);
         message.WriteTo(bytes.AsSpan(0, length));
         return bytes;
     }

@@ -18,7 +18,7 @@ internal readonly record struct RecordBytes(byte[] Array, int Length, bool Rente
     /// <summary>A copy of <paramref name="bytes"/> in an array rented from <see cref="RecordPool"/>.</summary>
     public static RecordBytes RentedCopyOf(ReadOnlySpan<byte> bytes)
     {
-        var array = RecordPool.Shared.Rent(bytes.Length);
+        var array = RecordPool.Rent(bytes.Length);
         bytes.CopyTo(array);
         return new RecordBytes(array, bytes.Length, Rented: true);
     }
@@ -36,7 +36,7 @@ internal readonly record struct RecordBytes(byte[] Array, int Length, bool Rente
         {
             try
             {
-                RecordPool.Shared.Return(Array);
+                RecordPool.Return(Array);
             }
             catch (ArgumentException)
             {

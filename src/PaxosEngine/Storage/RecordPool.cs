@@ -17,7 +17,7 @@ namespace Orleans.Paxos.Engine.Storage;
 /// </remarks>
 internal static class RecordPool
 {
-    /// <summary>Largest array kept (larger records still rent from the pool, which then allocates and drops them).</summary>
+    /// <summary>Largest array this pool keeps; <see cref="Rent"/> takes larger ones from <see cref="ArrayPool{T}.Shared"/>.</summary>
     public const int MaxPooledLength = 256 * 1024;
 
     /// <summary>Arrays kept per size: the rows an index flush writes at most.</summary>
@@ -25,6 +25,27 @@ internal static class RecordPool
 
     /// <summary>The pool.</summary>
     public static ArrayPool<byte> Shared { get; } = Create();
+
+    /// <summary>
+    /// An array of at least <paramref name="length"/> bytes: from <see cref="Shared"/>, or for a record larger than it
+    /// keeps (a batch of large values), from <see cref="ArrayPool{T}.Shared"/>, which keeps a few large arrays.
+    /// </summary>
+    public static byte[] Rent(int length) =>
+        length > MaxPooledLength ? ArrayPool<byte>.Shared.Rent(length) : Shared.Rent(length);
+
+    /// <summary>Gives back an array from <see cref="Rent"/> to the pool it came from.</summary>
+    /// <exception cref="ArgumentException">The array's length is none of the pools' sizes.</exception>
+    public static void Return(byte[] array)
+    {
+        if (array.Length > MaxPooledLength)
+        {
+            ArrayPool<byte>.Shared.Return(array);
+        }
+        else
+        {
+            Shared.Return(array);
+        }
+    }
 
     /// <summary>A pool configured like <see cref="Shared"/> (tests use their own).</summary>
     public static ArrayPool<byte> Create() => ArrayPool<byte>.Create(MaxPooledLength, ArraysPerSize);
