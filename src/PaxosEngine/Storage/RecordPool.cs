@@ -23,15 +23,14 @@ internal static class RecordPool
     /// <summary>Arrays kept per size: the rows an index flush writes at most.</summary>
     public const int ArraysPerSize = 1024;
 
-    /// <summary>The pool.</summary>
-    public static ArrayPool<byte> Shared { get; } = Create();
+    private static readonly ArrayPool<byte> Pool = Create();
 
     /// <summary>
-    /// An array of at least <paramref name="length"/> bytes: from <see cref="Shared"/>, or for a record larger than it
+    /// An array of at least <paramref name="length"/> bytes: from this pool, or for a record larger than it
     /// keeps (a batch of large values), from <see cref="ArrayPool{T}.Shared"/>, which keeps a few large arrays.
     /// </summary>
     public static byte[] Rent(int length) =>
-        length > MaxPooledLength ? ArrayPool<byte>.Shared.Rent(length) : Shared.Rent(length);
+        length > MaxPooledLength ? ArrayPool<byte>.Shared.Rent(length) : Pool.Rent(length);
 
     /// <summary>Gives back an array from <see cref="Rent"/> to the pool it came from.</summary>
     /// <exception cref="ArgumentException">The array's length is none of the pools' sizes.</exception>
@@ -43,10 +42,10 @@ internal static class RecordPool
         }
         else
         {
-            Shared.Return(array);
+            Pool.Return(array);
         }
     }
 
-    /// <summary>A pool configured like <see cref="Shared"/> (tests use their own).</summary>
+    /// <summary>A pool configured like this one (tests use their own).</summary>
     public static ArrayPool<byte> Create() => ArrayPool<byte>.Create(MaxPooledLength, ArraysPerSize);
 }

@@ -258,7 +258,7 @@ public sealed partial class NetworkTransport
         /// </summary>
         private bool TryWriteInline()
         {
-            if (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            if (!TryAcquireWriter())
             {
                 return false;
             }
@@ -275,7 +275,7 @@ public sealed partial class NetworkTransport
                     }
                     else
                     {
-                        drained = WriteQueued(Stopwatch.GetTimestamp(), out var error) && error == SocketError.Success;
+                        drained = WriteQueued(Stopwatch.GetTimestamp(), out var error);
                         if (error != SocketError.Success)
                         {
                             // A full socket or a failure: the loop waits for writability, or fails the connection.
@@ -286,7 +286,7 @@ public sealed partial class NetworkTransport
             }
             finally
             {
-                Volatile.Write(ref _writer, 0);
+                ReleaseWriter();
             }
 
             // A frame queued by a sender that found the writer busy is the loop's to send.
@@ -314,11 +314,13 @@ public sealed partial class NetworkTransport
         private void AcquireWriter()
         {
             var spin = default(SpinWait);
-            while (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            while (!TryAcquireWriter())
             {
                 spin.SpinOnce();
             }
         }
+
+        private bool TryAcquireWriter() => Interlocked.CompareExchange(ref _writer, 1, 0) == 0;
 
         private void ReleaseWriter() => Volatile.Write(ref _writer, 0);
 
@@ -344,7 +346,7 @@ public sealed partial class NetworkTransport
         /// <summary>One round: expire old frames, advance the connection, write what the socket takes.</summary>
         public WriteWait Service(long now)
         {
-            if (Interlocked.CompareExchange(ref _writer, 1, 0) != 0)
+            if (!TryAcquireWriter())
             {
                 // A sending thread is writing; it wakes the loop if it leaves anything behind.
                 return WriteWait.Readable | WriteWait.Timer;

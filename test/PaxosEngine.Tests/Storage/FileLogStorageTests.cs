@@ -126,7 +126,7 @@ public sealed class FileLogStorageTests : IDisposable
             Volatile.Write(ref writing, i);
             foreach (var record in new[] { promises[i], accepts[i] })
             {
-                var rented = RecordPool.Shared.Rent(record.Length);
+                var rented = RecordPool.Rent(record.Length);
                 record.CopyTo(rented, 0);
                 var done = new CompletedPut();
                 storage.PutRented(0, (ulong)i, rented, record.Length, sync: false, done);
