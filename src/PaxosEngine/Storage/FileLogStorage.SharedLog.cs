@@ -17,6 +17,9 @@ namespace Orleans.Paxos.Engine.Storage;
 /// </remarks>
 public sealed partial class FileLogStorage
 {
+    /// <summary>New bytes of a group's data file after which the shared log starts their write-back (<see cref="StartWriteBackIfDue"/>).</summary>
+    internal const int SharedLogWriteBackBytes = 1 << 20;
+
     /// <summary>Appends the batch to the shared log and fsyncs it when a put asks for durability. Writer only.</summary>
     private void WriteSharedLog(WriterLane lane, List<PendingPut> batch, List<GroupLog> batchGroups)
     {
@@ -65,7 +68,48 @@ public sealed partial class FileLogStorage
         foreach (var group in batchGroups)
         {
             group.SharedLogDirty = true;
+            StartWriteBackIfDue(group);
         }
+    }
+
+    /// <summary>
+    /// Starts writing the group's new data-file pages to the disk once <see cref="SharedLogWriteBackBytes"/> of them
+    /// have collected (<c>sync_file_range</c> without waiting). Nothing waits for it and nothing counts on it: the
+    /// records are durable through the shared log, and a checkpoint still fsyncs the file. It spreads the data files'
+    /// write-back over the time between checkpoints, so that a checkpoint's fsyncs do not find up to
+    /// <see cref="LogStorageOptions.SharedLogCheckpointBytes"/> of dirty pages to write while every put waits.
+    /// </summary>
+    private static void StartWriteBackIfDue(GroupLog group)
+    {
+        if (!DataSync.SupportsWriteBack || group.WriteHandle is not { } handle)
+        {
+            return;
+        }
+
+        var from = group.WriteBackStarted is { } started && started.FileId == group.CurrentFileId ? started.Offset : 0;
+        if (group.WriteOffset - from < SharedLogWriteBackBytes)
+        {
+            return;
+        }
+
+        var path = group.DataFilePath(group.CurrentFileId);
+        try
+        {
+            group.Files.WriteBack(handle, path, from, group.WriteOffset - from, wait: false);
+        }
+        catch (Exception e) when (IsFileError(e))
+        {
+            throw new LogStorageException(
+                $"Group {group.GroupIndex}: starting the write-back of data file {path} up to offset {group.WriteOffset} failed: {e.Message} The storage is stopped and accepts no more writes.",
+                group.GroupIndex,
+                path,
+                group.WriteOffset,
+                e)
+            { Operation = LogFileOperation.Fsync };
+        }
+
+        // Whole pages only: the last partial page is written back again with the next range.
+        group.WriteBackStarted = new SyncMark(group.CurrentFileId, group.WriteOffset / PageSize * PageSize);
     }
 
     /// <summary>

@@ -140,6 +140,12 @@ internal sealed class GroupLog : IDisposable
     /// <summary>With the shared log: records were written to the group's data file since the last checkpoint. Under <see cref="WriteLock"/>.</summary>
     public bool SharedLogDirty { get; set; }
 
+    /// <summary>
+    /// With the shared log: how far the write-back of the group's data file was started, (file id, offset), or null
+    /// before the first. Under <see cref="WriteLock"/>.
+    /// </summary>
+    public SyncMark? WriteBackStarted { get; set; }
+
     public bool InBatch { get; set; }
 
     /// <summary>Rows of records already durable in the data files but not yet written to the index (writer thread, under <see cref="WriteLock"/>).</summary>

@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using Orleans.Paxos.Engine.Storage;
 using Orleans.Paxos.Engine.Tests.Support;
 
@@ -235,6 +236,57 @@ public sealed class SharedLogTests : IDisposable
     }
 
     [Fact]
+    public async Task The_write_back_of_a_data_file_starts_every_mebibyte_between_checkpoints_without_making_it_durable()
+    {
+        var files = new WriteBackRecorder();
+        var recordLength = 12 + StorageTestData.Sized(0, 300 * 1024, 1).Length;
+        using (var storage = new FileLogStorage(new LogStorageOptions
+        {
+            RootPath = _root.Path,
+            GroupCount = 2,
+            SharedLog = true,
+            SharedLogCheckpointOnClose = false,
+            FileOperations = files,
+        }))
+        {
+            // Three records of 300 KiB: under a mebibyte, no write-back yet.
+            for (ulong i = 0; i < 3; i++)
+            {
+                await storage.PutAsync(0, i, StorageTestData.Sized(i, 300 * 1024, (int)i), sync: true);
+            }
+
+            Assert.Empty(files.WriteBacks);
+
+            // The fourth passes it: the write-back of everything written so far starts, and nothing waits for it.
+            await storage.PutAsync(0, 3, StorageTestData.Sized(3, 300 * 1024, 3), sync: true);
+            var first = Assert.Single(files.WriteBacks);
+            Assert.Equal((0L, 4L * recordLength, false), (first.Offset, first.Length, first.Wait));
+
+            // Three more stay under a mebibyte past it; the fourth starts the next range, from the page the first ended in.
+            for (ulong i = 4; i < 8; i++)
+            {
+                await storage.PutAsync(0, i, StorageTestData.Sized(i, 300 * 1024, (int)i), sync: true);
+                Assert.Equal(i < 7 ? 1 : 2, files.WriteBacks.Count);
+            }
+
+            var second = files.WriteBacks[1];
+            Assert.Equal(first.Length / 4096 * 4096, second.Offset);
+            Assert.Equal(8L * recordLength, second.Offset + second.Length);
+            Assert.False(second.Wait);
+            Assert.All(files.WriteBacks, w => Assert.Equal(storage.GetGroupDirectory(0), Path.GetDirectoryName(Path.GetDirectoryName(w.Path))));
+        }
+
+        // Starting a write-back promised nothing: no checkpoint ran, so the data file was never fsynced, and the
+        // records came back from the shared log.
+        Assert.DoesNotContain(files.Flushes, path => path.EndsWith(".f", StringComparison.Ordinal));
+        using var reopened = new FileLogStorage(new LogStorageOptions { RootPath = _root.Path, GroupCount = 2, SharedLog = true });
+        for (ulong i = 0; i < 8; i++)
+        {
+            Assert.Equal(StorageTestData.Sized(i, 300 * 1024, (int)i), reopened.Get(0, i));
+        }
+    }
+
+    [Fact]
     public void The_data_ranges_of_a_sparse_file_cover_every_byte_written()
     {
         // The cut reads only these ranges of a data file: they must hold every byte that is not a hole.
@@ -320,6 +372,54 @@ public sealed class SharedLogTests : IDisposable
         {
             var read = storage.Get(group, instance);
             Assert.True(read is not null && read.AsSpan().SequenceEqual(body), $"{when}: group {group} instance {instance} is {(read is null ? "missing" : "different")}");
+        }
+    }
+
+    /// <summary>The operating system's file operations, recording every write-back started and every file flushed.</summary>
+    private sealed class WriteBackRecorder : LogFileOperations
+    {
+        private readonly Lock _gate = new();
+        private readonly List<(string Path, long Offset, long Length, bool Wait)> _writeBacks = [];
+        private readonly List<string> _flushes = [];
+
+        public List<(string Path, long Offset, long Length, bool Wait)> WriteBacks
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return [.. _writeBacks];
+                }
+            }
+        }
+
+        public List<string> Flushes
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return [.. _flushes];
+                }
+            }
+        }
+
+        public override void WriteBack(SafeFileHandle handle, string path, long offset, long length, bool wait)
+        {
+            base.WriteBack(handle, path, offset, length, wait);
+            lock (_gate)
+            {
+                _writeBacks.Add((path, offset, length, wait));
+            }
+        }
+
+        public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
+        {
+            base.Flush(handle, path, dataOnly);
+            lock (_gate)
+            {
+                _flushes.Add(path);
+            }
         }
     }
 
