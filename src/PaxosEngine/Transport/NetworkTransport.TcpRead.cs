@@ -264,6 +264,7 @@ public sealed partial class NetworkTransport
 
                 _owner.Deliver(message[..(length - tagLength)], TransportKind.Tcp);
                 connection.Start += total;
+                connection.LargestFrame = Math.Max(connection.LargestFrame, total);
             }
 
             connection.Compact();
@@ -298,10 +299,15 @@ public sealed partial class NetworkTransport
 
             public int End { get; set; }
 
+            /// <summary>The longest frame (prefix included) delivered from this connection so far.</summary>
+            public int LargestFrame { get; set; }
+
             /// <summary>
             /// Makes room for more of a frame of <paramref name="total"/> bytes starting at <see cref="Start"/>. The
-            /// buffer grows only when it is full and then at most doubles, so memory follows the bytes that actually
-            /// arrived, not the length a peer announced: a prefix announcing 10 MiB followed by silence costs nothing.
+            /// buffer grows only when it is full, and then at most doubles or, when this connection already delivered
+            /// a frame that long, to the frame's length at once (a peer that sends large values sends them again, and
+            /// each doubling copies what arrived so far). Memory follows the bytes that actually arrived, not the length
+            /// a peer announced: a prefix announcing 10 MiB followed by silence costs nothing.
             /// </summary>
             public void EnsureRoom(int total)
             {
@@ -317,7 +323,7 @@ public sealed partial class NetworkTransport
                     return;
                 }
 
-                var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(total, 2L * Buffer.Length));
+                var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(total, Math.Max(2L * Buffer.Length, LargestFrame)));
                 MoveToFront(larger);
             }
 

@@ -106,6 +106,23 @@ public abstract class TransportConformanceTests : IDisposable
     }
 
     [Fact]
+    public void Large_frames_one_after_another_on_one_connection_arrive_intact_and_in_order()
+    {
+        // The first grows the reader's buffer step by step; the later ones get a buffer their size at once.
+        var (a, _) = StartNode();
+        var (b, sink) = StartNode();
+        var lengths = new[] { 3 * 1024 * 1024, 100 * 1024, 3 * 1024 * 1024, 5 * 1024 * 1024 };
+        for (var i = 0; i < lengths.Length; i++)
+        {
+            Assert.True(a.Send(b.LocalNode, Frame(a.LocalNode, (ulong)i + 1, lengths[i]), TransportKind.Tcp));
+        }
+
+        WaitUntil(() => sink.Count == lengths.Length, "every frame");
+        Assert.Equal(0, sink.Invalid);
+        Assert.Equal(lengths.Select((l, i) => ((ulong)i + 1, l)), sink.Received.Select(f => (f.Instance, f.ValueLength)));
+    }
+
+    [Fact]
     public void Small_frames_go_by_tcp_when_asked()
     {
         var (a, _) = StartNode();
