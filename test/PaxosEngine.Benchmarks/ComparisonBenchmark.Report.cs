@@ -49,7 +49,8 @@ internal static partial class ComparisonBenchmark
 
     private static string Progress(Figures f) =>
         $"{F(f.OpsPerSecond, "0"),8} ops/s  mean {F(f.MeanMs, "0.00")}  p50 {F(f.P50Ms, "0.00")}  p99 {F(f.P99Ms, "0.00")} ms  fail {f.Failed}  CPU {F(f.CpuPercent, "0")}%  {F(f.CpuMicrosPerOp, "0")} us/op" +
-        (double.IsNaN(f.StartSeconds) ? "" : $"  {F(f.AllocatedBytesPerOp, "0")} B/op  started in {f.StartSeconds:0.0} s");
+        (double.IsNaN(f.StartSeconds) ? "" : $"  {F(f.AllocatedBytesPerOp, "0")} B/op  started in {f.StartSeconds:0.0} s") +
+        $"  disk {F(f.Disk.WriteMBPerSecond, "0")} MB/s {F(f.Disk.FlushesPerSecond, "0")} flushes/s";
 
     private static void PrintSummary(Options o, List<Row> rows)
     {
@@ -62,10 +63,12 @@ internal static partial class ComparisonBenchmark
         Console.WriteLine("  range: lowest and highest ops/s; fail: failed proposals in all runs together; CPU %: of one core, both cores = 200;");
         Console.WriteLine("  CPU us/op: CPU time of the three node processes (callers included) over the window per successful proposal;");
         Console.WriteLine("  alloc B/op: bytes allocated in our three node processes over the window per proposal (n/a for PhxPaxos);");
+        Console.WriteLine("  disk MB/s, flushes/s: what the machine's disks wrote and the cache flushes they completed (each fdatasync ends with one),");
+        Console.WriteLine("  per second over the run's busiest stretch as long as the window; compare with the disk ceiling above;");
         Console.WriteLine("  x PhxPaxos: ours / PhxPaxos of the same row (ops/s: above 1 is faster; CPU/op: below 1 is cheaper)");
         Console.WriteLine();
-        Console.WriteLine("| sync | groups | callers | value B | side | ops/s | range | mean ms | p50 ms | p99 ms | fail | CPU % | CPU us/op | alloc B/op | ops/s x PhxPaxos | CPU/op x PhxPaxos |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| sync | groups | callers | value B | side | ops/s | range | mean ms | p50 ms | p99 ms | fail | CPU % | CPU us/op | alloc B/op | disk MB/s | flushes/s | ops/s x PhxPaxos | CPU/op x PhxPaxos |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var row in rows)
         {
             var phx = row.Runs.GetValueOrDefault(Row.PhxPaxos) ?? [];
@@ -81,6 +84,7 @@ internal static partial class ComparisonBenchmark
                     $"| {(row.Sync ? "on" : "off")} | {row.Groups} | {row.Callers} | {row.ValueBytes} | {row.SideName(side)}{RunCount(o, runs)} " +
                     $"| {F(ops, "0")} | {Range(runs)} | {F(Median(runs, f => f.MeanMs), "0.00")} | {F(Median(runs, f => f.P50Ms), "0.00")} | {F(Median(runs, f => f.P99Ms), "0.00")} " +
                     $"| {(runs.Count == 0 ? "n/a" : runs.Sum(f => f.Failed))} | {F(Median(runs, f => f.CpuPercent), "0")} | {F(cpu, "0")} | {F(Median(runs, f => f.AllocatedBytesPerOp), "0")} " +
+                    $"| {F(Median(runs, f => f.Disk.WriteMBPerSecond), "0")} | {F(Median(runs, f => f.Disk.FlushesPerSecond), "0")} " +
                     $"| {(ours ? F(ops / phxOps, "0.00") : "")} | {(ours ? F(cpu / phxCpu, "0.00") : "")} |");
             }
         }

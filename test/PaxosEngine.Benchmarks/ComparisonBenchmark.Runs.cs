@@ -33,7 +33,13 @@ internal static partial class ComparisonBenchmark
         }
 
         // phxbench's own watchdog fires after warm-up + window + 60 s.
-        var output = await RunProcessAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 90)).ConfigureAwait(false);
+        var disk = DiskActivity.Start();
+        string output;
+        await using (disk.ConfigureAwait(false))
+        {
+            output = await RunProcessAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 90)).ConfigureAwait(false);
+        }
+
         var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault(l => l.StartsWith("compare,", StringComparison.Ordinal))
             ?? throw new FormatException($"phxbench printed no CSV line: {Tail(output)}");
         var f = line.Split(',');
@@ -53,7 +59,10 @@ internal static partial class ComparisonBenchmark
             long.Parse(f[9], CultureInfo.InvariantCulture),
             cpuPercent,
             ok == 0 ? double.NaN : cpuPercent / 100 * o.Seconds * 1e6 / ok,
-            double.NaN);
+            double.NaN)
+        {
+            Disk = disk.Busiest(TimeSpan.FromSeconds(o.Seconds)),
+        };
     }
 
     /// <summary>One run of <c>consensus --procs 3 --json</c> in a fresh process of this program.</summary>
@@ -76,7 +85,13 @@ internal static partial class ComparisonBenchmark
         }
 
         // Start-up waits up to 60 s + groups / 2 for every node to vote.
-        var output = await RunProcessAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 120 + row.Groups)).ConfigureAwait(false);
+        var disk = DiskActivity.Start();
+        string output;
+        await using (disk.ConfigureAwait(false))
+        {
+            output = await RunProcessAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 120 + row.Groups)).ConfigureAwait(false);
+        }
+
         var json = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault(l => l.StartsWith('{'))
             ?? throw new FormatException($"consensus printed no JSON line: {Tail(output)}");
         var r = JsonSerializer.Deserialize<ConsensusBenchmark.Result>(json, ConsensusBenchmark.JsonOptions)
@@ -86,6 +101,7 @@ internal static partial class ComparisonBenchmark
             Threads = r.Threads,
             WorkingSetBytes = r.WorkingSetBytes,
             StartSeconds = r.StartSeconds,
+            Disk = disk.Busiest(TimeSpan.FromSeconds(o.Seconds)),
         };
     }
 

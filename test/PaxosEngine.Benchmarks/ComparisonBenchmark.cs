@@ -147,6 +147,12 @@ internal static partial class ComparisonBenchmark
 
         /// <summary>Seconds until every node voted in every group, before the warm-up (ours only).</summary>
         public double StartSeconds { get; init; } = double.NaN;
+
+        /// <summary>
+        /// The machine's disks during the run's busiest stretch as long as the window (<see cref="DiskActivity"/>): MB
+        /// written and cache flushes per second, both sides and anything else on the machine together.
+        /// </summary>
+        public (double WriteMBPerSecond, double FlushesPerSecond) Disk { get; init; } = (double.NaN, double.NaN);
     }
 
     public static async Task<int> RunAsync(string[] args)
