@@ -54,6 +54,7 @@ internal sealed partial class LogCleaner : IDisposable
     private readonly Thread _thread;
     private readonly ManualResetEventSlim _stop = new(false);
     private readonly long[] _lastPassMs;
+    private readonly bool[] _failing;
     private readonly Random _random = new();
 
     public LogCleaner(IReadOnlyList<ICleanableGroup> groups, ILogStorage storage, CheckpointControl control, TimeProvider time, string name, ILogger logger)
@@ -64,6 +65,7 @@ internal sealed partial class LogCleaner : IDisposable
         _time = time;
         _logger = logger;
         _lastPassMs = new long[groups.Count];
+        _failing = new bool[groups.Count];
         _thread = new Thread(Run) { IsBackground = true, Name = name, Priority = ThreadPriority.BelowNormal };
     }
 
@@ -139,26 +141,51 @@ internal sealed partial class LogCleaner : IDisposable
         // PhxPaxos cleans every 500–999 ms.
         while (!_stop.Wait(_random.Next(500, 1000)))
         {
-            if (_control.CleanerPaused)
+            if (!_control.CleanerPaused)
             {
+                RunPass();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Cleans every group once, within the budget the time since its last pass allows. A group whose cleaning
+    /// fails is reported once, when it starts failing (a storage stopped by a failed write refuses every pass, and
+    /// a warning per group every second would bury the failure itself), and again once it succeeds. Internal so
+    /// that tests can run passes without the thread.
+    /// </summary>
+    internal void RunPass()
+    {
+        var perGroupQps = Math.Max(1, DeleteQps / Math.Max(1, _control.GroupCount));
+        for (var i = 0; i < _groups.Count && !_stop.IsSet; i++)
+        {
+            var now = NowMs;
+            var budget = Math.Min(perGroupQps, (now - _lastPassMs[i]) * perGroupQps / 1000);
+            _lastPassMs[i] = now;
+            try
+            {
+                CleanGroup(_groups[i], budget);
+            }
+            catch (Exception ex) when (ex is LogStorageException or IOException or UnauthorizedAccessException)
+            {
+                // Cleaning is best effort: the log only grows until the next successful pass.
+                if (_failing[i])
+                {
+                    LogCleanStillFailing(_groups[i].Index, ex);
+                }
+                else
+                {
+                    _failing[i] = true;
+                    LogCleanFailed(_groups[i].Index, ex);
+                }
+
                 continue;
             }
 
-            var perGroupQps = Math.Max(1, DeleteQps / Math.Max(1, _control.GroupCount));
-            for (var i = 0; i < _groups.Count && !_stop.IsSet; i++)
+            if (_failing[i])
             {
-                var now = NowMs;
-                var budget = Math.Min(perGroupQps, (now - _lastPassMs[i]) * perGroupQps / 1000);
-                _lastPassMs[i] = now;
-                try
-                {
-                    CleanGroup(_groups[i], budget);
-                }
-                catch (Exception ex) when (ex is LogStorageException or IOException or UnauthorizedAccessException)
-                {
-                    // Cleaning is best effort: the log only grows until the next successful pass.
-                    LogCleanFailed(_groups[i].Index, ex);
-                }
+                _failing[i] = false;
+                LogCleanRecovered(_groups[i].Index);
             }
         }
     }
@@ -166,6 +193,12 @@ internal sealed partial class LogCleaner : IDisposable
     [LoggerMessage(Level = LogLevel.Debug, Message = "Group {Group}: log cleaned; it now starts at instance {MinChosen}.")]
     private partial void LogCleaned(int group, ulong minChosen);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: cleaning the log failed; retrying on the next pass.")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Group {Group}: cleaning the log failed; retrying on every pass (further failures are logged at Debug until one succeeds).")]
     private partial void LogCleanFailed(int group, Exception ex);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Group {Group}: cleaning the log failed again.")]
+    private partial void LogCleanStillFailing(int group, Exception ex);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Group {Group}: cleaning the log works again after failing.")]
+    private partial void LogCleanRecovered(int group);
 }
