@@ -33,13 +33,7 @@ internal static partial class ComparisonBenchmark
         }
 
         // phxbench's own watchdog fires after warm-up + window + 60 s.
-        var disk = DiskActivity.Start();
-        string output;
-        await using (disk.ConfigureAwait(false))
-        {
-            output = await RunProcessAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 90)).ConfigureAwait(false);
-        }
-
+        var (output, disk) = await RunSideAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 90), o).ConfigureAwait(false);
         var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault(l => l.StartsWith("compare,", StringComparison.Ordinal))
             ?? throw new FormatException($"phxbench printed no CSV line: {Tail(output)}");
         var f = line.Split(',');
@@ -61,7 +55,7 @@ internal static partial class ComparisonBenchmark
             ok == 0 ? double.NaN : cpuPercent / 100 * o.Seconds * 1e6 / ok,
             double.NaN)
         {
-            Disk = disk.Busiest(TimeSpan.FromSeconds(o.Seconds)),
+            Disk = disk,
         };
     }
 
@@ -85,13 +79,7 @@ internal static partial class ComparisonBenchmark
         }
 
         // Start-up waits up to 60 s + groups / 2 for every node to vote.
-        var disk = DiskActivity.Start();
-        string output;
-        await using (disk.ConfigureAwait(false))
-        {
-            output = await RunProcessAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 120 + row.Groups)).ConfigureAwait(false);
-        }
-
+        var (output, disk) = await RunSideAsync(psi, TimeSpan.FromSeconds(o.WarmupSeconds + o.Seconds + 120 + row.Groups), o).ConfigureAwait(false);
         var json = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault(l => l.StartsWith('{'))
             ?? throw new FormatException($"consensus printed no JSON line: {Tail(output)}");
         var r = JsonSerializer.Deserialize<ConsensusBenchmark.Result>(json, ConsensusBenchmark.JsonOptions)
@@ -101,8 +89,21 @@ internal static partial class ComparisonBenchmark
             Threads = r.Threads,
             WorkingSetBytes = r.WorkingSetBytes,
             StartSeconds = r.StartSeconds,
-            Disk = disk.Busiest(TimeSpan.FromSeconds(o.Seconds)),
+            Disk = disk,
         };
+    }
+
+    /// <summary>One side's run: its output, and what the disks did during its busiest window (<see cref="DiskActivity"/>).</summary>
+    private static async Task<(string Output, (double WriteMBPerSecond, double FlushesPerSecond) Disk)> RunSideAsync(ProcessStartInfo psi, TimeSpan timeout, Options o)
+    {
+        var disk = DiskActivity.Start();
+        string output;
+        await using (disk.ConfigureAwait(false))
+        {
+            output = await RunProcessAsync(psi, timeout).ConfigureAwait(false);
+        }
+
+        return (output, disk.Busiest(TimeSpan.FromSeconds(o.Seconds)));
     }
 
     /// <summary>

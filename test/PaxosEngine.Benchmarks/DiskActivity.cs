@@ -12,6 +12,14 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 internal sealed class DiskActivity : IAsyncDisposable
 {
     private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The machine's whole disks (<c>/sys/block</c> without loop, ram and zram devices), looked up once.</summary>
+    private static readonly Lazy<HashSet<string>> Disks = new(() => Directory.Exists("/sys/block")
+        ? Directory.GetDirectories("/sys/block").Select(Path.GetFileName).OfType<string>()
+            .Where(d => !d.StartsWith("loop", StringComparison.Ordinal) && !d.StartsWith("ram", StringComparison.Ordinal) && !d.StartsWith("zram", StringComparison.Ordinal))
+            .ToHashSet(StringComparer.Ordinal)
+        : []);
+
     private readonly List<Sample> _samples = [];
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _sampling;
@@ -116,8 +124,7 @@ internal sealed class DiskActivity : IAsyncDisposable
         foreach (var line in lines)
         {
             var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (f.Length < 14 || f[2].StartsWith("loop", StringComparison.Ordinal) || f[2].StartsWith("ram", StringComparison.Ordinal) ||
-                f[2].StartsWith("zram", StringComparison.Ordinal) || !Directory.Exists("/sys/block/" + f[2]))
+            if (f.Length < 14 || !Disks.Value.Contains(f[2]))
             {
                 continue;
             }

@@ -163,9 +163,12 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>Starts (or waits for) the write-back of the group's records written since its last fsync.</summary>
-    private static void WriteBack(GroupLog group, bool wait)
+    private static void WriteBack(GroupLog group, bool wait) =>
+        WriteBack(group, group.Synced is { } synced && synced.FileId == group.CurrentFileId ? synced.Offset / PageSize * PageSize : 0, wait);
+
+    /// <summary>Starts (or waits for) the write-back of the group's current file from <paramref name="from"/> to its write position.</summary>
+    private static void WriteBack(GroupLog group, long from, bool wait)
     {
-        var from = group.Synced is { } synced && synced.FileId == group.CurrentFileId ? synced.Offset / PageSize * PageSize : 0;
         var path = group.DataFilePath(group.CurrentFileId);
         try
         {

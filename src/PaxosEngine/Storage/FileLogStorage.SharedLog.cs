@@ -81,7 +81,7 @@ public sealed partial class FileLogStorage
     /// </summary>
     private static void StartWriteBackIfDue(GroupLog group)
     {
-        if (!DataSync.SupportsWriteBack || group.WriteHandle is not { } handle)
+        if (!DataSync.SupportsWriteBack || group.WriteHandle is null)
         {
             return;
         }
@@ -92,21 +92,7 @@ public sealed partial class FileLogStorage
             return;
         }
 
-        var path = group.DataFilePath(group.CurrentFileId);
-        try
-        {
-            group.Files.WriteBack(handle, path, from, group.WriteOffset - from, wait: false);
-        }
-        catch (Exception e) when (IsFileError(e))
-        {
-            throw new LogStorageException(
-                $"Group {group.GroupIndex}: starting the write-back of data file {path} up to offset {group.WriteOffset} failed: {e.Message} The storage is stopped and accepts no more writes.",
-                group.GroupIndex,
-                path,
-                group.WriteOffset,
-                e)
-            { Operation = LogFileOperation.Fsync };
-        }
+        WriteBack(group, from, wait: false);
 
         // Whole pages only: the last partial page is written back again with the next range.
         group.WriteBackStarted = new SyncMark(group.CurrentFileId, group.WriteOffset / PageSize * PageSize);
