@@ -41,6 +41,8 @@ public sealed partial class FileLogStorage
         {
             if (group.NeedsSync)
             {
+                // Files the group left without an fsync come first: an acknowledged record must not follow a gap.
+                SyncAllListed(group);
                 syncing.Add(group);
             }
         }

@@ -53,6 +53,10 @@ public sealed partial class FileLogStorage
             }
 
             group.LowestFileId = files.Count > 0 ? files[0] : metaFileId;
+            var floor = group.Index.GetFloor();
+            var synced = group.Index.GetSynced();
+            group.Unsynced.Load(group.GroupIndex);
+            metaFileId = CheckUnsyncedFiles(group, metaFileId, floor, synced);
             var last = group.Index.GetLast();
             if (last is { } entry && entry.FileId > metaFileId)
             {
@@ -63,9 +67,15 @@ public sealed partial class FileLogStorage
                     0);
             }
 
-            var floor = group.Index.GetFloor();
-            var synced = group.Index.GetSynced();
             var (startFile, startOffset) = last is { } l ? (l.FileId, l.Offset) : (group.LowestFileId, 0);
+            if (startFile == metaFileId)
+            {
+                // Pages written after the last fsync reach the disk in any order, and index rows are not fsynced: the
+                // records between the end of the fsynced data and the last indexed one may be gone. Scan from there.
+                var durableEnd = synced is { } s && s.FileId == metaFileId ? (int)Math.Min(s.Offset, int.MaxValue) : 0;
+                startOffset = Math.Min(startOffset, durableEnd);
+            }
+
             var writeOffset = Scan(group, startFile, startOffset, metaFileId, floor, synced, last, out var startRecordCut, out var lastScanned);
             if (startRecordCut && startOffset > 0)
             {
@@ -81,7 +91,79 @@ public sealed partial class FileLogStorage
             OpenCurrentFile(group, metaFileId, writeOffset);
             var maxIndexed = group.Index.GetMaxInstanceId();
             group.LastInstanceId = maxIndexed > lastScanned || lastScanned is null ? maxIndexed : lastScanned;
+
+            // Whatever a crash left unsynced before the current file is fsynced now, so the list starts empty.
+            SyncListedCore(group, null);
         }
+    }
+
+    /// <summary>
+    /// Checks every data file before <paramref name="metaFileId"/> that <c>vfile/unsynced</c> lists (left by a
+    /// roll-over without an fsync) against the end recorded for it. A file whose records end early was torn by a power
+    /// loss: it is cut there and every later file is dropped, since records after a gap must not be kept. Returns the
+    /// current file id, lowered to the torn file's when it cut one.
+    /// </summary>
+    private static int CheckUnsyncedFiles(GroupLog group, int metaFileId, DeleteFloor floor, SyncMark? synced)
+    {
+        List<UnsyncedFiles.Entry> listed;
+        lock (group.Unsynced.Gate)
+        {
+            listed = [.. group.Unsynced.Entries.Where(e => e.FileId >= group.LowestFileId && e.FileId < metaFileId).OrderBy(e => e.FileId)];
+        }
+
+        foreach (var entry in listed)
+        {
+            var path = group.DataFilePath(entry.FileId);
+            if (!File.Exists(path))
+            {
+                continue;
+            }
+
+            // The file is checked as a last file would be: a torn tail is cut, anything else is reported.
+            var end = Scan(group, entry.FileId, 0, entry.FileId, floor, synced, null, out _, out _);
+            if (end == entry.End)
+            {
+                continue;
+            }
+
+            if (end > entry.End)
+            {
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: data file {path} holds records up to offset {end}, past offset {entry.End} where {group.Unsynced.Path} says the writer left it; the folder is damaged.",
+                    group.GroupIndex,
+                    path,
+                    entry.End);
+            }
+
+            // Torn at `end`: nothing after it was fsynced (a synchronous record would have synced this file first).
+            // Later files go before meta is lowered, so that an interrupted cut is found and finished the same way.
+            group.Index.DeleteFrom(entry.FileId, checked((int)end));
+            for (var fileId = metaFileId; fileId > entry.FileId; fileId--)
+            {
+                if (File.Exists(group.DataFilePath(fileId)))
+                {
+                    File.Delete(group.DataFilePath(fileId));
+                    group.EventLog.Write($"delete fileid {fileId}");
+                }
+            }
+
+            group.WriteMeta(entry.FileId);
+            lock (group.Unsynced.Gate)
+            {
+                foreach (var later in group.Unsynced.Entries.Where(e => e.FileId >= entry.FileId).ToList())
+                {
+                    group.Unsynced.Remove(later);
+                }
+
+                WriteList(group);
+            }
+
+            group.TailCutAtOpen = true;
+            group.EventLog.Write($"truncate fileid {entry.FileId} offset {end}: it was left unsynced and ends before offset {entry.End}; data files after it dropped");
+            return entry.FileId;
+        }
+
+        return metaFileId;
     }
 
     /// <summary>Scans data files <paramref name="fromFile"/>..<paramref name="metaFileId"/>, indexing records; returns the write offset in the last one.</summary>
@@ -196,7 +278,7 @@ public sealed partial class FileLogStorage
                     {
                         ThrowUnlessTail(group, isLastFile, path, offset, reason);
                         ThrowIfDurable(group, synced, fileId, path, offset, reason);
-                        if (got == length && StartsValidRecord(handle, offset + 4 + length, fileLength))
+                        if (got == length && !LooksTorn(record, offset + 4) && StartsValidRecord(handle, offset + 4 + length, fileLength))
                         {
                             // A torn write leaves nothing valid behind it; a bad record followed by a good one is damage.
                             throw new LogStorageException(
@@ -296,6 +378,28 @@ public sealed partial class FileLogStorage
 
         group.Index.DeleteFrom(fileId, checked((int)offset));
         return true;
+    }
+
+    /// <summary>
+    /// Whether the record (<paramref name="record"/>, read from <paramref name="fileOffset"/>) has zeros on either side
+    /// of a page boundary it crosses: part of a page the kernel had not written back when the power went (pages reach
+    /// the disk in any order, and a page may be written back while a write to it is under way). Such a record may be
+    /// followed by valid ones and still be a torn write; damage of the medium does not write zeros.
+    /// </summary>
+    private static bool LooksTorn(ReadOnlySpan<byte> record, long fileOffset)
+    {
+        const int Page = 4096;
+        const int Run = 16;
+        for (var boundary = ((fileOffset / Page) + 1) * Page; boundary < fileOffset + record.Length; boundary += Page)
+        {
+            var at = (int)(boundary - fileOffset);
+            if (IsZero(record.Slice(Math.Max(0, at - Run), Math.Min(Run, at))) || IsZero(record.Slice(at, Math.Min(Run, record.Length - at))))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Whether a complete, valid record starts at <paramref name="offset"/>.</summary>

@@ -458,7 +458,7 @@ public sealed partial class FileLogStorage
         if (group.WriteOffset + recordLength > group.CurrentFileSize)
         {
             WriteBuffer(group);
-            Rollover(group);
+            Rollover(group, put.Sync);
         }
         else if (group.BufferLength + recordLength > GroupLog.MaxBufferedBytes)
         {
@@ -550,14 +550,31 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>
-    /// Starts the next data file: fsync the old one, rewrite and fsync <c>meta</c>, then create and
-    /// preallocate the new file. The old file is fsynced even for non-sync records so that damage in
-    /// any file but the last can only be media damage, which recovery then reports instead of cutting.
+    /// Starts the next data file: make the old one durable or list it as unsynced, rewrite and fsync <c>meta</c>,
+    /// then create and preallocate the new file.
     /// </summary>
-    private void Rollover(GroupLog group)
+    /// <remarks>
+    /// When nothing waiting needs an fsync (<paramref name="syncPut"/> and the batch's earlier records are all
+    /// non-sync), the old file is not fsynced, as in PhxPaxos: it is listed in <c>vfile/unsynced</c> with its end
+    /// before <c>meta</c> moves on, so that recovery can cut it if a power loss tears it (<see cref="UnsyncedFiles"/>).
+    /// Otherwise it is fsynced (after every listed file, since what is acknowledged next must not follow a gap), so
+    /// that damage in any file but the last and the listed ones can only be media damage, which recovery reports.
+    /// </remarks>
+    private void Rollover(GroupLog group, bool syncPut)
     {
         var oldFileId = group.CurrentFileId;
-        FsyncCurrentFile(group);
+        var oldEnd = group.WriteOffset;
+        var unsynced = group.Synced is not { } synced || synced.FileId != oldFileId || synced.Offset < oldEnd;
+        if (unsynced && _sharedLog is null && !syncPut && !group.NeedsSync)
+        {
+            LeaveUnsynced(group, oldFileId, oldEnd);
+        }
+        else if (unsynced)
+        {
+            SyncAllListed(group);
+            FsyncCurrentFile(group);
+        }
+
         if (_sharedLog is not null)
         {
             // The next checkpoint moves the group's mark into the new file, so the old one can be cleaned.

@@ -143,6 +143,8 @@ public sealed partial class FileLogStorage : ILogStorage
             _lanes[i] = lane;
             lane.Thread.Start();
         }
+
+        StartUnsyncedTimer();
     }
 
     /// <inheritdoc/>
@@ -386,6 +388,24 @@ public sealed partial class FileLogStorage : ILogStorage
             lane.Thread!.Join();
         }
 
+        StopUnsyncedTimer();
+        if (_options.SyncUnsyncedFilesOnClose && Volatile.Read(ref _failure) is null)
+        {
+            // A clean close leaves every data file fsynced, as PhxPaxos's folder would be after its own roll-overs.
+            foreach (var group in _groups)
+            {
+                try
+                {
+                    SyncListed(group, null);
+                }
+                catch (LogStorageException e)
+                {
+                    Fail(e);
+                    break;
+                }
+            }
+        }
+
         if (_sharedLog is { } log)
         {
             // A clean close leaves nothing to replay: the next open starts at once.
@@ -417,6 +437,16 @@ public sealed partial class FileLogStorage : ILogStorage
             {
                 File.Delete(group.DataFilePath(fileId));
                 group.EventLog.Write($"delete fileid {fileId}");
+            }
+
+            lock (group.Unsynced.Gate)
+            {
+                // The files it listed are gone; new files with the same ids must not be taken for them.
+                if (group.Unsynced.Entries.Count > 0 || File.Exists(group.Unsynced.Path))
+                {
+                    group.Unsynced.Clear();
+                    WriteList(group);
+                }
             }
 
             group.ResetMeta();

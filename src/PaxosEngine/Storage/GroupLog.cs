@@ -34,10 +34,14 @@ internal sealed class GroupLog : IDisposable
         DataFileSize = dataFileSize;
         System.IO.Directory.CreateDirectory(DataDirectory);
         EventLog = new DataFileEventLog(System.IO.Path.Combine(DataDirectory, "LOG"));
+        Unsynced = new UnsyncedFiles(System.IO.Path.Combine(DataDirectory, UnsyncedFiles.FileName), files);
         var indexPath = System.IO.Path.Combine(directory, IndexDatabase.FileName);
         IndexIsNew = !File.Exists(indexPath);
         Index = new IndexDatabase(indexPath, files);
     }
+
+    /// <summary>The data files left by a roll-over that may hold writes no fsync covered yet (<c>vfile/unsynced</c>).</summary>
+    public UnsyncedFiles Unsynced { get; }
 
     /// <summary>The index database did not exist when the group was opened (a new group, a lost index, or a PhxPaxos folder).</summary>
     public bool IndexIsNew { get; }

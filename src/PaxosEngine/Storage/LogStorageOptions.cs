@@ -61,6 +61,16 @@ public sealed record LogStorageOptions
     internal bool SharedLogCheckpointOnClose { get; init; } = true;
 
     /// <summary>
+    /// How long after a roll-over a data file that was left without an fsync (its records were all written without
+    /// one) is fsynced in the background. Default 30 s, the kernel's default age of dirty pages it writes back, so the
+    /// fsync finds little to write. Tests lower it.
+    /// </summary>
+    internal TimeSpan UnsyncedFileSyncAge { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Whether closing the storage fsyncs the files left without one (default); tests turn it off to model a crash.</summary>
+    internal bool SyncUnsyncedFilesOnClose { get; init; } = true;
+
+    /// <summary>
     /// Longest time the index row of a durable record is held back so that many rows share one SQLite
     /// transaction (a put completes when its record is fsynced, not when it is indexed). A crash loses
     /// nothing: recovery indexes the records after the last index commit from the data files. Default 50 ms.
