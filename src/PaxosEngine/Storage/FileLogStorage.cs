@@ -391,12 +391,18 @@ public sealed partial class FileLogStorage : ILogStorage
         StopUnsyncedTimer();
         if (_options.SyncUnsyncedFilesOnClose && Volatile.Read(ref _failure) is null)
         {
-            // A clean close leaves every data file fsynced, as PhxPaxos's folder would be after its own roll-overs.
+            // A clean close leaves every data file fsynced, as PhxPaxos's folder would be after its own roll-overs, and
+            // records where the fsynced data ends, so that the next open does not scan the current file from its start.
             foreach (var group in _groups)
             {
                 try
                 {
                     SyncListed(group, null);
+                    if (_sharedLog is null)
+                    {
+                        // With the shared log, its checkpoint at close (when asked for) does this.
+                        SyncCurrentFileOnClose(group);
+                    }
                 }
                 catch (LogStorageException e)
                 {
@@ -420,6 +426,34 @@ public sealed partial class FileLogStorage : ILogStorage
         foreach (var group in _groups)
         {
             group.Dispose();
+        }
+    }
+
+    /// <summary>Fsyncs the current file if records were written to it since its last fsync, and stores the mark in the index.</summary>
+    private void SyncCurrentFileOnClose(GroupLog group)
+    {
+        lock (group.WriteLock)
+        {
+            if (group.WriteHandle is null || group.WriteOffset == 0 || group.Synced == new SyncMark(group.CurrentFileId, group.WriteOffset))
+            {
+                return;
+            }
+
+            FsyncCurrentFile(group);
+            try
+            {
+                group.Index.Upsert([], group.Synced);
+            }
+            catch (Microsoft.Data.Sqlite.SqliteException e)
+            {
+                throw new LogStorageException(
+                    $"Group {group.GroupIndex}: recording the end of the fsynced data in {group.Index.Path} at close failed: {e.Message}",
+                    group.GroupIndex,
+                    group.Index.Path,
+                    -1,
+                    e)
+                { Operation = LogFileOperation.Index };
+            }
         }
     }
 

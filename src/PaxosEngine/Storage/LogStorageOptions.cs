@@ -67,7 +67,10 @@ public sealed record LogStorageOptions
     /// </summary>
     internal TimeSpan UnsyncedFileSyncAge { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Whether closing the storage fsyncs the files left without one (default); tests turn it off to model a crash.</summary>
+    /// <summary>
+    /// Whether closing the storage fsyncs the data files left without one and records written to the current files
+    /// without one (default); tests turn it off to model a crash.
+    /// </summary>
     internal bool SyncUnsyncedFilesOnClose { get; init; } = true;
 
     /// <summary>

@@ -80,6 +80,11 @@ public sealed class UnsyncedFilesTests : IDisposable
         Assert.Empty(ReadList());
         Assert.True(files.IsDurable(DataFile(0), Body(3)));
         Assert.True(files.IsDurable(DataFile(1), Body((ulong)PerFile + 3)));
+
+        // The current file too, with the end of its fsynced data in the index: the next open scans nothing before it.
+        Assert.True(files.IsDurable(DataFile(2), Body((ulong)(2 * PerFile) + 1)));
+        using var index = new IndexDatabase(Path.Combine(_root.Path, "g0", IndexDatabase.FileName), LogFileOperations.Os);
+        Assert.Equal(new SyncMark(2, 2L * RecordLength), index.GetSynced());
     }
 
     [Fact]
