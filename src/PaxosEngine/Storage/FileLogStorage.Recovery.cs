@@ -55,9 +55,22 @@ public sealed partial class FileLogStorage
             group.LowestFileId = files.Count > 0 ? files[0] : metaFileId;
             var floor = group.Index.GetFloor();
             var synced = group.Index.GetSynced();
-            group.Unsynced.Load(group.GroupIndex);
+            group.Unsynced.Load();
+
+            // Checking the listed files indexes their records; the scan below still starts where the index ended before
+            // (rows of earlier files may have been lost with it), unless a cut removed that row.
+            var lastBefore = group.Index.GetLast();
             metaFileId = CheckUnsyncedFiles(group, metaFileId, floor, synced);
             var last = group.Index.GetLast();
+            if (lastBefore is not { } before || last is not { } after)
+            {
+                last = null;
+            }
+            else if (before.FileId < after.FileId || (before.FileId == after.FileId && before.Offset < after.Offset))
+            {
+                last = before;
+            }
+
             if (last is { } entry && entry.FileId > metaFileId)
             {
                 throw new LogStorageException(
@@ -113,14 +126,11 @@ public sealed partial class FileLogStorage
 
         foreach (var entry in listed)
         {
+            // A listed file at or above the lowest one cannot have been cleaned: missing, its directory entry was lost
+            // (it was never fsynced), so it is torn at 0. Otherwise it is checked as a last file would be: a torn tail
+            // is cut, anything else is reported.
             var path = group.DataFilePath(entry.FileId);
-            if (!File.Exists(path))
-            {
-                continue;
-            }
-
-            // The file is checked as a last file would be: a torn tail is cut, anything else is reported.
-            var end = Scan(group, entry.FileId, 0, entry.FileId, floor, synced, null, out _, out _);
+            var end = File.Exists(path) ? Scan(group, entry.FileId, 0, entry.FileId, floor, synced, null, out _, out _) : 0;
             if (end == entry.End)
             {
                 continue;
@@ -147,6 +157,7 @@ public sealed partial class FileLogStorage
                 }
             }
 
+            DataSync.FlushDirectory(group.DataDirectory);
             group.WriteMeta(entry.FileId);
             lock (group.Unsynced.Gate)
             {
@@ -381,19 +392,19 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>
-    /// Whether the record (<paramref name="record"/>, read from <paramref name="fileOffset"/>) has zeros on either side
-    /// of a page boundary it crosses: part of a page the kernel had not written back when the power went (pages reach
-    /// the disk in any order, and a page may be written back while a write to it is under way). Such a record may be
-    /// followed by valid ones and still be a torn write; damage of the medium does not write zeros.
+    /// Whether the record (<paramref name="record"/>, read from <paramref name="fileOffset"/>) lies across a page
+    /// boundary with all of its part in one of the two pages reading as zeros: a page the kernel had not written back
+    /// when the power went (pages reach the disk in any order). Such a record may be followed by valid ones and still
+    /// be a torn write; damage of the medium does not zero a page.
     /// </summary>
     private static bool LooksTorn(ReadOnlySpan<byte> record, long fileOffset)
     {
         const int Page = 4096;
-        const int Run = 16;
         for (var boundary = ((fileOffset / Page) + 1) * Page; boundary < fileOffset + record.Length; boundary += Page)
         {
+            // The record's whole part in the page before the boundary, or in the page after it, reads as zeros.
             var at = (int)(boundary - fileOffset);
-            if (IsZero(record.Slice(Math.Max(0, at - Run), Math.Min(Run, at))) || IsZero(record.Slice(at, Math.Min(Run, record.Length - at))))
+            if (IsZero(record[Math.Max(0, at - Page)..at]) || IsZero(record[at..Math.Min(record.Length, at + Page)]))
             {
                 return true;
             }

@@ -60,9 +60,16 @@ internal sealed class UnsyncedFiles
     /// <summary>The listed files, oldest first. Under <see cref="Gate"/>.</summary>
     public IReadOnlyList<Entry> Entries => _entries;
 
-    /// <summary>Reads the list from disk (empty when the file is missing or empty) and keeps it as the current one.</summary>
-    /// <exception cref="LogStorageException">The file holds bytes but no valid slot.</exception>
-    public void Load(int groupIndex)
+    /// <summary>
+    /// Reads the list from disk (empty when the file is missing, empty, or holds no valid slot) and keeps it as the
+    /// current one.
+    /// </summary>
+    /// <remarks>
+    /// Slots are written in turn, so once one is valid one stays valid; no valid slot means the first write of the file
+    /// was torn, before anything it listed could matter (<c>meta</c> moves only after it). Read as empty, every file
+    /// counts as fsynced, whose damage recovery reports rather than cuts: the safe side if both slots were damaged.
+    /// </remarks>
+    public void Load()
     {
         lock (Gate)
         {
@@ -89,15 +96,6 @@ internal sealed class UnsyncedFiles
             {
                 _sequence = found.Sequence;
                 _entries.AddRange(found.Entries);
-            }
-            else if (bytes.AsSpan().ContainsAnyExcept((byte)0))
-            {
-                throw new LogStorageException(
-                    $"Group {groupIndex}: {Path} is damaged: neither of its slots holds a valid list of data files that may hold unsynced writes. " +
-                    "Without it a torn data file cannot be told from a damaged one; restore the folder from a replica.",
-                    groupIndex,
-                    Path,
-                    0);
             }
         }
     }
