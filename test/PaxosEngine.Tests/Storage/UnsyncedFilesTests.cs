@@ -150,6 +150,37 @@ public sealed class UnsyncedFilesTests : IDisposable
     }
 
     [Fact]
+    public async Task A_crash_between_listing_a_file_and_rewriting_meta_keeps_every_record()
+    {
+        // Files 0 and 1 full; the roll-over to file 2 lists file 1, then the rewrite of meta fails (the storage stops).
+        var files = new FaultyFileOperations();
+        var storage = Open(files, syncOnClose: false);
+        var records = (ulong)(2 * PerFile);
+        for (ulong i = 0; i < records; i++)
+        {
+            await storage.PutAsync(0, i, Body(i), sync: false);
+        }
+
+        files.Fail(LogFileOperation.Meta, DiskError.Io);
+        await Assert.ThrowsAsync<LogStorageException>(() => storage.PutAsync(0, records, Body(records), sync: false));
+        storage.Dispose();
+        Assert.Equal([0, 1], ReadList().Select(e => e.FileId));
+        Assert.Equal(1, ReadMeta());
+
+        // File 1 is listed but still the current one: an entry at or past meta is not taken for a file left behind.
+        using var reopened = Open(LogFileOperations.Os);
+        for (ulong i = 0; i < records; i++)
+        {
+            Assert.Equal(Body(i), reopened.Get(0, i));
+        }
+
+        Assert.Null(reopened.Get(0, records));
+        await reopened.PutAsync(0, records, Body(records), sync: true);
+        Assert.Equal(Body(records), reopened.Get(0, records));
+        Assert.Empty(ReadList());
+    }
+
+    [Fact]
     public async Task Damage_in_a_file_that_is_not_listed_is_reported_not_cut()
     {
         // The same loss as above in a file left after an fsync: media damage, not a torn write. Nothing is cut; reading
