@@ -440,20 +440,9 @@ public sealed partial class FileLogStorage : ILogStorage
             }
 
             FsyncCurrentFile(group);
-            try
-            {
-                group.Index.Upsert([], group.Synced);
-            }
-            catch (Microsoft.Data.Sqlite.SqliteException e)
-            {
-                throw new LogStorageException(
-                    $"Group {group.GroupIndex}: recording the end of the fsynced data in {group.Index.Path} at close failed: {e.Message}",
-                    group.GroupIndex,
-                    group.Index.Path,
-                    -1,
-                    e)
-                { Operation = LogFileOperation.Index };
-            }
+
+            // No rows are held back by now (the writers flushed them when they stopped): this stores the mark alone.
+            IndexBatch(group);
         }
     }
 
