@@ -42,7 +42,7 @@ public sealed partial class FileLogStorage
             if (group.NeedsSync)
             {
                 // Files the group left without an fsync come first: an acknowledged record must not follow a gap.
-                SyncAllListed(group);
+                SyncListed(group, null);
                 syncing.Add(group);
             }
         }

@@ -58,18 +58,6 @@ public sealed partial class FileLogStorage
     }
 
     /// <summary>
-    /// Fsyncs every listed file of the group and empties the list: before a record is acknowledged as durable, the
-    /// files before it must be too. The caller holds the group's write lock.
-    /// </summary>
-    private void SyncAllListed(GroupLog group)
-    {
-        if (group.Unsynced.Entries.Count > 0)
-        {
-            SyncListed(group, null);
-        }
-    }
-
-    /// <summary>
     /// Timer: fsyncs the listed files left at least <see cref="LogStorageOptions.UnsyncedFileSyncAge"/> before
     /// <paramref name="now"/>. By then the kernel has written their pages back, so the fsync costs little and holds
     /// up no writer. Never throws; a failure stops the storage.
@@ -97,11 +85,18 @@ public sealed partial class FileLogStorage
 
     /// <summary>
     /// Fsyncs the listed files <paramref name="which"/> picks (all when null), then removes them from the list
-    /// durably. A file deleted meanwhile (cleaned) is simply removed. Runs without the list's lock while it fsyncs,
+    /// durably. Before a record is acknowledged as durable the writer syncs them all: the files before it must be too. A file deleted meanwhile (cleaned) is simply removed. Runs without the list's lock while it fsyncs,
     /// so the writer can list another file meanwhile.
     /// </summary>
     private void SyncListed(GroupLog group, Func<UnsyncedFiles.Entry, bool>? which)
     {
+        // Nearly always empty: the writer asks before every fsync of a synchronous batch, the timer every second.
+        // Only the writer adds entries, so a stale count read here by the writer is never a false zero.
+        if (group.Unsynced.Entries.Count == 0)
+        {
+            return;
+        }
+
         SendHeldBeforeFsync();
         Interlocked.Add(ref _fsyncCount, SyncListedCore(group, which));
     }

@@ -571,7 +571,7 @@ public sealed partial class FileLogStorage
         }
         else if (unsynced)
         {
-            SyncAllListed(group);
+            SyncListed(group, null);
             FsyncCurrentFile(group);
         }
 

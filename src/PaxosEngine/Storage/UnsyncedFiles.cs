@@ -75,13 +75,14 @@ internal sealed class UnsyncedFiles
         {
             _entries.Clear();
             _sequence = 0;
-            _created = File.Exists(Path) && new FileInfo(Path).Length >= 2 * SlotLength;
+            _created = false;
             if (!File.Exists(Path))
             {
                 return;
             }
 
             var bytes = File.ReadAllBytes(Path);
+            _created = bytes.Length >= 2 * SlotLength;
             (long Sequence, List<Entry> Entries)? best = null;
             for (var slot = 0; slot < 2; slot++)
             {
