@@ -38,6 +38,12 @@ internal sealed class Committer
     /// <summary>How often overdue proposals are completed with Timeout.</summary>
     private const int TimeoutSweepMs = 50;
 
+    /// <summary>
+    /// With <see cref="GroupSettings.BatchFlushWhenIdle"/>: how long (at most) the next batch waits for the callers whose
+    /// values were just chosen to come back with their next ones.
+    /// </summary>
+    internal const int GatherWindowMs = 1;
+
     private readonly ICommitterHost _host;
     private readonly GroupSettings _settings;
     private readonly ConcurrentQueue<PendingProposal> _incoming = new();
@@ -51,6 +57,8 @@ internal sealed class Committer
     private long _timeoutSweepTimerId;
     private Action? _decrementWaiting;
     private long _batchDelayTimerId;
+    private long _gatherTimerId;
+    private int _gatherTarget;
     private bool _creatingGid;
 
     public Committer(ICommitterHost host, GroupSettings settings)
@@ -104,6 +112,10 @@ internal sealed class Committer
         if (kind == TimerKind.BatchDelay)
         {
             OnBatchDelayTimer(timerId);
+        }
+        else if (kind == TimerKind.BatchGather)
+        {
+            OnGatherTimer(timerId);
         }
         else
         {
@@ -216,6 +228,7 @@ internal sealed class Committer
         _inFlightActive = false;
         if (mine)
         {
+            StartGathering();
             for (var i = 0; i < _inFlight.Count; i++)
             {
                 var p = _inFlight[i];
@@ -314,7 +327,7 @@ internal sealed class Committer
     {
         if (_settings.BatchFlushWhenIdle)
         {
-            return true;
+            return !IsGathering();
         }
 
         var count = 0;
@@ -398,6 +411,74 @@ internal sealed class Committer
     {
         _creatingGid = false;
         _host.AfterWork();
+    }
+
+    /// <summary>
+    /// With <see cref="GroupSettings.BatchFlushWhenIdle"/>, when an instance of this node's batched values was chosen:
+    /// the next batch waits, for <see cref="GatherWindowMs"/> at most, until as many values are ready as were waiting
+    /// or in flight just now. Callers that propose again as soon as they are answered then share one instance instead
+    /// of splitting into two that take turns, each about half full (one instance is in flight at a time).
+    /// </summary>
+    private void StartGathering()
+    {
+        if (!_settings.BatchFlushWhenIdle || !_inFlight.Exists(static p => p.ExplicitBatch))
+        {
+            return;
+        }
+
+        // Before the values in flight complete: each completion takes its proposal off the count.
+        var outstanding = Math.Min(Volatile.Read(ref _waiting), _settings.MaxBatchCount);
+        if (outstanding <= 1)
+        {
+            return;
+        }
+
+        _gatherTarget = outstanding;
+        _host.RemoveTimer(_gatherTimerId);
+        _gatherTimerId = _host.AddTimer(GatherWindowMs, TimerKind.BatchGather);
+    }
+
+    /// <summary>Whether the ready values wait for more (see <see cref="StartGathering"/>); ends the wait once they need not.</summary>
+    private bool IsGathering()
+    {
+        if (_gatherTimerId == 0)
+        {
+            return false;
+        }
+
+        var count = 0;
+        var bytes = 0;
+        foreach (var p in _ready)
+        {
+            if (!p.ExplicitBatch)
+            {
+                count = int.MaxValue;
+                break;
+            }
+
+            if (!p.IsCompleted)
+            {
+                count++;
+                bytes += p.PackedLength;
+            }
+        }
+
+        if (count < _gatherTarget && bytes < _settings.MaxBatchBytes)
+        {
+            return true;
+        }
+
+        _host.RemoveTimer(_gatherTimerId);
+        _gatherTimerId = 0;
+        return false;
+    }
+
+    private void OnGatherTimer(long timerId)
+    {
+        if (timerId == _gatherTimerId)
+        {
+            _gatherTimerId = 0;
+        }
     }
 
     private void OnBatchDelayTimer(long timerId)

@@ -27,6 +27,9 @@ internal enum TimerKind
     /// <summary>A group that does not vote yet surveys its members (see <c>VotingGate</c>).</summary>
     VotingGate = 8,
 
+    /// <summary>The next batch waited long enough for the callers of the last one (see <c>Committer</c>).</summary>
+    BatchGather = 9,
+
     /// <summary>A checkpoint transfer being received went quiet for too long.</summary>
     CheckpointReceive = 20,
 

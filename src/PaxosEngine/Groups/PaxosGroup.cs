@@ -353,6 +353,7 @@ internal sealed partial class PaxosGroup :
                 _learnerSender.OnTimer(timerId);
                 break;
             case TimerKind.BatchDelay:
+            case TimerKind.BatchGather:
             case TimerKind.ProposalTimeouts:
                 _committer.OnTimer((TimerKind)kind, timerId);
                 break;

@@ -255,7 +255,8 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     /// BatchPropose: the batch goes when <see cref="PaxosNodeOptions.BatchCount"/> values wait, their
     /// bytes reach <see cref="PaxosNodeOptions.MaxBatchBytes"/>, or the oldest waited
     /// <see cref="PaxosNodeOptions.BatchDelay"/>; with <see cref="PaxosNodeOptions.BatchFlushWhenIdle"/> the
-    /// values go as soon as the group has no instance in flight. The result's <see cref="ProposeResult.BatchIndex"/> is
+    /// values go as soon as the group has no instance in flight (right after one of this node's batches was chosen,
+    /// once its callers had up to a millisecond to come back). The result's <see cref="ProposeResult.BatchIndex"/> is
     /// the value's execution order within the instance.
     /// </summary>
     public Task<ProposeResult> BatchProposeAsync(int groupIndex, ReadOnlyMemory<byte> value, StateMachineContext? context = null, CancellationToken cancellationToken = default) =>

@@ -113,8 +113,10 @@ public sealed partial class PaxosNodeOptions
     /// oldest waited <see cref="BatchDelay"/>; with fewer callers per group than the count, every batch waits
     /// the delay. True: the values waiting go at once, and values that arrive while an instance is in flight
     /// gather and go together in the next one (up to <see cref="MaxBatchCount"/> and <see cref="MaxBatchBytes"/>):
-    /// lower latency at light load and no timer wait, but smaller batches, so more fsyncs per value, when the
-    /// disk is the bottleneck.
+    /// lower latency at light load and no timer wait. Right after an instance of this node's batched values is
+    /// chosen, the next batch waits up to a millisecond until as many values are ready as were out (waiting or in
+    /// flight) a moment before, so that callers who propose again as soon as they are answered share one instance
+    /// instead of taking turns in two half-full ones.
     /// </summary>
     public bool BatchFlushWhenIdle { get; set; }
 

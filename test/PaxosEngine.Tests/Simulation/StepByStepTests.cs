@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.Extensions.Time.Testing;
+using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Tests.Support;
 using Orleans.Paxos.Engine.Groups;
 using Orleans.Paxos.Engine.Node;
@@ -81,6 +82,52 @@ public sealed class StepByStepTests
         Assert.False(proposal.IsCompleted);
     }
 
+    [Fact]
+    public void With_flush_when_idle_the_next_batch_waits_briefly_for_the_callers_of_the_last_one()
+    {
+        using var node = new SteppedNode(voteWithEmptyLog: true, o => o.BatchFlushWhenIdle = true);
+        var a = node.Paxos.SubmitProposal(0, "a"u8.ToArray(), explicitBatch: true);
+        node.RunUntilIdle();
+        var b = node.Paxos.SubmitProposal(0, "b"u8.ToArray(), explicitBatch: true);
+        var c = node.Paxos.SubmitProposal(0, "c"u8.ToArray(), explicitBatch: true);
+        node.RunUntilIdle();
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.PrepareReply, InstanceID = 0, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.Equal("a", AcceptedValues(node, 0));
+
+        // Instance 0 is chosen: a's caller is answered while b and c wait. They wait for it to come back (three
+        // values were out), instead of going as an instance of two that the returning caller's value then trails.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 0, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.True(a.IsCompleted);
+        Assert.Null(AcceptedValues(node, 1));
+        var a2 = node.Paxos.SubmitProposal(0, "a2"u8.ToArray(), explicitBatch: true);
+        node.RunUntilIdle();
+        Assert.Equal("b,c,a2", AcceptedValues(node, 1));
+
+        // Instance 1 is chosen; only one of its three callers comes back. The batch goes when the window is up.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 1, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.All(new[] { b, c, a2 }, p => Assert.Equal(ProposeStatus.Ok, p.Completion.Task.Result.Status));
+        var b2 = node.Paxos.SubmitProposal(0, "b2"u8.ToArray(), explicitBatch: true);
+        node.RunUntilIdle();
+        Assert.Null(AcceptedValues(node, 2));
+        node.Time.Advance(TimeSpan.FromMilliseconds(Committer.GatherWindowMs));
+        node.RunUntilIdle();
+        Assert.Equal("b2", AcceptedValues(node, 2));
+
+        // A lone caller never waits: one value was out, and it is back.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 2, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.True(b2.IsCompleted);
+        node.Paxos.SubmitProposal(0, "b3"u8.ToArray(), explicitBatch: true);
+        node.RunUntilIdle();
+        Assert.Equal("b3", AcceptedValues(node, 3));
+    }
+
+    /// <summary>The values of the accept the node sent to peer B for <paramref name="instance"/>, comma-separated, or null when it sent none.</summary>
+    private static string? AcceptedValues(SteppedNode node, ulong instance)
+    {
+        var accept = node.Sent.LastOrDefault(s => s.To == PeerB && s.Message.MsgType == (int)PaxosMsgType.Accept && s.Message.InstanceID == instance).Message;
+        return accept is null ? null : string.Join(",", ValueCodec.Expand(accept.Value.Span).Select(v => System.Text.Encoding.ASCII.GetString(v.Value)));
+    }
+
     private static ByteString Packed(string value) => ByteString.CopyFrom(ValueCodec.Pack(ReservedSmIds.None, System.Text.Encoding.ASCII.GetBytes(value)));
 
     private static string Unpacked(InstanceValueResult result) =>
@@ -92,7 +139,7 @@ public sealed class StepByStepTests
         private readonly ManualLoopDriver _driver = new();
         private readonly RecordingTransport _transport = new();
 
-        public SteppedNode(bool voteWithEmptyLog)
+        public SteppedNode(bool voteWithEmptyLog, Action<PaxosNodeOptions>? configure = null)
         {
             var options = new PaxosNodeOptions
             {
@@ -101,6 +148,7 @@ public sealed class StepByStepTests
                 StoragePath = "/stepped",
                 VoteWithEmptyLog = voteWithEmptyLog,
             };
+            configure?.Invoke(options);
             Paxos = new PaxosNode(options, loggerFactory: null, _transport, new InstantLog(), Time, _driver);
             Paxos.Start();
             RunUntilIdle();
