@@ -115,7 +115,7 @@ internal static class ConsensusBenchmark
                 $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; shared log {(options.SharedLog ? "on" : "off")}; coalesce {(options.Coalesce ? "on" : "off")}; flush together {(options.FlushTogether ? "on" : "off")}; batch datagrams {(options.BatchDatagrams ? "on" : "off")}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
             Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule, the default (count {options.BatchCount}, 20 ms, 512000 B);");
-            Console.WriteLine("         idle = BatchProposeAsync with BatchFlushWhenIdle (values go when the group is idle, gather while an instance is in flight)");
+            Console.WriteLine("         idle = BatchProposeAsync with BatchFlushWhenIdle (values go when the group is idle, gather while an instance is in flight; after one of ours is chosen, up to 1 ms for its callers to come back)");
             Console.WriteLine();
             Console.WriteLine("  metrics: on = OpenTelemetry SDK meter provider (all Orleans.Paxos instruments, read every second); traces = that and a tracer provider (every paxos.propose span sampled, batch-exported)");
             Console.WriteLine();
