@@ -27,7 +27,8 @@ internal interface ICommitterHost : IRoleHost
 /// <summary>
 /// The committer (PhxPaxos <c>Committer</c> and the IOLoop's value queue): callers' values wait here and go
 /// out as one instance at a time; values waiting while an instance is in flight are batched into the next
-/// one (as PhxPaxos BatchPropose, but without waiting for a timer when the group is idle).
+/// one (as PhxPaxos BatchPropose, but without waiting for a timer when the group is idle, except briefly for the
+/// callers of the instance just chosen: <see cref="StartGathering"/>).
 /// </summary>
 /// <remarks>
 /// <see cref="TryEnqueueProposal"/> and <see cref="WaitingProposals"/> are thread-safe; everything else runs
@@ -44,6 +45,9 @@ internal sealed class Committer
     /// </summary>
     internal const int GatherWindowMs = 1;
 
+    /// <summary>Instances that start without that wait after a wait ran out (the callers did not come back in time).</summary>
+    internal const int GatherPauseInstances = 64;
+
     private readonly ICommitterHost _host;
     private readonly GroupSettings _settings;
     private readonly ConcurrentQueue<PendingProposal> _incoming = new();
@@ -59,6 +63,7 @@ internal sealed class Committer
     private long _batchDelayTimerId;
     private long _gatherTimerId;
     private int _gatherTarget;
+    private int _gatherPause;
     private bool _creatingGid;
 
     public Committer(ICommitterHost host, GroupSettings settings)
@@ -321,13 +326,18 @@ internal sealed class Committer
     /// Called with no instance in flight. Plain proposals go at once, and so do values that came through
     /// BatchProposeAsync unless the group keeps PhxPaxos's rule (<see cref="GroupSettings.BatchFlushWhenIdle"/>
     /// false): then they wait until enough are queued, their bytes reach the cap, or the oldest waited the
-    /// batch delay.
+    /// batch delay. Either may first wait briefly for the callers of the last instance (<see cref="StartGathering"/>).
     /// </summary>
     private bool ShouldFlush()
     {
+        if (IsGathering())
+        {
+            return false;
+        }
+
         if (_settings.BatchFlushWhenIdle)
         {
-            return !IsGathering();
+            return true;
         }
 
         var count = 0;
@@ -414,14 +424,24 @@ internal sealed class Committer
     }
 
     /// <summary>
-    /// With <see cref="GroupSettings.BatchFlushWhenIdle"/>, when an instance of this node's batched values was chosen:
-    /// the next batch waits, for <see cref="GatherWindowMs"/> at most, until as many values are ready as were waiting
-    /// or in flight just now. Callers that propose again as soon as they are answered then share one instance instead
-    /// of splitting into two that take turns, each about half full (one instance is in flight at a time).
+    /// When an instance of this node's values was chosen: the next instance waits, for <see cref="GatherWindowMs"/> at
+    /// most, until as many values are ready as were waiting or in flight just now. One instance is in flight at a
+    /// time, so callers that propose again as soon as they are answered otherwise split into two halves that take
+    /// turns, each instance about half full; with the wait they share one. For plain proposals with
+    /// <see cref="GroupSettings.AutoBatch"/> and BatchProposeAsync values with
+    /// <see cref="GroupSettings.BatchFlushWhenIdle"/> (PhxPaxos's count and delay rule waits its own way). A wait that
+    /// runs out means the callers do not come back at once (each proposes when it has something to propose): the
+    /// next <see cref="GatherPauseInstances"/> instances start without waiting.
     /// </summary>
     private void StartGathering()
     {
-        if (!_settings.BatchFlushWhenIdle || !_inFlight.Exists(static p => p.ExplicitBatch))
+        if (_gatherPause > 0)
+        {
+            _gatherPause--;
+            return;
+        }
+
+        if (!_inFlight.Exists(MayGather))
         {
             return;
         }
@@ -435,8 +455,12 @@ internal sealed class Committer
 
         _gatherTarget = outstanding;
         _host.RemoveTimer(_gatherTimerId);
-        _gatherTimerId = _host.AddTimer(GatherWindowMs, TimerKind.BatchGather);
+        // The loop's clock counts whole milliseconds: one more, or the wait could end at once.
+        _gatherTimerId = _host.AddTimer(GatherWindowMs + 1, TimerKind.BatchGather);
     }
+
+    /// <summary>Whether <paramref name="p"/> may wait for the callers of the last instance (see <see cref="StartGathering"/>).</summary>
+    private bool MayGather(PendingProposal p) => p.ExplicitBatch ? _settings.BatchFlushWhenIdle : _settings.AutoBatch;
 
     /// <summary>Whether the ready values wait for more (see <see cref="StartGathering"/>); ends the wait once they need not.</summary>
     private bool IsGathering()
@@ -450,17 +474,19 @@ internal sealed class Committer
         var bytes = 0;
         foreach (var p in _ready)
         {
-            if (!p.ExplicitBatch)
+            if (p.IsCompleted)
+            {
+                continue;
+            }
+
+            if (!MayGather(p))
             {
                 count = int.MaxValue;
                 break;
             }
 
-            if (!p.IsCompleted)
-            {
-                count++;
-                bytes += p.PackedLength;
-            }
+            count++;
+            bytes += p.PackedLength;
         }
 
         if (count < _gatherTarget && bytes < _settings.MaxBatchBytes)
@@ -478,6 +504,7 @@ internal sealed class Committer
         if (timerId == _gatherTimerId)
         {
             _gatherTimerId = 0;
+            _gatherPause = GatherPauseInstances;
         }
     }
 

@@ -96,8 +96,12 @@ public sealed partial class PaxosNodeOptions
     public int MaxWaitingProposals { get; set; } = 10_000;
 
     /// <summary>
-    /// Batch values that wait while an instance is in flight into the next instance (never waits for a
-    /// timer when the group is idle). Default true; false = one value per instance, as PhxPaxos Propose.
+    /// Batch values that wait while an instance is in flight into the next instance. Default true; false = one
+    /// value per instance, as PhxPaxos Propose. A value on an idle group goes at once, except right after one of
+    /// this node's instances was chosen: then the next instance waits up to a millisecond until as many values are
+    /// ready as were out a moment before, so that callers who propose again as soon as they are answered share one
+    /// instance instead of taking turns in two half-full ones. When such a wait runs out (callers that do not come
+    /// straight back), the next 64 instances go without it.
     /// </summary>
     public bool AutoBatch { get; set; } = true;
 
@@ -113,10 +117,8 @@ public sealed partial class PaxosNodeOptions
     /// oldest waited <see cref="BatchDelay"/>; with fewer callers per group than the count, every batch waits
     /// the delay. True: the values waiting go at once, and values that arrive while an instance is in flight
     /// gather and go together in the next one (up to <see cref="MaxBatchCount"/> and <see cref="MaxBatchBytes"/>):
-    /// lower latency at light load and no timer wait. Right after an instance of this node's batched values is
-    /// chosen, the next batch waits up to a millisecond until as many values are ready as were out (waiting or in
-    /// flight) a moment before, so that callers who propose again as soon as they are answered share one instance
-    /// instead of taking turns in two half-full ones.
+    /// lower latency at light load and no timer wait. Right after an instance of this node's values is chosen, the
+    /// next batch waits up to a millisecond for the callers just answered, as <see cref="AutoBatch"/> describes.
     /// </summary>
     public bool BatchFlushWhenIdle { get; set; }
 

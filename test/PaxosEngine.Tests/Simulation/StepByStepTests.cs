@@ -111,6 +111,9 @@ public sealed class StepByStepTests
         Assert.Null(AcceptedValues(node, 2));
         node.Time.Advance(TimeSpan.FromMilliseconds(Committer.GatherWindowMs));
         node.RunUntilIdle();
+        Assert.Null(AcceptedValues(node, 2));
+        node.Time.Advance(TimeSpan.FromMilliseconds(1));
+        node.RunUntilIdle();
         Assert.Equal("b2", AcceptedValues(node, 2));
 
         // A lone caller never waits: one value was out, and it is back.
@@ -119,6 +122,44 @@ public sealed class StepByStepTests
         node.Paxos.SubmitProposal(0, "b3"u8.ToArray(), explicitBatch: true);
         node.RunUntilIdle();
         Assert.Equal("b3", AcceptedValues(node, 3));
+    }
+
+    [Fact]
+    public void Plain_proposals_wait_briefly_for_the_callers_of_the_last_instance_until_a_wait_runs_out()
+    {
+        using var node = new SteppedNode(voteWithEmptyLog: true);
+        node.Paxos.SubmitProposal(0, "a"u8.ToArray());
+        node.RunUntilIdle();
+        node.Paxos.SubmitProposal(0, "b"u8.ToArray());
+        node.RunUntilIdle();
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.PrepareReply, InstanceID = 0, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.Equal("a", AcceptedValues(node, 0));
+
+        // Two callers: a's is answered while b waits, and b waits for it instead of going alone.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 0, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.Null(AcceptedValues(node, 1));
+        node.Paxos.SubmitProposal(0, "a2"u8.ToArray());
+        node.RunUntilIdle();
+        Assert.Equal("b,a2", AcceptedValues(node, 1));
+
+        // Neither caller comes back in time: the value that arrives later goes when the window is up.
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 1, NodeID = PeerB.Value, ProposalID = 1 });
+        node.Paxos.SubmitProposal(0, "x"u8.ToArray());
+        node.RunUntilIdle();
+        Assert.Null(AcceptedValues(node, 2));
+        node.Time.Advance(TimeSpan.FromMilliseconds(Committer.GatherWindowMs));
+        node.RunUntilIdle();
+        Assert.Null(AcceptedValues(node, 2));
+        node.Time.Advance(TimeSpan.FromMilliseconds(1));
+        node.RunUntilIdle();
+        Assert.Equal("x", AcceptedValues(node, 2));
+
+        // After a wait that ran out, the next instances start at once: y waits behind x, and goes as soon as x is
+        // chosen although two values were out.
+        node.Paxos.SubmitProposal(0, "y"u8.ToArray());
+        node.RunUntilIdle();
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 2, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.Equal("y", AcceptedValues(node, 3));
     }
 
     /// <summary>The values of the accept the node sent to peer B for <paramref name="instance"/>, comma-separated, or null when it sent none.</summary>
