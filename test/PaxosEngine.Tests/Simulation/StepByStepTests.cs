@@ -103,25 +103,27 @@ public sealed class StepByStepTests
         node.RunUntilIdle();
         Assert.Equal("b,c,a2", AcceptedValues(node, 1));
 
-        // Instance 1 is chosen; only one of its three callers comes back. The batch goes when the window is up.
+        // Instance 1 is chosen; only one of its three callers comes back. The batch goes when the wait runs out.
         node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 1, NodeID = PeerB.Value, ProposalID = 1 });
         Assert.All(new[] { b, c, a2 }, p => Assert.Equal(ProposeStatus.Ok, p.Completion.Task.Result.Status));
-        var b2 = node.Paxos.SubmitProposal(0, "b2"u8.ToArray(), explicitBatch: true);
-        node.RunUntilIdle();
-        Assert.Null(AcceptedValues(node, 2));
-        node.Time.Advance(TimeSpan.FromMilliseconds(Committer.GatherWindowMs));
-        node.RunUntilIdle();
-        Assert.Null(AcceptedValues(node, 2));
-        node.Time.Advance(TimeSpan.FromMilliseconds(1));
-        node.RunUntilIdle();
-        Assert.Equal("b2", AcceptedValues(node, 2));
+        node.Paxos.SubmitProposal(0, "b2"u8.ToArray(), explicitBatch: true);
+        AssertGoesWhenTheWaitRunsOut(node, 2, "b2");
+    }
 
-        // A lone caller never waits: one value was out, and it is back.
-        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 2, NodeID = PeerB.Value, ProposalID = 1 });
-        Assert.True(b2.IsCompleted);
-        node.Paxos.SubmitProposal(0, "b3"u8.ToArray(), explicitBatch: true);
+    [Fact]
+    public void A_lone_caller_never_waits_for_company()
+    {
+        using var node = new SteppedNode(voteWithEmptyLog: true);
+        var first = node.Paxos.SubmitProposal(0, "a"u8.ToArray());
         node.RunUntilIdle();
-        Assert.Equal("b3", AcceptedValues(node, 3));
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.PrepareReply, InstanceID = 0, NodeID = PeerB.Value, ProposalID = 1 });
+        node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 0, NodeID = PeerB.Value, ProposalID = 1 });
+        Assert.True(first.IsCompleted);
+
+        // One value was out, and it is back: the next instance starts with it, the clock standing still.
+        node.Paxos.SubmitProposal(0, "a2"u8.ToArray());
+        node.RunUntilIdle();
+        Assert.Equal("a2", AcceptedValues(node, 1));
     }
 
     [Fact]
@@ -145,14 +147,7 @@ public sealed class StepByStepTests
         // Neither caller comes back in time: the value that arrives later goes when the window is up.
         node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 1, NodeID = PeerB.Value, ProposalID = 1 });
         node.Paxos.SubmitProposal(0, "x"u8.ToArray());
-        node.RunUntilIdle();
-        Assert.Null(AcceptedValues(node, 2));
-        node.Time.Advance(TimeSpan.FromMilliseconds(Committer.GatherWindowMs));
-        node.RunUntilIdle();
-        Assert.Null(AcceptedValues(node, 2));
-        node.Time.Advance(TimeSpan.FromMilliseconds(1));
-        node.RunUntilIdle();
-        Assert.Equal("x", AcceptedValues(node, 2));
+        AssertGoesWhenTheWaitRunsOut(node, 2, "x");
 
         // After a wait that ran out, the next instances start at once: y waits behind x, and goes as soon as x is
         // chosen although two values were out.
@@ -160,6 +155,22 @@ public sealed class StepByStepTests
         node.RunUntilIdle();
         node.Deliver(PeerB, new PaxosMsg { MsgType = (int)PaxosMsgType.AcceptReply, InstanceID = 2, NodeID = PeerB.Value, ProposalID = 1 });
         Assert.Equal("y", AcceptedValues(node, 3));
+    }
+
+    /// <summary>
+    /// The values waiting for <paramref name="instance"/> stay until the wait for the last instance's callers is over
+    /// (the window, and the clock's tick after it), then go as <paramref name="expected"/>.
+    /// </summary>
+    private static void AssertGoesWhenTheWaitRunsOut(SteppedNode node, ulong instance, string expected)
+    {
+        node.RunUntilIdle();
+        Assert.Null(AcceptedValues(node, instance));
+        node.Time.Advance(TimeSpan.FromMilliseconds(Committer.GatherWindowMs));
+        node.RunUntilIdle();
+        Assert.Null(AcceptedValues(node, instance));
+        node.Time.Advance(TimeSpan.FromMilliseconds(1));
+        node.RunUntilIdle();
+        Assert.Equal(expected, AcceptedValues(node, instance));
     }
 
     /// <summary>The values of the accept the node sent to peer B for <paramref name="instance"/>, comma-separated, or null when it sent none.</summary>
