@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using Google.Protobuf;
 using Orleans.Paxos.Engine.Protocol;
 using Orleans.Paxos.Engine.StateMachines;
@@ -39,10 +40,7 @@ internal sealed class Committer
     /// <summary>How often overdue proposals are completed with Timeout.</summary>
     private const int TimeoutSweepMs = 50;
 
-    /// <summary>
-    /// With <see cref="GroupSettings.BatchFlushWhenIdle"/>: how long (at most) the next batch waits for the callers whose
-    /// values were just chosen to come back with their next ones.
-    /// </summary>
+    /// <summary>How long (at most) the next instance waits for the callers whose values were just chosen to come back (see <see cref="StartGathering"/>).</summary>
     internal const int GatherWindowMs = 1;
 
     /// <summary>Instances that start without that wait after a wait ran out (the callers did not come back in time).</summary>
@@ -441,22 +439,31 @@ internal sealed class Committer
             return;
         }
 
-        if (!_inFlight.Exists(MayGather))
-        {
-            return;
-        }
-
         // Before the values in flight complete: each completion takes its proposal off the count.
         var outstanding = Math.Min(Volatile.Read(ref _waiting), _settings.MaxBatchCount);
-        if (outstanding <= 1)
+        if (outstanding <= 1 || !AnyMayGather(_inFlight))
         {
             return;
         }
 
+        Debug.Assert(_gatherTimerId == 0, "An instance starts only after the wait before it ended.");
         _gatherTarget = outstanding;
-        _host.RemoveTimer(_gatherTimerId);
+
         // The loop's clock counts whole milliseconds: one more, or the wait could end at once.
         _gatherTimerId = _host.AddTimer(GatherWindowMs + 1, TimerKind.BatchGather);
+    }
+
+    private bool AnyMayGather(List<PendingProposal> proposals)
+    {
+        foreach (var p in proposals)
+        {
+            if (MayGather(p))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Whether <paramref name="p"/> may wait for the callers of the last instance (see <see cref="StartGathering"/>).</summary>
@@ -479,24 +486,16 @@ internal sealed class Committer
                 continue;
             }
 
-            if (!MayGather(p))
-            {
-                count = int.MaxValue;
-                break;
-            }
-
-            count++;
             bytes += p.PackedLength;
+            if (!MayGather(p) || ++count >= _gatherTarget || bytes >= _settings.MaxBatchBytes)
+            {
+                _host.RemoveTimer(_gatherTimerId);
+                _gatherTimerId = 0;
+                return false;
+            }
         }
 
-        if (count < _gatherTarget && bytes < _settings.MaxBatchBytes)
-        {
-            return true;
-        }
-
-        _host.RemoveTimer(_gatherTimerId);
-        _gatherTimerId = 0;
-        return false;
+        return true;
     }
 
     private void OnGatherTimer(long timerId)

@@ -85,8 +85,9 @@ public sealed partial class FileLogStorage
 
     /// <summary>
     /// Fsyncs the listed files <paramref name="which"/> picks (all when null), then removes them from the list
-    /// durably. Before a record is acknowledged as durable the writer syncs them all: the files before it must be too. A file deleted meanwhile (cleaned) is simply removed. Runs without the list's lock while it fsyncs,
-    /// so the writer can list another file meanwhile.
+    /// durably. Before a record is acknowledged as durable the writer syncs them all: the files before it must be too.
+    /// A file deleted meanwhile (cleaned) is simply removed. Runs without the list's lock while it fsyncs, so the
+    /// writer can list another file meanwhile.
     /// </summary>
     private void SyncListed(GroupLog group, Func<UnsyncedFiles.Entry, bool>? which)
     {

@@ -34,10 +34,7 @@ public sealed class UnsyncedFilesTests : IDisposable
         var files = new FaultyFileOperations { BeforeFlush = flushed.Enqueue };
         using var storage = Open(files);
         var records = (ulong)((2 * PerFile) + 2);
-        for (ulong i = 0; i < records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, records, sync: false);
 
         Assert.Equal(2, ReadMeta());
         Assert.DoesNotContain(flushed, path => path == DataFile(0) || path == DataFile(1));
@@ -55,10 +52,7 @@ public sealed class UnsyncedFilesTests : IDisposable
     public async Task A_roll_over_after_synchronous_records_fsyncs_as_before_and_lists_nothing()
     {
         using var storage = Open(LogFileOperations.Os);
-        for (ulong i = 0; i < (ulong)((2 * PerFile) + 2); i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: true);
-        }
+        await PutAll(storage, (ulong)((2 * PerFile) + 2), sync: true);
 
         Assert.Equal(2, ReadMeta());
         Assert.Empty(ReadList());
@@ -69,10 +63,7 @@ public sealed class UnsyncedFilesTests : IDisposable
     {
         var files = new FaultyFileOperations();
         var storage = Open(files);
-        for (ulong i = 0; i < (ulong)((2 * PerFile) + 2); i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, (ulong)((2 * PerFile) + 2), sync: false);
 
         Assert.Equal(2, ReadList().Count);
         storage.Dispose();
@@ -92,10 +83,7 @@ public sealed class UnsyncedFilesTests : IDisposable
     {
         var storage = Open(LogFileOperations.Os, syncOnClose: false);
         var records = (ulong)((2 * PerFile) + 2);
-        for (ulong i = 0; i < records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, records, sync: false);
 
         storage.Dispose();
         Assert.Equal(2, ReadList().Count);
@@ -120,10 +108,7 @@ public sealed class UnsyncedFilesTests : IDisposable
         // leave a hole in the log.
         var storage = Open(LogFileOperations.Os, syncOnClose: false);
         var records = (ulong)(3 * PerFile);
-        for (ulong i = 0; i < records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, records, sync: false);
 
         storage.Dispose();
         using (var file = new FileStream(DataFile(1), FileMode.Open, FileAccess.Write))
@@ -156,10 +141,7 @@ public sealed class UnsyncedFilesTests : IDisposable
         var files = new FaultyFileOperations();
         var storage = Open(files, syncOnClose: false);
         var records = (ulong)(2 * PerFile);
-        for (ulong i = 0; i < records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, records, sync: false);
 
         files.Fail(LogFileOperation.Meta, DiskError.Io);
         await Assert.ThrowsAsync<LogStorageException>(() => storage.PutAsync(0, records, Body(records), sync: false));
@@ -187,10 +169,7 @@ public sealed class UnsyncedFilesTests : IDisposable
         // a damaged record names the file.
         var storage = Open(LogFileOperations.Os, syncOnClose: false);
         var records = (ulong)(3 * PerFile);
-        for (ulong i = 0; i < records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: true);
-        }
+        await PutAll(storage, records, sync: true);
 
         storage.Dispose();
         using (var file = new FileStream(DataFile(1), FileMode.Open, FileAccess.Write))
@@ -254,10 +233,7 @@ public sealed class UnsyncedFilesTests : IDisposable
     {
         var files = new FaultyFileOperations();
         using var storage = Open(files, syncAge: TimeSpan.FromHours(1));
-        for (ulong i = 0; i < (ulong)((2 * PerFile) + 2); i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, (ulong)((2 * PerFile) + 2), sync: false);
 
         storage.SyncAgedFiles(Stopwatch.GetTimestamp());
         Assert.Equal(2, ReadList().Count);
@@ -275,10 +251,7 @@ public sealed class UnsyncedFilesTests : IDisposable
         var files = new FaultyFileOperations();
         using var storage = Open(files);
         var records = PerFile * (UnsyncedFiles.MaxEntries + 2);
-        for (ulong i = 0; i < (ulong)records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, (ulong)records, sync: false);
 
         var list = ReadList();
         Assert.Equal(UnsyncedFiles.MaxEntries, list.Count);
@@ -291,10 +264,7 @@ public sealed class UnsyncedFilesTests : IDisposable
     public async Task Clearing_the_log_empties_the_list_so_that_new_files_are_not_taken_for_old_ones()
     {
         var storage = Open(LogFileOperations.Os, syncOnClose: false);
-        for (ulong i = 0; i < (ulong)(3 * PerFile); i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, (ulong)(3 * PerFile), sync: false);
 
         storage.ClearAllLog(0);
         Assert.Empty(ReadList());
@@ -390,10 +360,7 @@ public sealed class UnsyncedFilesTests : IDisposable
     {
         var storage = Open(LogFileOperations.Os, syncOnClose: false);
         var records = (ulong)(3 * PerFile);
-        for (ulong i = 0; i < records; i++)
-        {
-            await storage.PutAsync(0, i, Body(i), sync: false);
-        }
+        await PutAll(storage, records, sync: false);
 
         storage.Dispose();
         File.Delete(DataFile(1));
@@ -405,6 +372,15 @@ public sealed class UnsyncedFilesTests : IDisposable
         Assert.False(File.Exists(DataFile(2)), "the file after the lost one was kept");
         await reopened.PutAsync(0, (ulong)PerFile, Body((ulong)PerFile), sync: true);
         Assert.Equal(Body((ulong)PerFile), reopened.Get(0, (ulong)PerFile));
+    }
+
+    /// <summary>Puts instances 0 to <paramref name="count"/> - 1 of group 0, each with its <see cref="Body"/>.</summary>
+    private static async Task PutAll(FileLogStorage storage, ulong count, bool sync)
+    {
+        for (ulong i = 0; i < count; i++)
+        {
+            await storage.PutAsync(0, i, Body(i), sync);
+        }
     }
 
     private static byte[] Body(ulong instance) => StorageTestData.Sized(instance, BodySize, (int)instance);
