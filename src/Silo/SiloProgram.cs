@@ -331,6 +331,7 @@ public static class SiloProgram
                 builder.Configuration.GetSection("Orleans:Membership").Bind(o);
             });
             silo.Configure<ReminderOptions>(builder.Configuration.GetSection("Orleans:ReminderOptions"));
+            silo.Configure<SiloMessagingOptions>(builder.Configuration.GetSection("Orleans:Messaging"));
             silo.AddActivityPropagation();
             silo.AddPaxos();
             var kv = KeyValueStoreSettings.From(builder.Configuration);

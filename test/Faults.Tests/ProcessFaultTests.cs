@@ -99,7 +99,7 @@ public sealed partial class ProcessFaultTests(ITestOutputHelper output)
         }
 
         Assert.True(result.Passed, $"seed {seed}, history {result.HistoryPath}:\n{log}");
-        // The run lasts until the minimum (at most three times its duration); this says if it did not get there.
+        // The run lasts until the minimum (at most four times its duration); this says if it did not get there.
         Assert.True(result.Faults.Count >= (minimumFaults ?? (Soak ? 2 : 1)), $"only {result.Faults.Count} faults injected (seed {seed})");
         Assert.True(result.Report.Operations > 200, $"only {result.Report.Operations} operations recorded (seed {seed})");
 

@@ -18,7 +18,7 @@ public sealed record FaultRunOptions
     public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// The run goes on past <see cref="Duration"/> until the nemesis has injected this many faults (at most three
+    /// The run goes on past <see cref="Duration"/> until the nemesis has injected this many faults (at most four
     /// times <see cref="Duration"/>): on a loaded machine a silo's catch-up can take most of a short run.
     /// </summary>
     public int MinimumFaults { get; init; }
@@ -124,7 +124,7 @@ public static class FaultRun
         while (!running.IsCompleted)
         {
             var elapsed = clock.Elapsed;
-            if (elapsed >= options.Duration && (nemesis.Events.Count >= options.MinimumFaults || elapsed >= options.Duration * 3))
+            if (elapsed >= options.Duration && (nemesis.Events.Count >= options.MinimumFaults || elapsed >= options.Duration * 4))
             {
                 await stop.CancelAsync();
                 return;

@@ -88,6 +88,11 @@ public sealed class ProcessCluster : IAsyncDisposable
             $"--{SyncJournalKey}={JournalFile(work, i)}",
             "--Logging:LogLevel:Default=Warning",
             "--Logging:LogLevel:Orleans.Paxos=Warning",
+
+            // A gateway holds the responses for a client whose connection it lost until it drops the client
+            // (Orleans' default: after a minute). After kills and restarts that stalled the harness's client for
+            // over a minute, which used up a short run's time for faults.
+            "--Orleans:Messaging:ClientDropTimeout=00:00:05",
             .. options.ExtraArguments ?? [],
         ]);
         return new ProcessCluster(options, silos);
