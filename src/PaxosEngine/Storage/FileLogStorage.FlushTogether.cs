@@ -79,15 +79,24 @@ public sealed partial class FileLogStorage
                 {
                     if (group.Device is not null)
                     {
-                        ZeroAhead(group);
+                        if (UnsyncedBytes(group) >= SparseSyncBytes)
+                        {
+                            // Zeros ahead of large records would double what the disk writes: the group's own
+                            // fdatasync, run beside the others', allocates its blocks instead.
+                            group.ZeroedAheadTo = group.WriteOffset;
+                        }
+                        else
+                        {
+                            ZeroAhead(group);
+                        }
                     }
 
                     others.Add(group);
                 }
             }
 
-            // Start every write-back, then wait for each: the device works on them together.
-            foreach (var group in inPlace)
+            // Start every write-back, then wait for those written in place: the device works on them together.
+            foreach (var group in syncing)
             {
                 WriteBack(group, wait: false);
             }
@@ -97,10 +106,11 @@ public sealed partial class FileLogStorage
                 WriteBack(group, wait: true);
             }
 
-            // Every other group gets its own fdatasync (its metadata may have changed), which flushes its device.
+            // Every other group gets its own fdatasync (its metadata may have changed), which flushes its device. They
+            // run at the same time, so that the file system commits their metadata together.
+            lane.Fsyncs.Run(others, FsyncCurrentFile);
             foreach (var group in others)
             {
-                FsyncCurrentFile(group);
                 if (group.Device is { } device)
                 {
                     flushed.Add(device);
@@ -133,6 +143,16 @@ public sealed partial class FileLogStorage
             syncing.Clear();
         }
     }
+
+    /// <summary>
+    /// The bytes a group has to sync at or above which it writes no zeros ahead of them: with records this large the
+    /// zeros cost more disk bandwidth than the group's own <c>fdatasync</c> costs, as that runs beside the others'.
+    /// </summary>
+    internal const int SparseSyncBytes = 64 * 1024;
+
+    /// <summary>Bytes of the group's current file written since its last fsync.</summary>
+    private static long UnsyncedBytes(GroupLog group) =>
+        group.WriteOffset - (group.Synced is { } synced && synced.FileId == group.CurrentFileId ? synced.Offset : 0);
 
     /// <summary>
     /// Writes zeros from the group's write position to <see cref="ZeroAheadBytes"/> past it (page-aligned, within the

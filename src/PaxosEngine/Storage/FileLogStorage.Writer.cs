@@ -671,6 +671,9 @@ public sealed partial class FileLogStorage
         /// <inheritdoc cref="SyncGroups"/>
         public List<ulong> FlushedDevices { get; } = [];
 
+        /// <summary>Runs the fsyncs of the batch's groups that are not written in place at the same time (writer only).</summary>
+        public ParallelFsyncs<GroupLog> Fsyncs { get; } = new("Paxos log writer");
+
         public List<PendingPut> Incoming { get; set; } = [];
 
         public List<PendingPut> Draining { get; set; } = [];

@@ -386,6 +386,7 @@ public sealed partial class FileLogStorage : ILogStorage
         foreach (var lane in _lanes)
         {
             lane.Thread!.Join();
+            lane.Fsyncs.Dispose();
         }
 
         StopUnsyncedTimer();

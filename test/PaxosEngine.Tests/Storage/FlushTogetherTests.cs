@@ -31,9 +31,10 @@ public sealed class FlushTogetherTests : IDisposable
         var storage = Open(files, groupCount: 4);
 
         // A first batch of groups 1-3: nothing is known to be allocated yet, so each writes zeros ahead of its
-        // record and fsyncs its own file.
+        // record, starts its write-back and fsyncs its own file.
         var first = WriteOneBatch(storage, files, instance: 0, groups: [1, 2, 3]);
-        Assert.Equal(0, first.Count(e => e.Kind == "writeback"));
+        Assert.Equal([1, 2, 3], first.Where(e => e.Kind == "writeback").Select(e => e.Group).Order());
+        Assert.DoesNotContain(first, e => e.Kind == "writeback" && e.Wait);
         Assert.Equal([1, 2, 3], first.Where(e => e.Kind == "flush").Select(e => e.Group).Order());
         var recordLength = 12 + StorageTestData.Promise(0).Length;
         foreach (var group in new[] { 1, 2, 3 })
@@ -71,13 +72,64 @@ public sealed class FlushTogetherTests : IDisposable
         var storage = Open(files, groupCount: 4);
         WriteOneBatch(storage, files, instance: 0, groups: [1, 2]);
 
-        // Group 1's next record is larger than the zeros written ahead of it: its blocks are new, so it writes
-        // zeros ahead again and fsyncs its file (metadata and all); group 2 is written back, and group 1's fsync,
-        // which comes after that write-back completed, flushes the disk for both.
-        var batch = WriteOneBatch(storage, files, instance: 1, groups: [1, 2], valueSize: group => group == 1 ? FileLogStorage.ZeroAheadBytes + 8192 : 0);
-        var kinds = batch.Where(e => e.Kind is "writeback" or "flush").Select(e => (e.Kind, e.Group, e.Wait)).ToList();
-        Assert.Equal([("writeback", 2, false), ("writeback", 2, true), ("flush", 1, false)], kinds);
-        Assert.Contains(batch, e => e.Kind == "write" && e.Group == 1 && e.Length > 1000 && e.Offset > FileLogStorage.ZeroAheadBytes);
+        // Group 1's records (each below SparseSyncBytes) reach past the zeros written ahead of them: its blocks are
+        // new, so it writes zeros ahead again and fsyncs its file (metadata and all); group 2 is written back, and
+        // group 1's fsync, which comes after that write-back completed, flushes the disk for both.
+        const int size = FileLogStorage.SparseSyncBytes - 4096;
+        var passed = false;
+        for (ulong instance = 1; !passed; instance++)
+        {
+            Assert.True(instance < 64, "group 1's records never passed its zeros");
+            var batch = WriteOneBatch(storage, files, instance, groups: [1, 2], valueSize: group => group == 1 ? size : 0);
+            passed = batch.Any(e => e.Kind == "flush" && e.Group == 1);
+            var kinds = batch.Where(e => e.Kind is "writeback" or "flush").Select(e => (e.Kind, e.Group, e.Wait)).ToList();
+            Assert.Equal(
+                passed
+                    ? [("writeback", 1, false), ("writeback", 2, false), ("writeback", 2, true), ("flush", 1, false)]
+                    : [("writeback", 1, false), ("writeback", 2, false), ("writeback", 1, true), ("writeback", 2, true), ("flush", 2, false)],
+                kinds);
+            Assert.Equal(passed, batch.Any(e => e.Kind == "write" && e.Group == 1 && e.Length >= FileLogStorage.ZeroAheadBytes));
+        }
+    }
+
+    [Fact]
+    public void Large_records_go_without_zeros_and_their_groups_fsync_at_the_same_time()
+    {
+        Assert.True(DataSync.SupportsWriteBack, "The storage flushes groups' files together on 64-bit Linux, where these tests run.");
+        var faulty = new FaultyFileOperations();
+        var files = new RecordingFileOperations(faulty);
+        var storage = Open(files, groupCount: 4);
+        WriteOneBatch(storage, files, instance: 0, groups: [1, 2, 3]);
+
+        // Records of SparseSyncBytes or more past the zeros: no zeros ahead of them (they would double what the disk
+        // writes); each group fsyncs its own file, the three at once (each fsync here waits until all three have
+        // started, so one after the other would never get there).
+        const int size = FileLogStorage.ZeroAheadBytes + 8192;
+        files.FlushTogether = 3;
+        var batch = WriteOneBatch(storage, files, instance: 1, groups: [1, 2, 3], valueSize: _ => size);
+        files.FlushTogether = 0;
+        Assert.Equal(3, files.MostFlushesAtOnce);
+        Assert.Equal([1, 2, 3], batch.Where(e => e.Kind == "flush").Select(e => e.Group).Order());
+        Assert.DoesNotContain(batch, e => e.Kind == "writeback" && e.Wait);
+        foreach (var group in new[] { 1, 2, 3 })
+        {
+            Assert.Single(batch, e => e.Kind == "write" && e.Group == group);
+        }
+
+        // A small record after them: the blocks past the large records are new, so zeros ahead again.
+        var next = WriteOneBatch(storage, files, instance: 2, groups: [1, 2, 3]);
+        Assert.Equal([1, 2, 3], next.Where(e => e.Kind == "flush").Select(e => e.Group).Order());
+        Assert.Equal(3, next.Count(e => e.Kind == "write" && e.Length >= FileLogStorage.ZeroAheadBytes));
+
+        // Acknowledged is durable: a power loss now takes nothing.
+        storage.Dispose();
+        Assert.Equal(0, faulty.SimulatePowerLoss());
+        var reopened = Open(LogFileOperations.Os, groupCount: 4);
+        for (var group = 1; group <= 3; group++)
+        {
+            Assert.Equal(StorageTestData.Sized(1, size, group), reopened.Get(group, 1));
+            Assert.Equal(StorageTestData.Promise(2), reopened.Get(group, 2));
+        }
     }
 
     [Fact]
@@ -291,6 +343,9 @@ public sealed class FlushTogetherTests : IDisposable
         private readonly Lock _gate = new();
         private readonly List<FileEvent> _events = [];
         private volatile bool _waiting;
+        private int _atOnce;
+        private int _mostAtOnce;
+        private int _started;
 
         public ManualResetEventSlim? Gate { get; set; }
 
@@ -313,6 +368,12 @@ public sealed class FlushTogetherTests : IDisposable
             Record("write", path, offset, data.Length, wait: false);
         }
 
+        /// <summary>When above 1, a flush of a group's file other than group 0's waits until this many have started.</summary>
+        public int FlushTogether { get; set; }
+
+        /// <summary>The most flushes of groups' files that were in progress at once.</summary>
+        public int MostFlushesAtOnce => _mostAtOnce;
+
         public override void Flush(SafeFileHandle handle, string path, bool dataOnly)
         {
             if (Gate is { } gate && GroupOf(path) == 0)
@@ -320,6 +381,18 @@ public sealed class FlushTogetherTests : IDisposable
                 _waiting = true;
                 gate.Wait();
                 _waiting = false;
+            }
+
+            if (FlushTogether > 1 && GroupOf(path) > 0)
+            {
+                var atOnce = Interlocked.Increment(ref _atOnce);
+                InterlockedMax(ref _mostAtOnce, atOnce);
+                Interlocked.Increment(ref _started);
+                SpinWait.SpinUntil(() => Volatile.Read(ref _started) >= FlushTogether, TimeSpan.FromSeconds(10));
+                _inner.Flush(handle, path, dataOnly);
+                Interlocked.Decrement(ref _atOnce);
+                Record("flush", path, 0, 0, wait: false);
+                return;
             }
 
             _inner.Flush(handle, path, dataOnly);
@@ -333,6 +406,14 @@ public sealed class FlushTogetherTests : IDisposable
         }
 
         public override void Preallocate(SafeFileHandle handle, string path, long size) => _inner.Preallocate(handle, path, size);
+
+        private static void InterlockedMax(ref int target, int value)
+        {
+            int seen;
+            while (value > (seen = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, seen) != seen)
+            {
+            }
+        }
 
         private static int GroupOf(string path)
         {
