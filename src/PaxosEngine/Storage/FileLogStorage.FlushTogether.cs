@@ -108,7 +108,7 @@ public sealed partial class FileLogStorage
 
             // Every other group gets its own fdatasync (its metadata may have changed), which flushes its device. They
             // run at the same time, so that the file system commits their metadata together.
-            lane.Fsyncs.Run(others, FsyncCurrentFile);
+            lane.Fsyncs.Run(others, _fsyncCurrentFile);
             foreach (var group in others)
             {
                 if (group.Device is { } device)
