@@ -35,6 +35,9 @@ internal static partial class ComparisonBenchmark
         Console.WriteLine(AppContext.GetData("System.Runtime.TieredCompilation") is "false" or false && Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") is null or "0"
             ? "  jit        ours: tiered compilation off (optimized code from the first call, as a warm silo runs; DOTNET_TieredCompilation=1 to see the JIT's warm-up)"
             : "  jit        ours: tiered compilation on (the first seconds of each run include the JIT's warm-up)");
+        Console.WriteLine(AppContext.GetData("System.GC.LOHThreshold") is { } lohThreshold
+            ? $"  gc         ours: workstation, concurrent; arrays under {lohThreshold} B start in generation 0 (System.GC.LOHThreshold, as the silo ships)"
+            : "  gc         ours: workstation, concurrent; arrays of 85,000 B or more on the large object heap (the runtime's default)");
         Console.WriteLine("             caller i (a thread in phxbench, a task in ours) proposes to group i % groups, one call at a time");
         Console.WriteLine("  calls      PhxPaxos Propose against ours off (one value per instance) and auto (values waiting behind an instance share the next one);");
         Console.WriteLine($"             PhxPaxos BatchPropose against ours on (BatchProposeAsync, the same rule: count {o.BatchCount}, 20 ms) and idle (BatchFlushWhenIdle)");
