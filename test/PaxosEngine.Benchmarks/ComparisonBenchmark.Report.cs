@@ -185,6 +185,7 @@ internal static partial class ComparisonBenchmark
         : "\"+" + set + "\": " + string.Join(" and ", set.Split('+').Select(p => p switch
         {
             SharedOptIn => "one write-ahead log per node, one fdatasync per batch across groups (rows with fsync)",
-            _ => "a burst's frames to one peer in one datagram",
+            CoalesceOptIn => "a burst's frames to one peer in one datagram",
+            _ => "callers' code continues on the engine thread that completes their proposal, not through the thread pool",
         }));
 }

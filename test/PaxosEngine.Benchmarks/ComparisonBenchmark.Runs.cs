@@ -66,13 +66,14 @@ internal static partial class ComparisonBenchmark
         var batch = parts[0];
         var shared = parts.Contains(SharedOptIn);
         var coalesce = parts.Contains(CoalesceOptIn);
+        var inline = parts.Contains(InlineOptIn);
         var psi = Program.StartInfo();
         foreach (var a in new[]
         {
             "consensus", "--procs", "3", "--json", "--groups", I(row.Groups), "--value-size", I(row.ValueBytes),
             "--proposers", I(row.Callers), "--batch", batch, "--batch-count", I(o.BatchCount), "--sync", row.Sync ? "on" : "off",
             "--warmup", D(o.WarmupSeconds), "--seconds", D(o.Seconds), "--shared-log", shared ? "on" : "off",
-            "--coalesce", coalesce ? "on" : "off", "--loops", I(o.Loops),
+            "--coalesce", coalesce ? "on" : "off", "--sync-continuations", inline ? "on" : "off", "--loops", I(o.Loops),
         })
         {
             psi.ArgumentList.Add(a);

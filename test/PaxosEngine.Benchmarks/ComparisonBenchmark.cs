@@ -33,8 +33,9 @@ internal static partial class ComparisonBenchmark
           --disk-seconds 2        the disk's fsync ceiling at the start, per configuration (0 = skip); --disk-threads 1,8,24
           --scale-only            only that row
           --opt-in none           sets of ours' opt-ins, each run as its own side: none (the defaults, PhxPaxos's formats),
-                                  shared (Paxos:SharedLog, rows with fsync only), coalesce (Paxos:CoalesceDatagrams), or
-                                  both joined by '+'; e.g. none,shared+coalesce gives sides "off", "off+shared+coalesce", ...
+                                  shared (Paxos:SharedLog, rows with fsync only), coalesce (Paxos:CoalesceDatagrams),
+                                  inline (Paxos:AllowSynchronousContinuations), or several joined by '+'; e.g.
+                                  none,shared+coalesce gives sides "off", "off+shared+coalesce", ...
           --shared-log off        on: the same as --opt-in shared; both: --opt-in none,shared
           --loops N               ours' loop threads per node (Paxos:LoopThreadCount); default: this machine's cores
                                   divided among the 3 nodes, at least 1 (0: the engine's default, one per core per node)
@@ -47,6 +48,9 @@ internal static partial class ComparisonBenchmark
 
     /// <summary>The opt-in that coalesces datagrams (<c>consensus --coalesce on</c>).</summary>
     private const string CoalesceOptIn = "coalesce";
+
+    /// <summary>The opt-in that runs callers' continuations on the engine's threads (<c>consensus --sync-continuations on</c>).</summary>
+    private const string InlineOptIn = "inline";
 
     private sealed class Options
     {
@@ -85,8 +89,8 @@ internal static partial class ComparisonBenchmark
 
         /// <summary>
         /// Sets of opt-ins ours runs with, each a side of its own named "&lt;batch&gt;+&lt;set&gt;" ("none": the defaults,
-        /// named by the batch mode alone). A set is <see cref="SharedOptIn"/>, <see cref="CoalesceOptIn"/> or both
-        /// joined by '+'; the shared log is left out of rows without fsync (where it is not fsynced either).
+        /// named by the batch mode alone). A set is <see cref="SharedOptIn"/>, <see cref="CoalesceOptIn"/>,
+        /// <see cref="InlineOptIn"/> or several joined by '+'; the shared log is left out of rows without fsync (where it is not fsynced either).
         /// </summary>
         public string[] OptIns { get; set; } = ["none"];
 
@@ -365,9 +369,9 @@ internal static partial class ComparisonBenchmark
                     break;
                 case "--opt-in":
                     o.OptIns = Next().Split(',');
-                    if (o.OptIns.Any(set => set != "none" && set.Split('+').Any(p => p is not (SharedOptIn or CoalesceOptIn))))
+                    if (o.OptIns.Any(set => set != "none" && set.Split('+').Any(p => p is not (SharedOptIn or CoalesceOptIn or InlineOptIn))))
                     {
-                        throw new FormatException("--opt-in takes sets of shared and coalesce joined by '+', or none, separated by commas");
+                        throw new FormatException("--opt-in takes sets of shared, coalesce and inline joined by '+', or none, separated by commas");
                     }
 
                     break;

@@ -22,7 +22,7 @@ namespace Orleans.Paxos.Engine.Benchmarks;
 /// </remarks>
 internal static class ConsensusBenchmark
 {
-    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --shared-log off|on --coalesce off|on --flush-together on|off --batch-datagrams on|off --alloc-types --metrics off,on,traces --disk --json)";
+    public const string Summary = "3 nodes on loopback: proposals/s, latency, CPU and allocations per proposal (options: --groups 1,4,16 --value-size 100 --proposers 8,32 --batch off|on|idle|auto --sync on --seconds 3 --procs 1|3 --loops 0 --shared-log off|on --coalesce off|on --sync-continuations off|on --flush-together on|off --batch-datagrams on|off --alloc-types --metrics off,on,traces --disk --json)";
 
     private sealed class Options
     {
@@ -55,6 +55,9 @@ internal static class ConsensusBenchmark
 
         /// <summary>Frames to one peer in one burst share a datagram (<see cref="PaxosNodeOptions.CoalesceDatagrams"/>).</summary>
         public bool Coalesce { get; set; }
+
+        /// <summary>Callers' code runs on the engine thread that completes their proposal (<see cref="PaxosNodeOptions.AllowSynchronousContinuations"/>).</summary>
+        public bool SyncContinuations { get; set; }
 
         /// <summary>One flush of the disk for several groups' files (<see cref="PaxosNodeOptions.FlushFilesTogether"/>).</summary>
         public bool FlushTogether { get; set; } = true;
@@ -112,7 +115,7 @@ internal static class ConsensusBenchmark
         if (!options.Json)
         {
             Console.WriteLine($"consensus: 3 nodes on 127.0.0.1, {options.Procs} process(es), proposals from node 0, sync {(options.Sync ? "on" : "off")}, " +
-                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; shared log {(options.SharedLog ? "on" : "off")}; coalesce {(options.Coalesce ? "on" : "off")}; flush together {(options.FlushTogether ? "on" : "off")}; batch datagrams {(options.BatchDatagrams ? "on" : "off")}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+                $"{options.Seconds:0.#} s after {options.WarmupSeconds:0.#} s warm-up; loop threads per node {(options.Loops == 0 ? "default" : options.Loops)}; shared log {(options.SharedLog ? "on" : "off")}; coalesce {(options.Coalesce ? "on" : "off")}; synchronous continuations {(options.SyncContinuations ? "on" : "off")}; flush together {(options.FlushTogether ? "on" : "off")}; batch datagrams {(options.BatchDatagrams ? "on" : "off")}; {Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine("  batch: off = one value per instance (PhxPaxos Propose); auto = values waiting while an instance is in flight share the next one;");
             Console.WriteLine($"         on = BatchProposeAsync with PhxPaxos's rule, the default (count {options.BatchCount}, 20 ms, 512000 B);");
             Console.WriteLine("         idle = BatchProposeAsync with BatchFlushWhenIdle (values go when the group is idle, gather while an instance is in flight; after one of ours is chosen, up to 1 ms for its callers to come back)");
@@ -355,6 +358,7 @@ internal static class ConsensusBenchmark
         LoopThreadCount = o.Loops,
         SharedLog = o.SharedLog,
         CoalesceDatagrams = o.Coalesce,
+        AllowSynchronousContinuations = o.SyncContinuations,
         FlushFilesTogether = o.FlushTogether,
         BatchDatagrams = o.BatchDatagrams,
     };
@@ -507,7 +511,7 @@ internal static class ConsensusBenchmark
     {
         var psi = Program.StartInfo();
         psi.RedirectStandardInput = true;
-        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture), o.SharedLog ? "on" : "off", o.Coalesce ? "on" : "off", o.FlushTogether ? "on" : "off", o.BatchDatagrams ? "on" : "off" })
+        foreach (var a in new[] { "consensus", "node", string.Join(",", members), i.ToString(CultureInfo.InvariantCulture), groups.ToString(CultureInfo.InvariantCulture), o.Sync ? "on" : "off", root, batch, o.BatchCount.ToString(CultureInfo.InvariantCulture), o.Loops.ToString(CultureInfo.InvariantCulture), o.SharedLog ? "on" : "off", o.Coalesce ? "on" : "off", o.FlushTogether ? "on" : "off", o.BatchDatagrams ? "on" : "off", o.SyncContinuations ? "on" : "off" })
         {
             psi.ArgumentList.Add(a);
         }
@@ -557,6 +561,7 @@ internal static class ConsensusBenchmark
             Coalesce = args[9] == "on",
             FlushTogether = args[10] == "on",
             BatchDatagrams = args[11] == "on",
+            SyncContinuations = args[12] == "on",
         };
         var groups = int.Parse(args[2], CultureInfo.InvariantCulture);
         using var node = new PaxosNode(NodeOptions(members, int.Parse(args[1], CultureInfo.InvariantCulture), groups, o, args[4], args[5]));
@@ -627,6 +632,7 @@ internal static class ConsensusBenchmark
                 case "--loops": o.Loops = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--shared-log": o.SharedLog = OnOff(); break;
                 case "--coalesce": o.Coalesce = OnOff(); break;
+                case "--sync-continuations": o.SyncContinuations = OnOff(); break;
                 case "--flush-together": o.FlushTogether = OnOff(); break;
                 case "--batch-datagrams": o.BatchDatagrams = OnOff(); break;
                 case "--path": o.BasePath = Next(); break;

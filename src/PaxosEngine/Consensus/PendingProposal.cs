@@ -10,8 +10,18 @@ internal sealed class PendingProposal
 
     private Action? _onCompleted;
 
-    public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs)
+    /// <param name="smId">The state machine that executes the value.</param>
+    /// <param name="value">The value, not packed.</param>
+    /// <param name="context">The caller's context, or null.</param>
+    /// <param name="explicitBatch">Came through BatchProposeAsync.</param>
+    /// <param name="enqueuedMs">When it was made (loop clock, ms).</param>
+    /// <param name="synchronousContinuations">
+    /// Code awaiting <see cref="Completion"/> runs on the thread that completes it (<see cref="Node.PaxosNodeOptions.AllowSynchronousContinuations"/>);
+    /// false: through the thread pool.
+    /// </param>
+    public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs, bool synchronousContinuations = false)
     {
+        Completion = new(synchronousContinuations ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         SmId = smId;
         Value = value;
         Context = context;
@@ -23,10 +33,14 @@ internal sealed class PendingProposal
     /// A proposal whose value is copied once, into its packed form (<c>[state machine id][value]</c>): when it
     /// goes alone into an instance, that array is the instance's value as it is.
     /// </summary>
-    public static PendingProposal CopyOf(int smId, ReadOnlySpan<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs, long deadlineMs)
+    public static PendingProposal CopyOf(int smId, ReadOnlySpan<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs, long deadlineMs, bool synchronousContinuations = false)
     {
         var packed = ValueCodec.Pack(smId, value);
-        return new PendingProposal(smId, packed.AsMemory(ValueCodec.SmIdLength), context, explicitBatch, enqueuedMs) { Packed = packed, DeadlineMs = deadlineMs };
+        return new PendingProposal(smId, packed.AsMemory(ValueCodec.SmIdLength), context, explicitBatch, enqueuedMs, synchronousContinuations)
+        {
+            Packed = packed,
+            DeadlineMs = deadlineMs,
+        };
     }
 
     public int SmId { get; }
@@ -48,7 +62,7 @@ internal sealed class PendingProposal
 
     public int Attempts { get; set; }
 
-    public TaskCompletionSource<ProposeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public TaskCompletionSource<ProposeResult> Completion { get; }
 
     public bool IsCompleted => Volatile.Read(ref _completed) != 0;
 
@@ -63,15 +77,19 @@ internal sealed class PendingProposal
         }
 
         Telemetry.PaxosTracing.TagRetries(_activity, Attempts);
-        Completion.SetResult(result);
+
+        // The engine's own actions first (the group's count of waiting proposals among them): with synchronous
+        // continuations, the caller's code runs inside SetResult and may propose again at once.
         var run = Interlocked.Exchange(ref _onCompleted, CompletedMarker);
         run?.Invoke();
+        Completion.SetResult(result);
         return true;
     }
 
     /// <summary>
     /// Runs <paramref name="action"/> once on completion, on the thread that completes the proposal (at once if it
-    /// is already complete); several actions run in the order they were added. Thread-safe. Unlike a continuation
+    /// is already complete) and before the caller's code sees the result; several actions run in the order they
+    /// were added. Thread-safe. Unlike a continuation
     /// of <see cref="Completion"/>, it does not go through the thread pool, so a group that runs on a manual loop
     /// stays deterministic.
     /// </summary>

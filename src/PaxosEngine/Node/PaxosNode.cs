@@ -514,7 +514,7 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
     {
         var nowMs = (long)_time.GetElapsedTime(0, _time.GetTimestamp()).TotalMilliseconds;
         var deadlineMs = _options.ProposeTimeout == Timeout.InfiniteTimeSpan ? long.MaxValue : nowMs + (long)_options.ProposeTimeout.TotalMilliseconds;
-        return PendingProposal.CopyOf(smId, value.Span, context, explicitBatch, nowMs, deadlineMs);
+        return PendingProposal.CopyOf(smId, value.Span, context, explicitBatch, nowMs, deadlineMs, _options.AllowSynchronousContinuations);
     }
 
     /// <summary>Proposals of a group queued or in flight on this node (tests watch batches form).</summary>
