@@ -105,18 +105,42 @@ public sealed class GroupLoopTests : IDisposable
     }
 
     [Fact]
-    public async Task Work_a_borrower_posts_to_its_own_loop_runs_later_on_the_loops_thread()
+    public void Work_a_borrower_posts_to_its_own_loop_runs_after_its_message_on_the_borrower_without_waking_the_loop()
     {
         Thread? ranOn = null;
         var postedBeforeReturn = false;
+        var ownerWhenRun = false;
         OfferUntilTaken(new LoopAction(() =>
         {
-            _loop.Post(new LoopAction(() => Volatile.Write(ref ranOn, Thread.CurrentThread)));
-            postedBeforeReturn = Volatile.Read(ref ranOn) is null;
+            _loop.Post(new LoopAction(() =>
+            {
+                ranOn = Thread.CurrentThread;
+                ownerWhenRun = _loop.IsBorrowed;
+            }));
+            postedBeforeReturn = ranOn is null;
         }));
+        Assert.True(postedBeforeReturn, "the posted work ran inside the message that posted it");
+        Assert.Same(Thread.CurrentThread, ranOn);
+        Assert.True(ownerWhenRun);
+        Assert.Equal(0, _loop.BorrowerWakes);
+        Assert.False(_loop.HasQueuedWork);
+    }
+
+    [Fact]
+    public async Task Work_a_borrower_posts_while_its_source_has_more_to_read_runs_on_the_loops_thread()
+    {
+        Thread? ranOn = null;
+        var source = new SwitchableSource();
+        OfferUntilTaken(
+            new LoopAction(() =>
+            {
+                _loop.Post(new LoopAction(() => Volatile.Write(ref ranOn, Thread.CurrentThread)));
+                source.IsSaturated = true; // more datagrams arrived meanwhile: the borrower goes back to reading
+            }),
+            source);
         await Polling.WaitUntilAsync(() => Volatile.Read(ref ranOn) is not null, Timeout, "the posted work ran");
-        Assert.True(postedBeforeReturn);
         Assert.NotSame(Thread.CurrentThread, ranOn);
+        Assert.Equal(1, _loop.BorrowerWakes);
     }
 
     [Fact]
@@ -189,10 +213,10 @@ public sealed class GroupLoopTests : IDisposable
     }
 
     /// <summary>Offers <paramref name="work"/> on this thread until the loop takes it (its thread may be between two sleeps).</summary>
-    private void OfferUntilTaken(ILoopWork work)
+    private void OfferUntilTaken(ILoopWork work, IInlineSource? source = null)
     {
         var deadline = DateTime.UtcNow + Timeout;
-        while (!(_loop.IsSleeping && _loop.TryRunInline(work, Source.Idle)))
+        while (!(_loop.IsSleeping && _loop.TryRunInline(work, source ?? Source.Idle)))
         {
             Assert.True(DateTime.UtcNow < deadline, "the sleeping loop never took the offer");
             Thread.Yield();
@@ -230,6 +254,11 @@ public sealed class GroupLoopTests : IDisposable
         public static readonly Source Saturated = new(true);
 
         public bool IsSaturated => saturated;
+    }
+
+    private sealed class SwitchableSource : IInlineSource
+    {
+        public bool IsSaturated { get; set; }
     }
 
     private sealed class Target(Action onTimer) : ITimerTarget
