@@ -244,9 +244,13 @@ internal sealed partial class PaxosGroup
         var persistStarted = _loop.Time.GetTimestamp();
         try
         {
-            // The loop thread writes the record itself when the storage is idle, unless that would make other
-            // groups of its loop wait for an fsync, or the thread only borrowed the loop (a receive thread).
-            var callerWrite = !sync || (_loop.GroupCount == 1 && !_loop.IsBorrowed);
+            // The thread that runs the loop writes the record itself when the storage is idle (no hand-off to a
+            // writer thread and no wake-up), unless others would wait for its fsync: the other groups of its loop,
+            // or, on a receive thread that borrowed the loop, the messages behind this one. There it writes only as
+            // a follower of a node with a single group: the next message it needs comes after its reply anyway. A
+            // proposer's receive thread must stay free for the other members' replies, which may form a majority
+            // before its own fsync ends.
+            var callerWrite = !sync || (_loop.GroupCount == 1 && (!_loop.IsBorrowed || (_settings.GroupCount == 1 && replyTo != _settings.MyNodeId)));
             var bytes = MessageBytes.Rent(record, out var length);
             _storage.PutRented(Index, record.InstanceID, bytes, length, sync, new PendingReply(this, reply, replyTo, record.InstanceID, persistStarted, callerWrite));
         }
