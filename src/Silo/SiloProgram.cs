@@ -94,14 +94,29 @@ public static class SiloProgram
 
         var telemetry = TelemetrySettings.From(config);
         builder.AddPaxosTelemetry(telemetry, config["Paxos:MyNode"]!);
-        using var host = builder.Build();
-        await host.StartAsync();
-        var engine = host.Services.GetRequiredService<PaxosEngineHost>();
-        Console.WriteLine($"Silo up: Paxos node {engine.MyNodeId}, silo port {siloPort}, clients connect to {advertised}:{gatewayPort}; data in {Path.GetFullPath(engine.Options.StoragePath)}; {KeyValueStoreSettings.From(config)}.");
-        PrintTelemetry(telemetry);
-        await PrintStatusAsync(host.Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
-        await host.WaitForShutdownAsync();
-        return 0;
+        var host = builder.Build();
+        var dispose = true;
+        try
+        {
+            await host.StartAsync();
+            var engine = host.Services.GetRequiredService<PaxosEngineHost>();
+            Console.WriteLine($"Silo up: Paxos node {engine.MyNodeId}, silo port {siloPort}, clients connect to {advertised}:{gatewayPort}; data in {Path.GetFullPath(engine.Options.StoragePath)}; {KeyValueStoreSettings.From(config)}.");
+            PrintTelemetry(telemetry);
+            await PrintStatusAsync(host.Services.GetRequiredService<IGrainFactory>(), engine.GroupCount);
+
+            // Not WaitForShutdownAsync: once the Paxos majority is gone (this silo stops last, or is cut off), Orleans'
+            // stop would retry its last membership writes for minutes. Cut short, the Paxos node is stopped and Orleans'
+            // stop may still run, so its services are left undisposed: the process ends here.
+            dispose = await host.WaitForPaxosShutdownAsync();
+            return 0;
+        }
+        finally
+        {
+            if (dispose)
+            {
+                host.Dispose();
+            }
+        }
     }
 
     private static async Task<int> RunLocalClusterAsync(string[] args)

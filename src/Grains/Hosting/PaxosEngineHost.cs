@@ -24,6 +24,7 @@ public sealed partial class PaxosEngineHost : IDisposable
     private readonly IServiceProvider _services;
     private readonly IPaxosTransportFactory? _transportFactory;
     private readonly Lock _watchGate = new();
+    private readonly Lock _stopGate = new();
     private readonly List<Watcher>[] _watchers;
     private readonly List<IStateMachine> _machines = [];
     private PaxosNode? _node;
@@ -122,32 +123,40 @@ public sealed partial class PaxosEngineHost : IDisposable
         LogStarted(MyNodeId, _options.GroupCount, _options.StoragePath);
     }
 
-    /// <summary>Stops the node (waiting proposals complete with <see cref="ProposeStatus.NodeStopped"/>) and disposes the state machines.</summary>
+    /// <summary>
+    /// Stops the node (waiting proposals complete with <see cref="ProposeStatus.NodeStopped"/>) and disposes the state
+    /// machines. Safe to call more than once and from several threads at once (the silo lifecycle and
+    /// <see cref="PaxosHostExtensions.WaitForPaxosShutdownAsync"/> may both stop the node); the first call stops it.
+    /// </summary>
     public Task StopAsync()
     {
-        var node = _node;
-        if (node is null)
+        lock (_stopGate)
         {
-            return Task.CompletedTask;
-        }
-
-        node.Dispose();
-        _node = null;
-        lock (_watchGate)
-        {
-            foreach (var list in _watchers)
+            var node = _node;
+            if (node is null)
             {
-                foreach (var w in list)
-                {
-                    w.Channel.Writer.TryComplete();
-                }
-
-                list.Clear();
+                return Task.CompletedTask;
             }
+
+            node.Dispose();
+            _node = null;
+            lock (_watchGate)
+            {
+                foreach (var list in _watchers)
+                {
+                    foreach (var w in list)
+                    {
+                        w.Channel.Writer.TryComplete();
+                    }
+
+                    list.Clear();
+                }
+            }
+
+            DisposeMachines();
+            ReleaseFolder();
         }
 
-        DisposeMachines();
-        ReleaseFolder();
         LogStopped(MyNodeId);
         return Task.CompletedTask;
     }
@@ -155,10 +164,13 @@ public sealed partial class PaxosEngineHost : IDisposable
     /// <summary>Stops the node if it still runs.</summary>
     public void Dispose()
     {
-        _node?.Dispose();
-        _node = null;
-        DisposeMachines();
-        ReleaseFolder();
+        lock (_stopGate)
+        {
+            _node?.Dispose();
+            _node = null;
+            DisposeMachines();
+            ReleaseFolder();
+        }
     }
 
     private void ReleaseFolder()

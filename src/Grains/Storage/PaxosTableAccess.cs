@@ -20,6 +20,7 @@ public sealed partial class PaxosTableAccess
     private long _failingSinceTicks;
     private int _failuresSinceReport;
     private bool _failing;
+    private TaskCompletionSource _nextMajorityLoss = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Creates the access for a silo's node.</summary>
     public PaxosTableAccess(PaxosEngineHost host, Microsoft.Extensions.Options.IOptions<PaxosTableOptions> options, ILogger<PaxosTableAccess> logger)
@@ -36,6 +37,13 @@ public sealed partial class PaxosTableAccess
 
     /// <summary>Whether the last operation failed for want of a majority.</summary>
     public bool MajorityMissing => Volatile.Read(ref _failing);
+
+    /// <summary>
+    /// Completes when an operation next fails for want of a majority (after waiting up to
+    /// <see cref="PaxosTableOptions.OperationTimeout"/> for the log); never faults. Each call returns the task for the
+    /// next such failure, so a failure that happened before the call does not count.
+    /// </summary>
+    public Task NextMajorityLossAsync() => Volatile.Read(ref _nextMajorityLoss).Task;
 
     /// <summary>
     /// Proposes <paramref name="value"/> for state machine <paramref name="smId"/> on <paramref name="group"/> and
@@ -107,6 +115,9 @@ public sealed partial class PaxosTableAccess
                 var waited = TimeSpan.FromMilliseconds(Environment.TickCount64 - started);
                 var message = $"{what}: the Paxos majority is missing: group {group} of node {_host.MyNodeId} got no majority of its {_host.Options.Members.Count} members to agree within {waited.TotalSeconds:0.0} s ({result.Status}). Operations resume by themselves once a majority of the Paxos nodes is up and connected.";
                 ReportMajorityMissing(message);
+
+                // After the report, so that whoever waits for it (a silo stopping, PaxosHostExtensions) logs after the cause.
+                Interlocked.Exchange(ref _nextMajorityLoss, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                 throw new PaxosMajorityUnavailableException(message);
 
             default:
