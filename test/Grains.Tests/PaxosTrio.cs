@@ -16,7 +16,7 @@ namespace Orleans.Paxos.Grains.Tests;
 /// as silos host them, with the membership table and the key-value store mounted, without Orleans silos:
 /// the providers' contract runs against them.
 /// </summary>
-public sealed class PaxosTrio : IAsyncLifetime
+public class PaxosTrio : IAsyncLifetime
 {
     public const int Groups = 3;
 
@@ -68,6 +68,9 @@ public sealed class PaxosTrio : IAsyncLifetime
 
     public PaxosTableAccess Access(int node) => _providers[node].GetRequiredService<PaxosTableAccess>();
 
+    /// <summary>The nodes' <see cref="PaxosNodeOptions.AllowSynchronousContinuations"/>.</summary>
+    protected virtual bool SynchronousContinuations => false;
+
     private ServiceProvider Build(int index, string serviceId)
     {
         var services = new ServiceCollection();
@@ -87,6 +90,7 @@ public sealed class PaxosTrio : IAsyncLifetime
             o.Sync = false;
             o.DataFileSize = 1 << 20;
             o.AskForLearnInterval = TimeSpan.FromMilliseconds(500);
+            o.AllowSynchronousContinuations = SynchronousContinuations;
         });
         services.Configure<PaxosTableOptions>(o => o.OperationTimeout = TimeSpan.FromSeconds(10));
         services.AddSingleton<PaxosEngineHost>();

@@ -83,6 +83,13 @@ public sealed partial class PaxosTableAccess
                 result = new ProposeResult(ProposeStatus.NodeStopped);
             }
 
+            if (_host.Options.AllowSynchronousContinuations)
+            {
+                // This ran on the engine thread that completed the proposal; Orleans' own code (membership, grain
+                // storage, reminders) continues from here and must not hold that thread.
+                await Task.Yield();
+            }
+
             cancellationToken.ThrowIfCancellationRequested();
 
             // Competing proposers (Conflict) or a full queue: the value was not chosen, so proposing it again is safe.
