@@ -116,6 +116,15 @@ public static class SiloProgram
             {
                 host.Dispose();
             }
+            else
+            {
+                // The host stays undisposed, but the lines logged so far (the cause, the node's stop) must reach the
+                // console before the process ends: the console logger writes from a queue of its own.
+                foreach (var provider in host.Services.GetServices<ILoggerProvider>())
+                {
+                    provider.Dispose();
+                }
+            }
         }
     }
 

@@ -12,8 +12,10 @@ namespace Orleans.Paxos.Grains.Hosting;
 /// <summary>
 /// The silo's Paxos node and the bridge to it (one per silo). A grain's proposal goes straight to the group's
 /// committer queue (one hand-off, bounded once by <see cref="PaxosNodeOptions.MaxWaitingProposals"/>); its result
-/// comes back on a completion that runs continuations asynchronously, so grain code never runs on an engine
-/// thread and no Orleans scheduler thread ever blocks. Thread-safe.
+/// comes back on a completion that runs continuations asynchronously (or, with
+/// <see cref="PaxosNodeOptions.AllowSynchronousContinuations"/>, on the engine thread, from which a grain's await
+/// still resumes on its activation's scheduler), so grain code never runs on an engine thread and no Orleans
+/// scheduler thread ever blocks. Thread-safe.
 /// </summary>
 public sealed partial class PaxosEngineHost : IDisposable
 {
@@ -181,7 +183,9 @@ public sealed partial class PaxosEngineHost : IDisposable
 
     /// <summary>
     /// Proposes a value: it goes straight to the group's committer queue without blocking the caller's thread, and
-    /// the result arrives off the engine's threads. When <see cref="PaxosNodeOptions.MaxWaitingProposals"/> proposals
+    /// the result arrives off the engine's threads (on one with <see cref="PaxosNodeOptions.AllowSynchronousContinuations"/>
+    /// when the value is chosen: code that awaits it with <c>ConfigureAwait(false)</c> must move off it, as
+    /// <see cref="Storage.PaxosTableAccess"/> does). When <see cref="PaxosNodeOptions.MaxWaitingProposals"/> proposals
     /// already wait, the result is <see cref="ProposeStatus.TooManyWaiting"/> at once.
     /// </summary>
     /// <param name="group">The group.</param>

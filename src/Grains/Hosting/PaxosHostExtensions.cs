@@ -14,8 +14,8 @@ namespace Orleans.Paxos.Grains.Hosting;
 /// Orleans writes the stopping silo's status to the membership table (ShuttingDown or Stopping, then Dead) and retries
 /// each write on every error for up to a minute, whatever the host's shutdown timeout. On Paxos those writes need a
 /// majority of the nodes; once it is gone, no retry can succeed and the silo's stop would wait out those minutes.
-/// These methods stop waiting for them: the silo's Paxos node stops (its logs are closed cleanly, and everything chosen
-/// was durable before it was acknowledged) and the call returns. What is skipped is only what a kill -9 skips as well:
+/// These methods stop waiting for them: the silo's Paxos node stops (its logs are closed cleanly, and with fsync on, the
+/// default, everything chosen was durable before it was acknowledged) and the call returns. What is skipped is only what a kill -9 skips as well:
 /// the other silos declare this one dead by themselves once they run again.
 /// </remarks>
 public static partial class PaxosHostExtensions
@@ -44,7 +44,7 @@ public static partial class PaxosHostExtensions
 
     /// <summary>
     /// Stops the host (<see cref="IHost.StopAsync"/>) unless, while it stops, an Orleans table operation of its silo
-    /// fails for want of a Paxos majority (after <see cref="PaxosTableOptions.OperationTimeout"/>): then Orleans' last
+    /// that started during the stop fails for want of a Paxos majority (after <see cref="PaxosTableOptions.OperationTimeout"/>): then Orleans' last
     /// membership writes cannot complete either, so the silo's Paxos node is stopped at once and this returns without
     /// waiting for the rest of Orleans' stop (see the remarks of <see cref="PaxosHostExtensions"/>). A host without a
     /// Paxos node or without the Paxos providers is just stopped.
@@ -62,8 +62,8 @@ public static partial class PaxosHostExtensions
         var access = host.Services.GetService<PaxosTableAccess>();
         var engine = host.Services.GetService<PaxosEngineHost>();
 
-        // Taken before the stop begins, so that no failure during the stop is missed.
-        var majorityLost = access?.NextMajorityLossAsync() ?? Never;
+        // Only operations that start once the stop has begun count: one started earlier may have met a passing outage.
+        var majorityLost = access?.MajorityLossAsync(Environment.TickCount64) ?? Never;
         var stop = host.StopAsync(cancellationToken);
         if (engine is null || await Task.WhenAny(stop, majorityLost).ConfigureAwait(false) == stop)
         {

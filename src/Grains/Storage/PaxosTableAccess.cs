@@ -20,7 +20,7 @@ public sealed partial class PaxosTableAccess
     private long _failingSinceTicks;
     private int _failuresSinceReport;
     private bool _failing;
-    private TaskCompletionSource _nextMajorityLoss = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly List<(long StartedFrom, TaskCompletionSource Loss)> _lossWaiters = [];
 
     /// <summary>Creates the access for a silo's node.</summary>
     public PaxosTableAccess(PaxosEngineHost host, Microsoft.Extensions.Options.IOptions<PaxosTableOptions> options, ILogger<PaxosTableAccess> logger)
@@ -39,11 +39,40 @@ public sealed partial class PaxosTableAccess
     public bool MajorityMissing => Volatile.Read(ref _failing);
 
     /// <summary>
-    /// Completes when an operation next fails for want of a majority (after waiting up to
-    /// <see cref="PaxosTableOptions.OperationTimeout"/> for the log); never faults. Each call returns the task for the
-    /// next such failure, so a failure that happened before the call does not count.
+    /// Completes when an operation that started at or after <paramref name="startedFromTicks"/>
+    /// (<see cref="Environment.TickCount64"/>) fails for want of a majority, after waiting up to
+    /// <see cref="PaxosTableOptions.OperationTimeout"/> for it; never faults. Operations that started earlier do not
+    /// count, however they end.
     /// </summary>
-    public Task NextMajorityLossAsync() => Volatile.Read(ref _nextMajorityLoss).Task;
+    /// <param name="startedFromTicks">The earliest start of an operation that counts.</param>
+    public Task MajorityLossAsync(long startedFromTicks)
+    {
+        var loss = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            _lossWaiters.Add((startedFromTicks, loss));
+        }
+
+        return loss.Task;
+    }
+
+    private void CompleteLossWaiters(long started)
+    {
+        List<TaskCompletionSource>? due = null;
+        lock (_gate)
+        {
+            for (var i = _lossWaiters.Count - 1; i >= 0; i--)
+            {
+                if (_lossWaiters[i].StartedFrom <= started)
+                {
+                    (due ??= []).Add(_lossWaiters[i].Loss);
+                    _lossWaiters.RemoveAt(i);
+                }
+            }
+        }
+
+        due?.ForEach(static loss => loss.TrySetResult());
+    }
 
     /// <summary>
     /// Proposes <paramref name="value"/> for state machine <paramref name="smId"/> on <paramref name="group"/> and
@@ -86,8 +115,9 @@ public sealed partial class PaxosTableAccess
             if (_host.Options.AllowSynchronousContinuations)
             {
                 // This ran on the engine thread that completed the proposal; Orleans' own code (membership, grain
-                // storage, reminders) continues from here and must not hold that thread.
-                await Task.Yield();
+                // storage, reminders) continues from here and must not hold that thread: on to the thread pool,
+                // whatever scheduler is current.
+                await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
             }
 
             cancellationToken.ThrowIfCancellationRequested();
@@ -124,7 +154,7 @@ public sealed partial class PaxosTableAccess
                 ReportMajorityMissing(message);
 
                 // After the report, so that whoever waits for it (a silo stopping, PaxosHostExtensions) logs after the cause.
-                Interlocked.Exchange(ref _nextMajorityLoss, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+                CompleteLossWaiters(started);
                 throw new PaxosMajorityUnavailableException(message);
 
             default:

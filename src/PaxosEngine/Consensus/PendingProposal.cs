@@ -8,6 +8,8 @@ internal sealed class PendingProposal
     private readonly System.Diagnostics.Activity? _activity = System.Diagnostics.Activity.Current; // the caller's paxos.propose span
     private int _completed;
 
+    private readonly bool _synchronousContinuations;
+
     private Action? _onCompleted;
 
     /// <param name="smId">The state machine that executes the value.</param>
@@ -16,11 +18,12 @@ internal sealed class PendingProposal
     /// <param name="explicitBatch">Came through BatchProposeAsync.</param>
     /// <param name="enqueuedMs">When it was made (loop clock, ms).</param>
     /// <param name="synchronousContinuations">
-    /// Code awaiting <see cref="Completion"/> runs on the thread that completes it (<see cref="Node.PaxosNodeOptions.AllowSynchronousContinuations"/>);
-    /// false: through the thread pool.
+    /// Code awaiting <see cref="Completion"/> runs on the thread that completes it with <see cref="ProposeStatus.Ok"/>
+    /// (<see cref="Node.PaxosNodeOptions.AllowSynchronousContinuations"/>); false: through the thread pool.
     /// </param>
     public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs, bool synchronousContinuations = false)
     {
+        _synchronousContinuations = synchronousContinuations;
         Completion = new(synchronousContinuations ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         SmId = smId;
         Value = value;
@@ -80,9 +83,28 @@ internal sealed class PendingProposal
 
         // The engine's own actions first (the group's count of waiting proposals among them): with synchronous
         // continuations, the caller's code runs inside SetResult and may propose again at once.
-        var run = Interlocked.Exchange(ref _onCompleted, CompletedMarker);
-        run?.Invoke();
-        Completion.SetResult(result);
+        try
+        {
+            var run = Interlocked.Exchange(ref _onCompleted, CompletedMarker);
+            run?.Invoke();
+        }
+        finally
+        {
+            if (_synchronousContinuations && !result.IsOk)
+            {
+                // Only a chosen value's caller continues on the completing thread. Any other outcome (a timeout or a
+                // cancellation, a conflict, a stopped group or node) goes through the thread pool, as by default: a
+                // caller that proposes again at once would otherwise retry on the completing thread, against a group
+                // that fails it again there, for as long as it retries (or, in a cancellation, run on the thread that
+                // cancelled).
+                ThreadPool.UnsafeQueueUserWorkItem(static s => s.Completion.SetResult(s.Result), (Completion, Result: result), preferLocal: false);
+            }
+            else
+            {
+                Completion.SetResult(result);
+            }
+        }
+
         return true;
     }
 

@@ -74,6 +74,7 @@ internal sealed partial class GroupLoop : IDisposable
     private long _plannedWakeMs;
     private int _borrowerWakes;
     private int _ownershipWaits;
+    private int _timedWakes;
     private volatile bool _stopping;
 
     public GroupLoop(string name, TimeProvider time, ILogger logger)
@@ -114,7 +115,7 @@ internal sealed partial class GroupLoop : IDisposable
     /// <summary>Whether the caller owns this loop: runs on its thread, or borrowed it (<see cref="TryRunInline"/>), or drives it (manual loops).</summary>
     public bool IsOnLoopThread => _runningOn == Thread.CurrentThread || (_driver is null && Thread.CurrentThread == _thread);
 
-    /// <summary>Whether the caller borrowed this loop from its sleeping thread (<see cref="TryRunInline"/>): work that would block (an fsync) should not run here.</summary>
+    /// <summary>Whether the caller borrowed this loop from its sleeping thread (<see cref="TryRunInline"/>): work that would block (an fsync) keeps everything behind it waiting and runs here only where nothing else is (a follower's write in a node with a single group).</summary>
     public bool IsBorrowed => _driver is null && _runningOn == Thread.CurrentThread;
 
     /// <summary>Milliseconds on the loop's monotonic clock.</summary>
@@ -309,6 +310,9 @@ internal sealed partial class GroupLoop : IDisposable
     /// <summary>Times a borrower woke the sleeping thread after its message (tests).</summary>
     internal int BorrowerWakes => Volatile.Read(ref _borrowerWakes);
 
+    /// <summary>Times the loop's thread woke because its sleep ran out (at least once a second), not because it was woken.</summary>
+    internal int TimedWakes => Volatile.Read(ref _timedWakes);
+
     /// <summary>Whether work is queued (manual loops: whether <see cref="RunReady"/> would run something now).</summary>
     internal bool HasQueuedWork => !_queue.IsEmpty;
 
@@ -362,7 +366,11 @@ internal sealed partial class GroupLoop : IDisposable
                 continue;
             }
 
-            _wake.WaitOne(delayMs);
+            if (!_wake.WaitOne(delayMs))
+            {
+                Interlocked.Increment(ref _timedWakes);
+            }
+
             Volatile.Write(ref _sleeping, 0);
         }
     }

@@ -285,11 +285,12 @@ internal sealed partial class PaxosGroup
         _lastChecksum = _learner.LearnedChecksum;
         NewInstance();
 
-        // Callers are told only after the new instance is published: once ProposeAsync returns, the
-        // node's current instance is past the one it reports.
-        _committer.OnInstanceExecuted(instance, contexts is not null);
+        // Callers are told last: once ProposeAsync returns, the node's current instance is past the one it reports
+        // and the InstanceExecuted event for it was raised, also when callers continue on this thread
+        // (AllowSynchronousContinuations).
         Chosen?.Invoke(instance, value);
         _learnerSender.OnInstanceExecuted();
+        _committer.OnInstanceExecuted(instance, contexts is not null);
     }
 
     private void NewInstance()

@@ -456,6 +456,17 @@ public sealed partial class PaxosNode : IFrameSink, IDisposable
             _driver?.Remove(loop);
         }
 
+        if (previous == 1 && _driver is null)
+        {
+            // A loop's thread stops without running what is still queued, the Shutdown above among it: with the threads
+            // gone, this thread owns the groups and fails what still waits (a second Shutdown of a group finds nothing).
+            // Manual loops drop what they held, as a crash does: their proposals' outcome stays unknown.
+            foreach (var g in _groups)
+            {
+                g.Shutdown();
+            }
+        }
+
         if (_ownsStorage)
         {
             _storage.Dispose();

@@ -96,16 +96,16 @@ public sealed partial class PaxosNodeOptions
     public int MaxWaitingProposals { get; set; } = 10_000;
 
     /// <summary>
-    /// UNSAFE for code that blocks after awaiting a proposal. When true, the task of a proposal completes with its
-    /// awaiting code run at once on the engine thread that learned the outcome (a group's loop thread or a receive
-    /// thread), as <c>UnboundedChannelOptions.AllowSynchronousContinuations</c> does for channels, instead of handing
-    /// every result to the thread pool. A caller that proposes again right after it is answered then costs no
-    /// thread-pool hand-off and no thread wake-up: a third to half less CPU per proposal on busy nodes. The engine
-    /// waits while that code runs, up to its next asynchronous wait, so it must not block (no <c>.Result</c>,
-    /// <c>Wait()</c> or locks held long), must not dispose the node, and should be short; code that needs more
-    /// can start with <c>await Task.Yield()</c>. Code that resumes on a scheduler of its own (Orleans grains, a
-    /// UI) is not affected: its continuation is queued there either way. Default false: every result reaches
-    /// its awaiting code through the thread pool.
+    /// UNSAFE for code that blocks after awaiting a proposal. When true, the task of a proposal whose value is chosen
+    /// completes with its awaiting code run at once on the engine thread that learned it (a group's loop thread or
+    /// a receive thread), as <c>UnboundedChannelOptions.AllowSynchronousContinuations</c> does for channels, instead
+    /// of handing the result to the thread pool; any other outcome still goes through the thread pool. A caller that
+    /// proposes again right after it is answered then costs no thread-pool hand-off and no thread wake-up: a third to
+    /// half less CPU per proposal on busy nodes. The engine waits while that code runs, up to its next asynchronous
+    /// wait, so it must not block (no <c>.Result</c>, <c>Wait()</c> or locks held long), must not dispose the node,
+    /// and should be short; code that needs more can start with <c>await Task.Yield()</c>. Code that resumes on a
+    /// scheduler of its own (Orleans grains, a UI) is not affected: its continuation is queued there either way.
+    /// Default false: every result reaches its awaiting code through the thread pool.
     /// </summary>
     public bool AllowSynchronousContinuations { get; set; }
 

@@ -91,6 +91,20 @@ public sealed class ClusterTests
     }
 
     [Fact]
+    public async Task Proposals_still_waiting_when_the_node_is_disposed_complete_with_NodeStopped()
+    {
+        using var cluster = new TestCluster(3, 1, seed: 6, configure: o => o.ProposeTimeout = Timeout.InfiniteTimeSpan);
+        await cluster.WaitVotingAsync(0, TimeSpan.FromSeconds(30));
+        cluster.Network.Isolate(cluster.Ids[0]);
+        var waiting = Enumerable.Range(0, 3).Select(i => cluster.Node(0).ProposeAsync(0, new byte[] { (byte)i })).ToArray();
+        Assert.Equal(3, cluster.Node(0).GetWaitingProposals(0));
+
+        cluster.Node(0).Dispose();
+        var results = await Task.WhenAll(waiting).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.All(results, r => Assert.Equal(ProposeStatus.NodeStopped, r.Status));
+    }
+
+    [Fact]
     public async Task Bad_requests_get_typed_results()
     {
         using var cluster = new TestCluster(3, 2, seed: 4, configure: o => o.MaxValueSize = 2048);

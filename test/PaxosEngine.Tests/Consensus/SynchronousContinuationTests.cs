@@ -1,4 +1,5 @@
 using System.Text;
+using Orleans.Paxos.Engine.Consensus;
 using Orleans.Paxos.Engine.Node;
 using Orleans.Paxos.Engine.StateMachines;
 using Orleans.Paxos.Engine.Tests.Support;
@@ -72,6 +73,61 @@ public sealed class SynchronousContinuationTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task With_synchronous_continuations_a_caller_that_proposes_again_at_once_whatever_it_hears_lets_the_node_stop()
+    {
+        Start(synchronousContinuations: true, maxWaiting: 10_000);
+        var chosen = 0;
+        var disposed = false;
+        var caller = Task.Run(async () =>
+        {
+            // Proposes again as soon as it hears anything, failures included, until the node is gone.
+            var last = ProposeStatus.Ok;
+            while (!Volatile.Read(ref disposed))
+            {
+                var result = await _nodes[0].ProposeAsync(0, Encoding.UTF8.GetBytes("again"), new StateMachineContext(RecordingStateMachine.Id)).ConfigureAwait(false);
+                last = result.Status;
+                if (result.IsOk)
+                {
+                    Interlocked.Increment(ref chosen);
+                }
+            }
+
+            return last;
+        });
+        await Polling.WaitUntilAsync(() => Volatile.Read(ref chosen) >= 20, TimeSpan.FromSeconds(30), "the caller's first values to be chosen");
+
+        // The caller is always waiting or proposing again on an engine thread: the node must stop all the same.
+        await Task.Run(() => _nodes[0].Dispose()).WaitAsync(TimeSpan.FromSeconds(30));
+        Volatile.Write(ref disposed, true);
+        Assert.Equal(ProposeStatus.NodeStopped, await caller.WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
+    public async Task With_synchronous_continuations_an_outcome_other_than_chosen_reaches_the_caller_on_the_thread_pool()
+    {
+        Start(synchronousContinuations: true, maxWaiting: 10_000, proposeTimeout: TimeSpan.FromMilliseconds(300));
+        var first = await _nodes[0].ProposeAsync(0, Encoding.UTF8.GetBytes("first"), new StateMachineContext(RecordingStateMachine.Id));
+        for (var attempt = 0; attempt < 100 && !first.IsOk; attempt++)
+        {
+            // The group's first instance may take longer than the short timeout (its members survey each other first).
+            first = await _nodes[0].ProposeAsync(0, Encoding.UTF8.GetBytes("first"), new StateMachineContext(RecordingStateMachine.Id));
+        }
+
+        Assert.True(first.IsOk, first.Status.ToString());
+        _nodes[1].Dispose();
+        _nodes[2].Dispose();
+
+        // No majority: the group's loop times the proposal out (its timeout sweep) and the caller hears of it off that thread.
+        var (status, pool, name) = await Task.Run(async () =>
+        {
+            var result = await _nodes[0].ProposeAsync(0, Encoding.UTF8.GetBytes("alone"), new StateMachineContext(RecordingStateMachine.Id)).ConfigureAwait(false);
+            return (result.Status, Thread.CurrentThread.IsThreadPoolThread, Thread.CurrentThread.Name);
+        }).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(ProposeStatus.Timeout, status);
+        Assert.True(pool, $"continued on {name}");
+    }
+
     /// <summary>Proposes <paramref name="count"/> values from node 0 one after another; returns the thread each await resumed on.</summary>
     private async Task<List<(bool Pool, string? Name)>> ProposeInTurn(int caller, int count, bool batch)
     {
@@ -102,7 +158,7 @@ public sealed class SynchronousContinuationTests : IDisposable
     private static string Describe(RecordingStateMachine m) =>
         string.Join(",", m.Snapshot().Select(e => $"{e.Instance}:{Encoding.UTF8.GetString(e.Value)}"));
 
-    private void Start(bool synchronousContinuations, int maxWaiting)
+    private void Start(bool synchronousContinuations, int maxWaiting, TimeSpan? proposeTimeout = null)
     {
         for (var i = 0; i < 3; i++)
         {
@@ -115,6 +171,7 @@ public sealed class SynchronousContinuationTests : IDisposable
                 BatchFlushWhenIdle = true,
                 MaxWaitingProposals = maxWaiting,
                 AllowSynchronousContinuations = synchronousContinuations,
+                ProposeTimeout = proposeTimeout ?? TimeSpan.FromSeconds(30),
                 DataFileSize = 4 << 20,
             });
             _machines[i] = new RecordingStateMachine();

@@ -107,40 +107,64 @@ public sealed class GroupLoopTests : IDisposable
     [Fact]
     public void Work_a_borrower_posts_to_its_own_loop_runs_after_its_message_on_the_borrower_without_waking_the_loop()
     {
-        Thread? ranOn = null;
-        var postedBeforeReturn = false;
-        var ownerWhenRun = false;
-        OfferUntilTaken(new LoopAction(() =>
+        // The loop's thread also wakes by itself once a second; a run it interrupted is done again.
+        for (var attempt = 1; ; attempt++)
         {
-            _loop.Post(new LoopAction(() =>
+            Thread? ranOn = null;
+            var postedBeforeReturn = false;
+            var ownerWhenRun = false;
+            var wakesBefore = _loop.BorrowerWakes;
+            var timedWakes = _loop.TimedWakes;
+            OfferUntilTaken(new LoopAction(() =>
             {
-                ranOn = Thread.CurrentThread;
-                ownerWhenRun = _loop.IsBorrowed;
+                _loop.Post(new LoopAction(() =>
+                {
+                    ranOn = Thread.CurrentThread;
+                    ownerWhenRun = _loop.IsBorrowed;
+                }));
+                postedBeforeReturn = ranOn is null;
             }));
-            postedBeforeReturn = ranOn is null;
-        }));
-        Assert.True(postedBeforeReturn, "the posted work ran inside the message that posted it");
-        Assert.Same(Thread.CurrentThread, ranOn);
-        Assert.True(ownerWhenRun);
-        Assert.Equal(0, _loop.BorrowerWakes);
-        Assert.False(_loop.HasQueuedWork);
+            if (_loop.TimedWakes != timedWakes && attempt < 10)
+            {
+                SpinWait.SpinUntil(() => !_loop.HasQueuedWork && _loop.IsSleeping, Timeout);
+                continue;
+            }
+
+            Assert.True(postedBeforeReturn, "the posted work ran inside the message that posted it");
+            Assert.Same(Thread.CurrentThread, ranOn);
+            Assert.True(ownerWhenRun);
+            Assert.Equal(wakesBefore, _loop.BorrowerWakes);
+            Assert.False(_loop.HasQueuedWork);
+            return;
+        }
     }
 
     [Fact]
     public async Task Work_a_borrower_posts_while_its_source_has_more_to_read_runs_on_the_loops_thread()
     {
-        Thread? ranOn = null;
-        var source = new SwitchableSource();
-        OfferUntilTaken(
-            new LoopAction(() =>
+        for (var attempt = 1; ; attempt++)
+        {
+            Thread? ranOn = null;
+            var source = new SwitchableSource();
+            var wakesBefore = _loop.BorrowerWakes;
+            var timedWakes = _loop.TimedWakes;
+            OfferUntilTaken(
+                new LoopAction(() =>
+                {
+                    _loop.Post(new LoopAction(() => Volatile.Write(ref ranOn, Thread.CurrentThread)));
+                    source.IsSaturated = true; // more datagrams arrived meanwhile: the borrower goes back to reading
+                }),
+                source);
+            await Polling.WaitUntilAsync(() => Volatile.Read(ref ranOn) is not null, Timeout, "the posted work ran");
+            if (_loop.TimedWakes != timedWakes && attempt < 10)
             {
-                _loop.Post(new LoopAction(() => Volatile.Write(ref ranOn, Thread.CurrentThread)));
-                source.IsSaturated = true; // more datagrams arrived meanwhile: the borrower goes back to reading
-            }),
-            source);
-        await Polling.WaitUntilAsync(() => Volatile.Read(ref ranOn) is not null, Timeout, "the posted work ran");
-        Assert.NotSame(Thread.CurrentThread, ranOn);
-        Assert.Equal(1, _loop.BorrowerWakes);
+                continue;
+            }
+
+            Assert.NotSame(Thread.CurrentThread, ranOn);
+            Assert.Equal(wakesBefore + 1, _loop.BorrowerWakes);
+            return;
+        }
     }
 
     [Fact]
