@@ -16,11 +16,11 @@ public sealed partial class PaxosTableAccess
     private readonly PaxosTableOptions _options;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
+    private readonly List<(long StartedFrom, TaskCompletionSource Loss)> _lossWaiters = [];
     private long _lastReportTicks = long.MinValue;
     private long _failingSinceTicks;
     private int _failuresSinceReport;
     private bool _failing;
-    private readonly List<(long StartedFrom, TaskCompletionSource Loss)> _lossWaiters = [];
 
     /// <summary>Creates the access for a silo's node.</summary>
     public PaxosTableAccess(PaxosEngineHost host, Microsoft.Extensions.Options.IOptions<PaxosTableOptions> options, ILogger<PaxosTableAccess> logger)

@@ -8,8 +8,6 @@ internal sealed class PendingProposal
     private readonly System.Diagnostics.Activity? _activity = System.Diagnostics.Activity.Current; // the caller's paxos.propose span
     private int _completed;
 
-    private readonly bool _synchronousContinuations;
-
     private Action? _onCompleted;
 
     /// <param name="smId">The state machine that executes the value.</param>
@@ -23,7 +21,6 @@ internal sealed class PendingProposal
     /// </param>
     public PendingProposal(int smId, ReadOnlyMemory<byte> value, StateMachineContext? context, bool explicitBatch, long enqueuedMs, bool synchronousContinuations = false)
     {
-        _synchronousContinuations = synchronousContinuations;
         Completion = new(synchronousContinuations ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         SmId = smId;
         Value = value;
@@ -90,7 +87,7 @@ internal sealed class PendingProposal
         }
         finally
         {
-            if (_synchronousContinuations && !result.IsOk)
+            if (!result.IsOk && (Completion.Task.CreationOptions & TaskCreationOptions.RunContinuationsAsynchronously) == 0)
             {
                 // Only a chosen value's caller continues on the completing thread. Any other outcome (a timeout or a
                 // cancellation, a conflict, a stopped group or node) goes through the thread pool, as by default: a

@@ -226,7 +226,7 @@ internal sealed partial class GroupLoop : IDisposable
         }
     }
 
-    /// <summary>Stops the thread after the work already queued; waits for it.</summary>
+    /// <summary>Stops the thread after the work item it is running, and waits for it; work still queued is not run.</summary>
     public void Stop()
     {
         _stopping = true;

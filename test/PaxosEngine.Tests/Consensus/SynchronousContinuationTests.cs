@@ -13,7 +13,7 @@ namespace Orleans.Paxos.Engine.Tests.Consensus;
 /// </summary>
 public sealed class SynchronousContinuationTests : IDisposable
 {
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "paxos-synccont-" + Guid.NewGuid().ToString("N"));
+    private readonly TemporaryDirectory _root = new("paxos-synccont");
     private readonly string[] _addresses = [.. Enumerable.Range(0, 3).Select(_ => $"127.0.0.1:{LoopbackPorts.Next()}")];
     private readonly PaxosNode[] _nodes = new PaxosNode[3];
     private readonly RecordingStateMachine[] _machines = new RecordingStateMachine[3];
@@ -26,14 +26,7 @@ public sealed class SynchronousContinuationTests : IDisposable
         }
 
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        try
-        {
-            Directory.Delete(_root, recursive: true);
-        }
-        catch (IOException)
-        {
-            // Leftover temp files do not change the result.
-        }
+        _root.Dispose();
     }
 
     [Fact]
@@ -166,7 +159,7 @@ public sealed class SynchronousContinuationTests : IDisposable
             {
                 MyNode = _addresses[i],
                 Members = [.. _addresses],
-                StoragePath = Path.Combine(_root, $"node{i}"),
+                StoragePath = Path.Combine(_root.Path, $"node{i}"),
                 Sync = true,
                 BatchFlushWhenIdle = true,
                 MaxWaitingProposals = maxWaiting,
